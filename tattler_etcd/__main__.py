@@ -1,0 +1,5 @@
+import sys
+
+from tattler_etcd.cli import main
+
+sys.exit(main())

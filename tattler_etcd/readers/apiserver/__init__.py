@@ -1,0 +1,1 @@
+"""Read Kubernetes objects through the APIServer's list and watch."""

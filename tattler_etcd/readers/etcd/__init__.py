@@ -1,0 +1,1 @@
+"""Read Kubernetes objects straight from etcd (no load on the APIServer)."""

@@ -1,0 +1,154 @@
+"""A real etcd process for tests: free loopback ports, a temp data dir, always stopped.
+
+Tests that need etcd use the ``etcd`` fixture (tests/conftest.py). In CI etcd
+must be there (``.ci/run`` installs it): a missing binary fails, never skips.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EtcdServer:
+    """One etcd member on 127.0.0.1. ``url`` is its client URL (the HTTP gateway)."""
+
+    def __init__(self, data_dir: str | None = None, *, progress_notify: str = "1s") -> None:
+        self.binary = shutil.which("etcd") or "/usr/bin/etcd"
+        if not os.path.exists(self.binary):
+            raise RuntimeError("etcd is not installed (apt-get install -y etcd-server); .ci/run installs it")
+        self._own_dir = data_dir is None
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="tattler-etcd-test-")
+        self.client_port = free_port()
+        self.peer_port = free_port()
+        self.metrics_port = free_port()
+        self.progress_notify = progress_notify
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(self.data_dir).with_suffix(".log")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start (or restart on the same ports and data) and wait until it answers."""
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        cmd = [
+            self.binary, "--name", "t", "--data-dir", self.data_dir,
+            "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"t={peer}", "--initial-cluster-state", "new",
+            "--listen-metrics-urls", f"http://127.0.0.1:{self.metrics_port}",
+            "--experimental-watch-progress-notify-interval", self.progress_notify,
+            "--logger", "zap", "--log-outputs", "stderr",
+        ]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"etcd exited with {self.proc.returncode}; log: {self.log_path}")
+            try:
+                self.call("/v3/kv/range", {"key": _b64(b"\0")}, timeout=1.0)
+                return
+            except OSError:
+                time.sleep(0.05)  # polling a real process coming up, not settling test state
+        raise RuntimeError(f"etcd did not answer within {timeout}s; log: {self.log_path}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the process (SIGKILL for a crash); the data dir stays for a restart."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def close(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            try:
+                self.log_path.unlink()
+            except FileNotFoundError:
+                pass
+
+    # --- plain blocking helpers for arranging test data -----------------------------
+
+    def call(self, path: str, body: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read())  # type: ignore[no-any-return]
+
+    def put(self, key: str | bytes, value: bytes) -> int:
+        """Put one key; returns the new revision."""
+        k = key.encode() if isinstance(key, str) else key
+        r = self.call("/v3/kv/put", {"key": _b64(k), "value": _b64(value)})
+        return int(r["header"]["revision"])
+
+    def put_many(self, items: list[tuple[str, bytes]], per_txn: int = 100) -> int:
+        """Put many keys in transactions of ``per_txn`` (sequential puts run ~600/s)."""
+        rev = 0
+        for i in range(0, len(items), per_txn):
+            ops = [{"request_put": {"key": _b64(k.encode()), "value": _b64(v)}} for k, v in items[i:i + per_txn]]
+            r = self.call("/v3/kv/txn", {"success": ops})
+            rev = int(r["header"]["revision"])
+        return rev
+
+    def delete(self, key: str) -> int:
+        r = self.call("/v3/kv/deleterange", {"key": _b64(key.encode())})
+        return int(r["header"]["revision"])
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        r = self.call("/v3/kv/range", {"key": _b64(key.encode())})
+        kvs = r.get("kvs") or []
+        return kvs[0] if kvs else None
+
+    def revision(self) -> int:
+        r = self.call("/v3/kv/range", {"key": _b64(b"\0")})
+        return int(r["header"]["revision"])
+
+    def compact(self, revision: int) -> None:
+        self.call("/v3/kv/compaction", {"revision": str(revision), "physical": True})
+
+    def range_prefix(self, prefix: str) -> list[dict[str, Any]]:
+        """Every kv under ``prefix`` (decoded key, raw base64 value, revisions as ints)."""
+        k = prefix.encode()
+        end = k[:-1] + bytes([k[-1] + 1])
+        r = self.call("/v3/kv/range", {"key": _b64(k), "range_end": _b64(end)})
+        out = []
+        for kv in r.get("kvs") or []:
+            out.append({
+                "key": base64.b64decode(kv["key"]).decode(),
+                "value": base64.b64decode(kv.get("value", "")),
+                "create_revision": int(kv.get("create_revision", 0)),
+                "mod_revision": int(kv.get("mod_revision", 0)),
+            })
+        return out
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
