@@ -1,0 +1,60 @@
+"""Built-in processors.
+
+:class:`JsonLinesProcessor` writes one line per entry in the shared JSON form
+(:meth:`tattler_etcd.data.Entry.to_json`): the CLI's output, and a handy
+sink for tools that read JSON lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+import trio
+
+from tattler_etcd.errors import TattlerError
+from tattler_etcd.pipeline.batching import Batch
+
+__all__ = ["JsonLinesProcessor"]
+
+logger = logging.getLogger("tattler_etcd.pipeline.processors")
+
+
+class JsonLinesProcessor:
+    """Write each entry of each batch as one JSON line to ``out`` (default: stdout).
+
+    One ``write`` per batch, then a flush (unless ``flush=False``), so a
+    reader of the file sees whole batches. The write is synchronous: local
+    files and pipes are fast, and a thread per batch would cost more than it
+    saves; a consumer that stops reading a pipe does stall the pipeline (as
+    back-pressure should). The caller opens and closes ``out``.
+
+    An entry whose object cannot be decoded is skipped (logged with its key,
+    counted in :attr:`skipped`) so one bad value does not lose the batch.
+    """
+
+    def __init__(self, out: TextIO | None = None, *, flush: bool = True) -> None:
+        self._out = out
+        self._flush = flush
+        #: Entries skipped because their object could not be decoded.
+        self.skipped = 0
+        #: Lines written.
+        self.written = 0
+
+    async def __call__(self, batch: Batch) -> None:
+        lines: list[str] = []
+        for entry in batch:
+            try:
+                lines.append(entry.to_json())
+            except TattlerError as exc:
+                self.skipped += 1
+                logger.warning("json-lines: skipped %s: %s", entry.key, str(exc)[:256])
+        out = self._out if self._out is not None else sys.stdout
+        if lines:
+            lines.append("")
+            out.write("\n".join(lines))
+            if self._flush:
+                out.flush()
+            self.written += len(lines) - 1
+        await trio.lowlevel.checkpoint()

@@ -1,0 +1,272 @@
+"""The runner: the one place that wires readers, stages and processors together.
+
+::
+
+    reader(s) -> safety -> preprocess -> batching -> routing -> processor tasks
+
+Each arrow is an unbuffered trio memory channel; each stage owns both its
+ends and closes its output when its input ends, so the end of the input flows
+down the line and every stage drains before the next closes. Readers and the
+first three stages pass chunks (``list[Entry]``) so a channel hop is paid per
+chunk, not per entry; batching turns chunks into :class:`Batch` objects. The
+preprocess stage only runs when a preprocessor was added.
+
+How a run ends:
+
+* every reader returns (a finite source, ``--once``): the pipeline drains,
+  every processor gets every batch, :meth:`Runner.run` returns;
+* :meth:`Runner.stop`: the readers are cancelled, then the same drain;
+* the task running :meth:`Runner.run` is cancelled: the readers are cancelled
+  at once and the stages get ``drain_timeout`` seconds to deliver what was
+  already read, then they are cancelled too; ``run`` ends with the
+  cancellation, leaving no task behind;
+* a reader raises: the other readers are stopped, the pipeline drains what
+  was read, then ``run`` raises that reader's error;
+* a processor raises: that is reported (:attr:`Runner.errors`, the log,
+  ``processor.<name>.errors``) and the run goes on.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import re
+from typing import Any
+
+import trio
+
+from tattler_etcd.data import Entry
+from tattler_etcd.errors import ConfigError, ProcessorError, RegistrationError
+from tattler_etcd.pipeline.batching import Batch, run_batching
+from tattler_etcd.pipeline.preprocess import Preprocessor, run_preprocess
+from tattler_etcd.pipeline.routing import Policy, Processor, Route, run_processor, run_routing
+from tattler_etcd.pipeline.safety import run_safety
+from tattler_etcd.readers import Reader
+from tattler_etcd.stats import Counters
+
+__all__ = ["Runner"]
+
+logger = logging.getLogger("tattler_etcd.pipeline.runner")
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+#: How many processor errors :attr:`Runner.errors` keeps (the newest); all are counted and logged.
+_MAX_ERRORS = 100
+
+
+class _ReaderStarted:
+    """The ``task_status`` a reader gets: counts it as started (once)."""
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+        self.done = False
+
+    def started(self, value: Any = None) -> None:
+        if self.done:
+            raise RuntimeError("called 'started' twice on the same task status")
+        self.done = True
+        self._runner._reader_started()
+
+
+class Runner:
+    """A pipeline from readers to processors. Add readers and processors, then ``await run()``.
+
+    Args:
+        batch_window: seconds a batch stays open after its first entry.
+        batch_size: most distinct objects in a batch.
+        allow_secrets: let ``Secret`` objects through (their values redacted).
+        drain_timeout: seconds the stages get to deliver what was read when
+            the run is cancelled (0: stop at once).
+    """
+
+    def __init__(
+        self,
+        *,
+        batch_window: float = 5.0,
+        batch_size: int = 1000,
+        allow_secrets: bool = False,
+        drain_timeout: float = 5.0,
+    ) -> None:
+        if not batch_window > 0:
+            raise ConfigError(f"batch_window must be more than 0 seconds, not {batch_window!r}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, not {batch_size!r}")
+        if not drain_timeout >= 0:
+            raise ConfigError(f"drain_timeout must be 0 or more seconds, not {drain_timeout!r}")
+        self.batch_window = batch_window
+        self.batch_size = batch_size
+        self.allow_secrets = allow_secrets
+        self.drain_timeout = drain_timeout
+        #: Every stage's counts, readable while the run goes on, logged when it ends.
+        self.counters = Counters()
+        self._readers: list[Reader] = []
+        self._preprocessors: list[Preprocessor] = []
+        self._routes: list[Route] = []
+        self._errors: collections.deque[ProcessorError] = collections.deque(maxlen=_MAX_ERRORS)
+        self._reader_errors: list[BaseException] = []
+        self._state = "new"
+        self._reader_scope = trio.CancelScope()
+        self._stage_scope = trio.CancelScope(shield=True)
+        self._to_start = 0
+        self._all_started = trio.Event()
+
+    # -- registration -------------------------------------------------------
+
+    def _check_not_started(self, what: str) -> None:
+        if self._state != "new":
+            raise RegistrationError(f"cannot add a {what} after run() started")
+
+    def add_reader(self, reader: Reader) -> None:
+        """Add a reader (anything with a ``name`` and ``run``, see :class:`tattler_etcd.readers.Reader`)."""
+        self._check_not_started("reader")
+        if not isinstance(reader, Reader):
+            raise RegistrationError(f"not a reader (needs name and run): {type(reader).__name__}")
+        if not isinstance(reader.name, str) or not _NAME.match(reader.name):
+            raise RegistrationError(f"reader name must be letters, digits, '-' or '_': {reader.name!r}")
+        if any(r.name == reader.name for r in self._readers):
+            raise RegistrationError(f"a reader named {reader.name!r} was already added")
+        self._readers.append(reader)
+
+    def add_preprocessor(self, fn: Preprocessor) -> None:
+        """Add a preprocessor; they run in the order added (see :mod:`tattler_etcd.pipeline.preprocess`)."""
+        self._check_not_started("preprocessor")
+        if not callable(fn):
+            raise RegistrationError(f"a preprocessor must be callable, not {type(fn).__name__}")
+        self._preprocessors.append(fn)
+
+    def add_processor(
+        self, name: str, proc: Processor, *, policy: Policy = Policy.BLOCK, buffer: int = 0,
+    ) -> None:
+        """Add a processor under a unique ``name`` (counters: ``processor.<name>.*``).
+
+        ``proc`` is an async callable taking a :class:`Batch`. ``policy``
+        says what happens when it is not ready for the next batch;
+        ``buffer`` is how many batches may wait for it (see
+        :mod:`tattler_etcd.pipeline.routing`).
+        """
+        self._check_not_started("processor")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise RegistrationError(f"processor name must be letters, digits, '-' or '_': {name!r}")
+        if any(r.name == name for r in self._routes):
+            raise RegistrationError(f"a processor named {name!r} was already added")
+        if not callable(proc):
+            raise RegistrationError(f"processor {name!r} is not callable: {type(proc).__name__}")
+        if not isinstance(policy, Policy):
+            raise RegistrationError(f"processor {name!r}: policy must be a Policy, not {policy!r}")
+        if not isinstance(buffer, int) or buffer < 0:
+            raise RegistrationError(f"processor {name!r}: buffer must be 0 or more, not {buffer!r}")
+        self._routes.append(Route(name, proc, policy, buffer))
+
+    # -- state --------------------------------------------------------------
+
+    @property
+    def errors(self) -> list[ProcessorError]:
+        """The newest processor errors (up to 100), oldest first; each names its processor."""
+        return list(self._errors)
+
+    @property
+    def processor_names(self) -> list[str]:
+        """The processors' names, in the order added."""
+        return [r.name for r in self._routes]
+
+    def stop(self) -> None:
+        """Stop the readers; the pipeline then drains and :meth:`run` returns. Safe to call any time."""
+        self._reader_scope.cancel()
+
+    def _reader_started(self) -> None:
+        self._to_start -= 1
+        if self._to_start == 0:
+            self._all_started.set()
+
+    # -- running ------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until every reader ends, :meth:`stop`, or cancellation; see the module docstring.
+
+        ``task_status.started()`` is called once every reader has reported
+        started (its initial list handed on), so ``await nursery.start(runner.run)``
+        returns when the first full picture is on its way to the processors.
+
+        Raises:
+            RegistrationError: no reader or no processor, or run a second time.
+            ReaderError: (or whatever a reader raised) after the drain.
+        """
+        if self._state != "new":
+            raise RegistrationError("a Runner runs once")
+        if not self._readers:
+            raise RegistrationError("add a reader before run()")
+        if not self._routes:
+            raise RegistrationError("add a processor before run()")
+        self._state = "running"
+        self._to_start = len(self._readers)
+        send_in, recv_in = trio.open_memory_channel[list[Entry]](0)
+        logger.info(
+            "pipeline starting: %d reader(s), %d preprocessor(s), processors %s",
+            len(self._readers), len(self._preprocessors), ", ".join(self.processor_names),
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._run_stages, recv_in)
+                try:
+                    async with send_in:
+                        with self._reader_scope:
+                            async with trio.open_nursery() as readers:
+                                for reader in self._readers:
+                                    readers.start_soon(self._run_reader, reader, send_in.clone())
+                                await self._all_started.wait()
+                                logger.info("pipeline started: every reader handed on its initial list")
+                                task_status.started()
+                finally:
+                    if trio.current_effective_deadline() == -math.inf:
+                        # Cancelled from outside: give the stages drain_timeout to deliver.
+                        if self.drain_timeout > 0:
+                            self._stage_scope.deadline = trio.current_time() + self.drain_timeout
+                        else:
+                            self._stage_scope.cancel()
+        finally:
+            self._state = "done"
+            logger.info("pipeline ended")
+            self.counters.log(logger)
+        if self._reader_errors:
+            raise self._reader_errors[0]
+
+    async def _run_reader(self, reader: Reader, send: trio.MemorySendChannel[list[Entry]]) -> None:
+        status = _ReaderStarted(self)
+        try:
+            async with send:
+                await reader.run(send, self.counters, task_status=status)
+        except Exception as exc:
+            self.counters.add(f"reader.{reader.name}.failed")
+            logger.error("reader %s failed: %s: %s", reader.name, type(exc).__name__, str(exc)[:256])
+            self._reader_errors.append(exc)
+            # Stop the others; what was read still drains to the processors.
+            self._reader_scope.cancel()
+        finally:
+            if not status.done:
+                # Ended (or failed) without reporting started: it will not, so do not wait for it.
+                status.started()
+            logger.debug("reader %s ended", reader.name)
+
+    async def _run_stages(self, recv_in: trio.MemoryReceiveChannel[list[Entry]]) -> None:
+        c = self.counters
+        with self._stage_scope:
+            async with trio.open_nursery() as n:
+                for route in self._routes:
+                    n.start_soon(self._run_processor, route)
+                send_batch, recv_batch = trio.open_memory_channel[Batch](0)
+                n.start_soon(lambda: run_routing(recv_batch, self._routes, counters=c))
+                send_safe, recv_safe = trio.open_memory_channel[list[Entry]](0)
+                if self._preprocessors:
+                    send_pre, recv_pre = trio.open_memory_channel[list[Entry]](0)
+                    n.start_soon(lambda: run_batching(
+                        recv_pre, send_batch, window=self.batch_window, size=self.batch_size, counters=c,
+                    ))
+                    n.start_soon(lambda: run_preprocess(recv_safe, send_pre, list(self._preprocessors), counters=c))
+                else:
+                    n.start_soon(lambda: run_batching(
+                        recv_safe, send_batch, window=self.batch_window, size=self.batch_size, counters=c,
+                    ))
+                n.start_soon(lambda: run_safety(recv_in, send_safe, counters=c, allow_secrets=self.allow_secrets))
+
+    async def _run_processor(self, route: Route) -> None:
+        await run_processor(route, counters=self.counters, on_error=self._errors.append)
