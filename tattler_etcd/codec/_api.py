@@ -1,0 +1,370 @@
+"""The codec's public functions: envelopes, decode, encode, peek, lists, watch events."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NamedTuple
+
+from google.protobuf.message import DecodeError as _PbDecodeError
+
+from tattler_etcd.codec._convert import converter
+from tattler_etcd.codec._encode import EncodeFailure, fill_message
+from tattler_etcd.codec._schema import SCHEMA
+from tattler_etcd.errors import (
+    DecodeError,
+    EncodeError,
+    EncryptedValueError,
+    TruncatedValueError,
+    UnknownKindError,
+    ValueTooLargeError,
+)
+
+__all__ = [
+    "DEFAULT_MAX_SIZE",
+    "MAGIC",
+    "Meta",
+    "decode",
+    "decode_watch_event",
+    "encode",
+    "is_json",
+    "peek",
+    "split_list",
+    "wrap",
+]
+
+#: The 4 bytes that start every protobuf value the APIServer writes.
+MAGIC = b"k8s\x00"
+#: Values larger than this are refused before parsing. etcd's own default
+#: request limit is 1.5 MiB; clusters raise it, rarely past a few tens of MiB.
+DEFAULT_MAX_SIZE = 64 * 1024 * 1024
+
+_ENC_PREFIX = b"k8s:enc:"
+_UNKNOWN = "k8s.io.apimachinery.pkg.runtime.Unknown"
+_WATCH_EVENT = f"{SCHEMA.meta_package}.WatchEvent"
+_Unknown = SCHEMA.message_class(_UNKNOWN)
+_WatchEvent = SCHEMA.message_class(_WATCH_EVENT)
+_PeekEnvelope = SCHEMA.message_class("tattler.codec.PeekEnvelope")
+_ListShell = SCHEMA.message_class("tattler.codec.ListShell")
+_OBJECT_META = f"{SCHEMA.meta_package}.ObjectMeta"
+_PARSE_ERRORS = (_PbDecodeError, ValueError, TypeError, UnicodeDecodeError, OverflowError, RecursionError)
+
+
+class Meta(NamedTuple):
+    """The identity of one object, read without building its dict."""
+
+    api_version: str
+    kind: str
+    uid: str
+    namespace: str | None
+    name: str
+    resource_version: str
+
+
+def is_json(value: bytes) -> bool:
+    """True when ``value`` is a JSON object (custom resources, JSON storage), not protobuf."""
+    for b in value[:64]:
+        if b in b" \t\r\n":
+            continue
+        return b == 0x7B  # "{"
+    return False
+
+
+def _check(value: bytes, max_size: int) -> None:
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise DecodeError(f"expected bytes, got {type(value).__name__}")
+    if len(value) > max_size:
+        raise ValueTooLargeError(f"value of {len(value)} bytes is over the limit of {max_size} bytes")
+    if value[:8] == _ENC_PREFIX:
+        parts = bytes(value[:256]).split(b":")
+        provider = parts[2].decode("ascii", "replace") if len(parts) > 2 else "?"
+        key_name = parts[4].decode("ascii", "replace") if len(parts) > 4 else "?"
+        raise EncryptedValueError(
+            f"value is encrypted at rest (provider {provider}, key {key_name}); "
+            "decoding it needs the cluster's encryption key",
+            provider=provider,
+        )
+
+
+def _wire_problem(buf: bytes) -> str | None:
+    """Walk the top-level wire fields: 'truncated' when the bytes end inside a field."""
+    i, n = 0, len(buf)
+    while i < n:
+        shift = key = 0
+        while True:
+            if i >= n:
+                return "truncated"
+            c = buf[i]
+            i += 1
+            key |= (c & 0x7F) << shift
+            shift += 7
+            if c < 0x80:
+                break
+            if shift > 70:
+                return "bad"
+        wt = key & 7
+        if wt == 0:
+            while True:
+                if i >= n:
+                    return "truncated"
+                c = buf[i]
+                i += 1
+                if c < 0x80:
+                    break
+        elif wt == 1:
+            i += 8
+        elif wt == 5:
+            i += 4
+        elif wt == 2:
+            shift = length = 0
+            while True:
+                if i >= n:
+                    return "truncated"
+                c = buf[i]
+                i += 1
+                length |= (c & 0x7F) << shift
+                shift += 7
+                if c < 0x80:
+                    break
+            i += length
+        else:
+            return "bad"
+        if i > n:
+            return "truncated"
+    return None
+
+
+def _parse_error(what: str, buf: bytes, exc: BaseException | None) -> DecodeError:
+    if _wire_problem(buf) == "truncated":
+        return TruncatedValueError(f"{what}: the bytes end inside a field ({len(buf)} bytes)")
+    reason = f" ({type(exc).__name__})" if exc is not None else ""
+    return DecodeError(f"{what}: not valid protobuf{reason}")
+
+
+def _envelope(value: bytes) -> Any:
+    if value[:4] != MAGIC:
+        raise DecodeError("not a Kubernetes object: neither JSON nor the k8s protobuf envelope")
+    body = bytes(value[4:])
+    try:
+        return _Unknown.FromString(body)
+    except _PARSE_ERRORS as exc:
+        raise _parse_error("envelope", body, exc) from None
+
+
+def _message_for(api_version: str, kind: str) -> str:
+    if not kind and not api_version:
+        return _WATCH_EVENT  # the one type the APIServer frames without TypeMeta
+    name = SCHEMA.kind_message(api_version, kind)
+    if name is None:
+        raise UnknownKindError(
+            f"no schema for apiVersion {api_version!r} kind {kind!r}",
+            api_version=api_version, kind=kind,
+        )
+    return name
+
+
+def decode(value: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> dict[str, Any]:
+    """The object as the APIServer serves it in JSON (``apiVersion`` and ``kind`` included).
+
+    Takes the protobuf envelope (``k8s\\0`` + ``runtime.Unknown``) or a plain
+    JSON object. Raises a :class:`~tattler_etcd.errors.DecodeError` subclass
+    for anything else.
+    """
+    _check(value, max_size)
+    if is_json(value):
+        try:
+            obj = json.loads(value)
+        except (ValueError, RecursionError) as exc:
+            raise DecodeError(f"invalid JSON value ({type(exc).__name__})") from None
+        if not isinstance(obj, dict):
+            raise DecodeError("a JSON value that is not an object")
+        return obj
+    env = _envelope(value)
+    tm = env.typeMeta
+    api_version, kind = tm.apiVersion, tm.kind
+    name = _message_for(api_version, kind)
+    raw = env.raw
+    try:
+        msg = SCHEMA.message_class(name).FromString(raw)
+    except _PARSE_ERRORS as exc:
+        raise _parse_error(f"{api_version} {kind}", raw, exc) from None
+    conv = converter(name)
+    try:
+        d: dict[str, Any] = {"apiVersion": api_version, "kind": kind} if kind else {}
+        body = conv.value(msg)
+    except DecodeError:
+        raise
+    except (*_PARSE_ERRORS, KeyError) as exc:
+        raise DecodeError(f"{api_version} {kind}: cannot convert ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if d:
+        d.update(body)
+        return d
+    return body
+
+
+def _type_of(obj: dict[str, Any], api_version: str | None, kind: str | None) -> tuple[str, str, str]:
+    av = obj.get("apiVersion", api_version or "")
+    k = obj.get("kind", kind or "")
+    if not isinstance(av, str) or not isinstance(k, str):
+        raise EncodeError("apiVersion and kind must be strings")
+    if not k and not av and set(obj) <= {"type", "object"}:
+        return "", "", _WATCH_EVENT
+    name = SCHEMA.kind_message(av, k)
+    if name is None:
+        raise EncodeError(f"no schema for apiVersion {av!r} kind {k!r}")
+    return av, k, name
+
+
+def encode(obj: dict[str, Any], *, api_version: str | None = None, kind: str | None = None) -> bytes:
+    """``obj`` written exactly as the APIServer stores it: ``k8s\\0`` + ``runtime.Unknown``.
+
+    ``apiVersion``/``kind`` come from the object; ``api_version``/``kind`` only
+    fill in when it has none. A WatchEvent (``{"type", "object"}``) is framed
+    without TypeMeta, as the APIServer does; its object is embedded as
+    protobuf when we have its schema, else as JSON.
+    """
+    if not isinstance(obj, dict):
+        raise EncodeError(f"expected a dict, got {type(obj).__name__}")
+    av, k, name = _type_of(obj, api_version, kind)
+    msg = SCHEMA.message_class(name)()
+    try:
+        if name == _WATCH_EVENT:
+            _fill_watch_event(msg, obj)
+        else:
+            fill_message(msg, name, obj, top=True)
+        raw = msg.SerializeToString(deterministic=True)
+    except EncodeFailure as exc:
+        where = ".".join(exc.path) or "(object)"
+        raise EncodeError(f"{av} {k}: field {where}: {exc.reason}") from None
+    return wrap(av, k, raw)
+
+
+def _fill_watch_event(msg: Any, obj: dict[str, Any]) -> None:
+    t = obj.get("type", "")
+    if not isinstance(t, str):
+        raise EncodeFailure(["type"], "expected a string")
+    msg.type = t
+    o = obj.get("object")
+    msg.object.SetInParent()
+    if o is None:
+        return
+    if isinstance(o, dict) and SCHEMA.kind_message(str(o.get("apiVersion", "")), str(o.get("kind", ""))):
+        try:
+            msg.object.raw = encode(o)
+        except EncodeError as exc:
+            raise EncodeFailure(["object"], exc.message) from None
+    else:
+        msg.object.raw = json.dumps(o, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _ld(number: int, payload: bytes) -> bytes:
+    return bytes((number << 3 | 2,)) + _varint(len(payload)) + payload
+
+
+def wrap(api_version: str, kind: str, raw: bytes) -> bytes:
+    """The ``k8s\\0`` envelope around a typed message's bytes, as the APIServer writes it."""
+    type_meta = _ld(1, api_version.encode("utf-8")) + _ld(2, kind.encode("utf-8"))
+    return MAGIC + _ld(1, type_meta) + _ld(2, bytes(raw)) + b"\x1a\x00\x22\x00"
+
+
+def peek(value: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Meta:
+    """The identity of an object (apiVersion, kind, uid, namespace, name, resourceVersion), cheaply.
+
+    Protobuf values are parsed with a narrow view that declares only the
+    envelope and ObjectMeta's identity fields; JSON values are parsed whole.
+    """
+    _check(value, max_size)
+    if is_json(value):
+        obj = decode(value, max_size=max_size)
+        meta = obj.get("metadata")
+        if not isinstance(meta, dict):
+            meta = {}
+        return Meta(
+            str(obj.get("apiVersion") or ""), str(obj.get("kind") or ""), str(meta.get("uid") or ""),
+            meta.get("namespace") or None, str(meta.get("name") or ""), str(meta.get("resourceVersion") or ""),
+        )
+    if value[:4] != MAGIC:
+        raise DecodeError("not a Kubernetes object: neither JSON nor the k8s protobuf envelope")
+    body = value[4:]
+    try:
+        env = _PeekEnvelope.FromString(body)
+        tm = env.typeMeta
+        api_version, kind = tm.apiVersion, tm.kind
+        name = _message_for(api_version, kind)
+        if _has_object_meta(name):
+            m = env.raw.metadata
+            return Meta(api_version, kind, m.uid, m.namespace or None, m.name, m.resourceVersion)
+    except DecodeError:
+        raise
+    except _PARSE_ERRORS:
+        pass
+    obj = decode(value, max_size=max_size)
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    assert isinstance(meta, dict)
+    return Meta(
+        str(obj.get("apiVersion", "")), str(obj.get("kind", "")), str(meta.get("uid") or ""),
+        meta.get("namespace") or None, str(meta.get("name") or ""), str(meta.get("resourceVersion") or ""),
+    )
+
+
+_object_meta_cache: dict[str, bool] = {}
+
+
+def _has_object_meta(name: str) -> bool:
+    found = _object_meta_cache.get(name)
+    if found is None:
+        fields = SCHEMA.messages[name].fields
+        found = bool(fields) and fields[0].number == 1 and fields[0].type == _OBJECT_META
+        _object_meta_cache[name] = found
+    return found
+
+
+def split_list(value: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> tuple[dict[str, Any], list[bytes]]:
+    """A protobuf List object (``PodList``...) -> (its list metadata, each item as an envelope).
+
+    Items are not decoded: each comes back as ``k8s\\0`` bytes ready for
+    :func:`decode`/:func:`peek`, typed with the list's apiVersion and its kind
+    without the ``List`` suffix.
+    """
+    _check(value, max_size)
+    env = _envelope(value)
+    api_version, kind = env.typeMeta.apiVersion, env.typeMeta.kind
+    if not kind.endswith("List") or len(kind) <= 4:
+        raise DecodeError(f"{api_version} {kind}: not a List kind")
+    _message_for(api_version, kind)
+    item_kind = kind[:-4]
+    try:
+        shell = _ListShell.FromString(env.raw)
+        meta = converter(f"{SCHEMA.meta_package}.ListMeta").value(shell.metadata)
+    except _PARSE_ERRORS as exc:
+        raise _parse_error(f"{api_version} {kind}", env.raw, exc) from None
+    return meta, [wrap(api_version, item_kind, item) for item in shell.items]
+
+
+def decode_watch_event(frame: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> tuple[str, bytes]:
+    """One protobuf watch frame (``k8s\\0`` + a meta/v1 WatchEvent) -> (type, the object's bytes).
+
+    The object's bytes are what the APIServer embedded: a ``k8s\\0`` envelope
+    for protobuf streams (JSON bytes if it embedded JSON), ready for
+    :func:`decode`/:func:`peek`.
+    """
+    _check(frame, max_size)
+    env = _envelope(frame)
+    tm = env.typeMeta
+    if tm.kind not in ("", "WatchEvent"):
+        raise DecodeError(f"{tm.apiVersion} {tm.kind}: not a WatchEvent")
+    try:
+        event = _WatchEvent.FromString(env.raw)
+    except _PARSE_ERRORS as exc:
+        raise _parse_error("WatchEvent", env.raw, exc) from None
+    if not event.type:
+        raise DecodeError("WatchEvent without a type")
+    return event.type, event.object.raw

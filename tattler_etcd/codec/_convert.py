@@ -1,0 +1,373 @@
+"""Protobuf message -> the JSON-shaped dict the APIServer serves.
+
+Why it is built this way: upb parses a Pod in a few microseconds; building the
+Python dict is what costs. So each message type gets a converter prepared once
+(on first use) from the schema: a table from field descriptor to a small
+closure, plus the defaults for fields the Go encoder always writes. At run time
+the converter asks upb for the fields actually present (``ListFields()``,
+implemented in C), dispatches each to its closure, and copies the prepared
+defaults for the rest. No reflection on names happens in the loop.
+
+The Go rules that decide the JSON shape (see ``docs/codec.md``):
+
+- a zero scalar is omitted when the field is ``omitempty`` and not a pointer;
+- a present pointer is always written, even 0/false/"";
+- a non-pointer struct is always written (``{}`` with its own defaults,
+  ``null`` for an empty Time, ``"0"`` for Quantity...);
+- an absent slice, map or ``[]byte`` is ``null`` unless ``omitempty``;
+- embedded (inline) structs are flattened into the parent object.
+
+Unknown fields (numbers the schema does not know, e.g. from a newer server)
+are kept under the key ``"$unknown"`` of the object they were found in, as
+base64 of their raw wire bytes, and counted; :func:`encode` writes them back.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf.unknown_fields import UnknownFieldSet
+
+from tattler_etcd.codec import _gotime
+from tattler_etcd.codec._schema import SCHEMA, Field, Message
+from tattler_etcd.stats import Counters
+
+__all__ = ["UNKNOWN_KEY", "Converter", "converter", "counters", "unknown_wire_bytes"]
+
+#: Where unknown protobuf fields of a message are kept in its dict.
+UNKNOWN_KEY = "$unknown"
+
+#: Codec-wide counts: ``codec.unknown_fields`` (fields kept under ``$unknown``).
+counters = Counters()
+
+_b64 = binascii.b2a_base64
+
+
+def _b64s(value: bytes) -> str:
+    return _b64(value, newline=False).decode("ascii")
+
+
+class Converter:
+    """Prepared conversion for one message type.
+
+    ``value(msg)`` gives the JSON value (a dict, or a string/number/list for the
+    special types); ``fill(d, msg)`` writes the present fields of ``msg`` into
+    ``d`` (used for inline structs and for the top-level object).
+    """
+
+    __slots__ = ("dyn", "fill", "message", "static", "value")
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+        self.static: dict[str, Any] = {}
+        self.dyn: list[tuple[str, Callable[[], Any]]] = []
+        self.fill: Callable[[dict[str, Any], Any], None] = _not_ready
+        self.value: Callable[[Any], Any] = _not_ready
+
+
+def _not_ready(*args: Any) -> Any:  # pragma: no cover - replaced during preparation
+    raise RuntimeError("converter used before it was prepared")
+
+
+_converters: dict[str, Converter] = {}
+
+
+def converter(name: str) -> Converter:
+    """The converter for a full message name, prepared on first use."""
+    conv = _converters.get(name)
+    if conv is None:
+        conv = Converter(SCHEMA.messages[name])
+        _converters[name] = conv  # registered first: message types can be recursive
+        _prepare(conv)
+    return conv
+
+
+def unknown_wire_bytes(msg: Any) -> bytes:
+    """The unknown fields of ``msg`` (not nested ones) re-encoded as wire bytes."""
+    out = bytearray()
+    for f in UnknownFieldSet(msg):
+        _wire_field(out, f.field_number, f.wire_type, f.data)
+    return bytes(out)
+
+
+def _varint(out: bytearray, n: int) -> None:
+    n &= (1 << 64) - 1
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def _wire_field(out: bytearray, number: int, wire_type: int, data: Any) -> None:
+    _varint(out, (number << 3) | wire_type)
+    if wire_type == 0:
+        _varint(out, data)
+    elif wire_type == 1:
+        out += int(data).to_bytes(8, "little")
+    elif wire_type == 5:
+        out += int(data).to_bytes(4, "little")
+    elif wire_type == 2:
+        _varint(out, len(data))
+        out += data
+    elif wire_type == 3:  # group: nested set, then the end tag
+        for f in data:
+            _wire_field(out, f.field_number, f.wire_type, f.data)
+        _varint(out, (number << 3) | 4)
+
+
+def _keep_unknown(d: dict[str, Any], msg: Any) -> None:
+    raw = unknown_wire_bytes(msg)
+    if raw:
+        counters.add("codec.unknown_fields", len(UnknownFieldSet(msg)))
+        d[UNKNOWN_KEY] = _b64s(raw)
+
+
+def _special_value(special: str) -> Callable[[Any], Any]:
+    if special == "time":
+        fmt = _gotime.format_time
+
+        def time_value(m: Any) -> Any:
+            if not m.ListFields():
+                return None
+            return fmt(m.seconds)
+
+        return time_value
+    if special == "microtime":
+        fmt_micro = _gotime.format_micro_time
+
+        def micro_value(m: Any) -> Any:
+            if not m.ListFields():
+                return None
+            return fmt_micro(m.seconds, m.nanos)
+
+        return micro_value
+    if special == "duration":
+        fmt_d = _gotime.format_duration
+        return lambda m: fmt_d(m.duration)
+    if special == "quantity":
+        return lambda m: m.string or "0"
+    if special == "intorstring":
+
+        def int_or_string(m: Any) -> Any:
+            t = m.type
+            if t == 0:
+                return m.intVal
+            if t == 1:
+                return m.strVal
+            raise ValueError(f"IntOrString of impossible type {t}")
+
+        return int_or_string
+    if special == "rawextension":
+        return lambda m: _embedded(m.raw) if m.HasField("raw") else None
+    if special == "fieldsv1":
+        return lambda m: _embedded(m.Raw) if m.HasField("Raw") else None
+    if special == "stringlist":
+        return lambda m: list(m.items)
+    raise RuntimeError(f"unknown special type {special!r}")
+
+
+def _embedded(raw: bytes) -> Any:
+    """Bytes held by RawExtension/FieldsV1: embedded JSON, or a nested ``k8s\\0`` object."""
+    if raw.startswith(b"k8s\x00"):
+        from tattler_etcd.codec._api import decode
+
+        return decode(raw)
+    if not raw:
+        raise ValueError("an embedded object is empty (neither JSON nor null)")
+    return json.loads(raw)
+
+
+_SPECIAL_ZERO: dict[str, Any] = {
+    "time": None, "microtime": None, "duration": "0s", "quantity": "0", "intorstring": 0,
+    "rawextension": None, "fieldsv1": None,
+}
+_SCALAR_ZERO: dict[str, Any] = {"string": "", "int32": 0, "int64": 0, "bool": False, "uint32": 0,
+                                "uint64": 0, "double": 0.0, "float": 0.0}
+
+
+def _clone(template: dict[str, Any]) -> dict[str, Any]:
+    return {k: _clone(v) if type(v) is dict else v for k, v in template.items()}
+
+
+def _prepare(conv: Converter) -> None:
+    message = conv.message
+    cls = SCHEMA.message_class(message.name)
+    desc = cls.DESCRIPTOR
+    if message.special is not None:
+        conv.value = _special_value(message.special)
+        conv.fill = _not_ready
+        return
+    handlers: dict[Any, Callable[[dict[str, Any], Any], None]] = {}
+    static = conv.static
+    dyn = conv.dyn
+    for f in message.fields:
+        fd = desc.fields_by_number[f.number]
+        handlers[fd] = _handler(f)
+        _add_default(f, static, dyn)
+
+    get = handlers.get
+    has_dyn = bool(dyn)
+
+    def fill(d: dict[str, Any], msg: Any) -> None:
+        for fd, v in msg.ListFields():
+            h = get(fd)
+            if h is not None:
+                h(d, v)
+        if msg.ByteSize() and UnknownFieldSet(msg):
+            _keep_unknown(d, msg)
+
+    def value(msg: Any) -> dict[str, Any]:
+        d = static.copy()
+        fill(d, msg)
+        if has_dyn:
+            for key, factory in dyn:
+                if key not in d:
+                    d[key] = factory()
+        return d
+
+    conv.fill = fill
+    conv.value = value
+
+
+def _add_default(f: Field, static: dict[str, Any], dyn: list[tuple[str, Callable[[], Any]]]) -> None:
+    """What an absent field looks like in JSON (nothing, when it is omitted)."""
+    key = f.json_name
+    if f.removed:
+        return  # a field newer servers no longer have: only what is present
+    if f.inline:
+        if f.pointer:
+            return  # a nil embedded pointer contributes no keys
+        sub = converter(f.type)
+        static.update(sub.static)
+        dyn.extend(sub.dyn)
+        return
+    if f.pointer:
+        if not f.omitempty:
+            static[key] = None
+        return
+    if f.label in ("rep", "map") or f.type == "bytes":
+        if not f.omitempty:
+            static[key] = None
+        return
+    if not f.is_message:
+        if not f.omitempty:
+            static[key] = _SCALAR_ZERO[f.type]
+        return
+    if f.omitzero:
+        return
+    sub_msg = SCHEMA.messages[f.type]
+    if sub_msg.special == "stringlist":  # a named []string: a slice, so omitempty applies
+        if not f.omitempty:
+            static[key] = None
+        return
+    if sub_msg.special is not None:
+        static[key] = _SPECIAL_ZERO[sub_msg.special]
+        return
+    sub = converter(f.type)
+    if sub.dyn or any(type(v) is dict for v in sub.static.values()):
+        template_conv = sub
+        dyn.append((key, lambda: template_conv.value(_empty(template_conv))))
+    else:
+        template = dict(sub.static)
+        dyn.append((key, template.copy))
+
+
+_empties: dict[str, Any] = {}
+
+
+def _empty(conv: Converter) -> Any:
+    e = _empties.get(conv.message.name)
+    if e is None:
+        e = _empties[conv.message.name] = SCHEMA.message_class(conv.message.name)()
+    return e
+
+
+def _handler(f: Field) -> Callable[[dict[str, Any], Any], None]:
+    key = f.json_name
+    if f.label == "map":
+        if f.type == "bytes":
+            def h_map_bytes(d: dict[str, Any], v: Any) -> None:
+                d[key] = {k: _b64s(x) for k, x in v.items()}
+            return h_map_bytes
+        if not f.is_message:
+            def h_map(d: dict[str, Any], v: Any) -> None:
+                d[key] = dict(v)
+            return h_map
+        sub = converter(f.type)
+
+        def h_map_msg(d: dict[str, Any], v: Any) -> None:
+            sv = sub.value
+            d[key] = {k: sv(x) for k, x in v.items()}
+        return h_map_msg
+    if f.label == "rep":
+        if f.type == "bytes":
+            def h_rep_bytes(d: dict[str, Any], v: Any) -> None:
+                d[key] = [_b64s(x) for x in v]
+            return h_rep_bytes
+        if not f.is_message:
+            def h_rep(d: dict[str, Any], v: Any) -> None:
+                d[key] = list(v)
+            return h_rep
+        sub = converter(f.type)
+
+        def h_rep_msg(d: dict[str, Any], v: Any) -> None:
+            sv = sub.value
+            d[key] = [sv(x) for x in v]
+        return h_rep_msg
+    if f.inline:
+        sub = converter(f.type)
+        if f.pointer:
+            def h_inline_ptr(d: dict[str, Any], v: Any) -> None:
+                # a non-nil embedded pointer: its own defaults, then its fields
+                for k, val in sub.static.items():
+                    d.setdefault(k, val)
+                sub.fill(d, v)
+                for k, factory in sub.dyn:
+                    if k not in d:
+                        d[k] = factory()
+            return h_inline_ptr
+
+        def h_inline(d: dict[str, Any], v: Any) -> None:
+            sub.fill(d, v)
+        return h_inline
+    if f.is_message:
+        sub = converter(f.type)
+        if f.omitzero and not f.pointer:
+            zero = _SPECIAL_ZERO.get(sub.message.special or "", {})
+
+            def h_msg_omitzero(d: dict[str, Any], v: Any) -> None:
+                x = sub.value(v)
+                if x != zero:
+                    d[key] = x
+            return h_msg_omitzero
+        if sub.message.special == "stringlist" and f.omitempty and not f.pointer:
+            def h_strlist_omit(d: dict[str, Any], v: Any) -> None:
+                if v.items:
+                    d[key] = list(v.items)
+            return h_strlist_omit
+
+        def h_msg(d: dict[str, Any], v: Any) -> None:
+            d[key] = sub.value(v)
+        return h_msg
+    if f.type == "bytes":
+        if f.omitempty and not f.pointer:
+            def h_bytes_omit(d: dict[str, Any], v: Any) -> None:
+                if v:
+                    d[key] = _b64s(v)
+            return h_bytes_omit
+
+        def h_bytes(d: dict[str, Any], v: Any) -> None:
+            d[key] = _b64s(v)
+        return h_bytes
+    if f.omitempty and not f.pointer:
+        def h_scalar_omit(d: dict[str, Any], v: Any) -> None:
+            if v:
+                d[key] = v
+        return h_scalar_omit
+
+    def h_scalar(d: dict[str, Any], v: Any) -> None:
+        d[key] = v
+    return h_scalar

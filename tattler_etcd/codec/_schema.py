@@ -1,0 +1,212 @@
+"""The generated schema, loaded once, and the protobuf message classes built from it.
+
+Only this module reads ``_generated/schema.json`` (written by
+``tools/gen_schema.py``). The upb message classes are built at import from
+that data (``FileDescriptorProto`` -> ``DescriptorPool`` -> classes, about
+30 ms for every message), so no protoc output is shipped or needed.
+
+A few messages of our own live in the package ``tattler.codec``: narrow views
+used for cheap partial reads (``peek``) and for splitting lists without
+decoding their items. They are wire-compatible with the real messages: a
+length-delimited field can be declared as bytes or as a message.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+__all__ = ["Field", "Message", "SCHEMA", "Schema"]
+
+_SCALAR_TYPES = {
+    "string": descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+    "int32": descriptor_pb2.FieldDescriptorProto.TYPE_INT32,
+    "int64": descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
+    "bool": descriptor_pb2.FieldDescriptorProto.TYPE_BOOL,
+    "bytes": descriptor_pb2.FieldDescriptorProto.TYPE_BYTES,
+    "uint32": descriptor_pb2.FieldDescriptorProto.TYPE_UINT32,
+    "uint64": descriptor_pb2.FieldDescriptorProto.TYPE_UINT64,
+    "double": descriptor_pb2.FieldDescriptorProto.TYPE_DOUBLE,
+    "float": descriptor_pb2.FieldDescriptorProto.TYPE_FLOAT,
+}
+_OPT = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
+_REP = descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
+_MSG = descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE
+
+#: Our own narrow views (package ``tattler.codec``): number -> (name, type, label).
+_OWN_PACKAGE = "tattler.codec"
+_META = "k8s.io.apimachinery.pkg.apis.meta.v1"
+_OWN_MESSAGES: dict[str, list[tuple[int, str, str, str]]] = {
+    # ObjectMeta reduced to the identity fields.
+    "PeekMeta": [(1, "name", "string", "opt"), (3, "namespace", "string", "opt"),
+                 (5, "uid", "string", "opt"), (6, "resourceVersion", "string", "opt")],
+    "PeekObject": [(1, "metadata", f"{_OWN_PACKAGE}.PeekMeta", "opt")],
+    "PeekTypeMeta": [(1, "apiVersion", "string", "opt"), (2, "kind", "string", "opt")],
+    # runtime.Unknown with raw declared as the object itself.
+    "PeekEnvelope": [(1, "typeMeta", f"{_OWN_PACKAGE}.PeekTypeMeta", "opt"),
+                     (2, "raw", f"{_OWN_PACKAGE}.PeekObject", "opt")],
+    # Any XList: its ListMeta and the items left as bytes.
+    "ListShell": [(1, "metadata", f"{_META}.ListMeta", "opt"), (2, "items", "bytes", "rep")],
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One field of a message, with the Go facts that decide its JSON shape."""
+
+    number: int
+    proto_name: str
+    json_name: str
+    type: str  # a scalar name or a full message name
+    label: str  # "opt", "rep" or "map"
+    omitempty: bool
+    omitzero: bool
+    pointer: bool
+    inline: bool
+    removed: bool = False  # absent from the newest release: never defaulted
+
+    @property
+    def is_message(self) -> bool:
+        return self.type not in _SCALAR_TYPES
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message: its special tag (``time``, ``quantity``... or None) and its fields."""
+
+    name: str
+    special: str | None
+    fields: tuple[Field, ...]
+
+
+class Schema:
+    """Messages, group-versions and the upb classes, built once at import."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.sources: list[str] = list(data["sources"])
+        self.meta_package: str = data["meta_package"]
+        self.groups: dict[str, str] = dict(data["groups"])
+        self.messages: dict[str, Message] = {}
+        for name, msg in data["messages"].items():
+            fields = tuple(
+                Field(
+                    number=f[0], proto_name=f[1], json_name=f[2], type=f[3], label=f[4],
+                    omitempty="o" in f[5], omitzero="z" in f[5], pointer="p" in f[5], inline="i" in f[5],
+                    removed="r" in f[5],
+                )
+                for f in msg["fields"]
+            )
+            self.messages[name] = Message(name=name, special=msg["special"], fields=fields)
+        self.pool = descriptor_pool.DescriptorPool()
+        self._build_pool()
+        self._classes: dict[str, type[Any]] = {}
+        self._kinds: dict[tuple[str, str], str | None] = {}
+
+    def _build_pool(self) -> None:
+        by_package: dict[str, list[str]] = {}
+        for name in self.messages:
+            by_package.setdefault(name.rsplit(".", 1)[0], []).append(name)
+        deps: dict[str, set[str]] = {}
+        files: dict[str, descriptor_pb2.FileDescriptorProto] = {}
+        for package, names in by_package.items():
+            fdp = descriptor_pb2.FileDescriptorProto(name=f"{package}.proto", package=package, syntax="proto2")
+            need: set[str] = set()
+            for name in names:
+                msg = self.messages[name]
+                dp = fdp.message_type.add(name=name.rsplit(".", 1)[1])
+                for f in msg.fields:
+                    if f.type not in _SCALAR_TYPES:
+                        need.add(f.type.rsplit(".", 1)[0])
+                    self._add_field(dp, f.number, f.proto_name, f.type, f.label)
+            need.discard(package)
+            deps[package] = need
+            files[package] = fdp
+        own = descriptor_pb2.FileDescriptorProto(name="tattler_codec.proto", package=_OWN_PACKAGE, syntax="proto2")
+        for name, fields in _OWN_MESSAGES.items():
+            dp = own.message_type.add(name=name)
+            for number, fname, ftype, label in fields:
+                self._add_field(dp, number, fname, ftype, label)
+        files[_OWN_PACKAGE] = own
+        deps[_OWN_PACKAGE] = {_META}
+        added: set[str] = set()
+
+        def add(package: str, stack: tuple[str, ...] = ()) -> None:
+            if package in added:
+                return
+            if package in stack:
+                raise RuntimeError(f"schema: import cycle through {package}")
+            for dep in sorted(deps[package]):
+                add(dep, stack + (package,))
+            files[package].dependency.extend(f"{d}.proto" for d in sorted(deps[package]))
+            self.pool.Add(files[package])
+            added.add(package)
+
+        for package in sorted(files):
+            add(package)
+
+    @staticmethod
+    def _add_field(dp: descriptor_pb2.DescriptorProto, number: int, name: str, ftype: str, label: str) -> None:
+        if label == "map":
+            entry_name = "".join(p[:1].upper() + p[1:] for p in name.split("_")) + "Entry"
+            entry = dp.nested_type.add(name=entry_name)
+            entry.options.map_entry = True
+            entry.field.add(name="key", number=1, label=_OPT, type=_SCALAR_TYPES["string"])
+            value = entry.field.add(name="value", number=2, label=_OPT)
+            if ftype in _SCALAR_TYPES:
+                value.type = _SCALAR_TYPES[ftype]
+            else:
+                value.type = _MSG
+                value.type_name = "." + ftype
+            dp.field.add(name=name, number=number, label=_REP, type=_MSG, type_name=f".{entry_name}")
+            # Nested type names resolve relative to the message.
+            dp.field[-1].type_name = f"{entry_name}"
+            return
+        fd = dp.field.add(name=name, number=number, label=_REP if label == "rep" else _OPT)
+        if ftype in _SCALAR_TYPES:
+            fd.type = _SCALAR_TYPES[ftype]
+        else:
+            fd.type = _MSG
+            fd.type_name = "." + ftype
+
+    def message_class(self, name: str) -> type[Any]:
+        """The upb class for a full message name (built on first use)."""
+        cls = self._classes.get(name)
+        if cls is None:
+            cls = message_factory.GetMessageClass(self.pool.FindMessageTypeByName(name))
+            self._classes[name] = cls
+        return cls
+
+    def kind_message(self, api_version: str, kind: str) -> str | None:
+        """The full message name for an apiVersion/kind, or None when we have no schema for it.
+
+        The meta/v1 kinds (Status, WatchEvent, ListOptions...) are served by
+        every group-version, so they are looked up there when the group's own
+        package lacks the kind.
+        """
+        key = (api_version, kind)
+        try:
+            return self._kinds[key]
+        except KeyError:
+            pass
+        found: str | None = None
+        package = self.groups.get(api_version)
+        if package is not None and kind:
+            for candidate in (f"{package}.{kind}", f"{self.meta_package}.{kind}"):
+                if candidate in self.messages:
+                    found = candidate
+                    break
+        self._kinds[key] = found
+        return found
+
+
+def _load() -> Schema:
+    text = resources.files("tattler_etcd.codec").joinpath("_generated/schema.json").read_text(encoding="utf-8")
+    return Schema(json.loads(text))
+
+
+#: The one schema, loaded at import.
+SCHEMA = _load()
