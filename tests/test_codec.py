@@ -1,0 +1,460 @@
+"""The Kubernetes codec: conformance with the upstream fixtures, zero values, bad input, partial access."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tattler_etcd import codec
+from tattler_etcd.codec._schema import SCHEMA
+from tattler_etcd.errors import (
+    CodecError,
+    DecodeError,
+    EncodeError,
+    EncryptedValueError,
+    TruncatedValueError,
+    UnknownKindError,
+    ValueTooLargeError,
+)
+from tests.conftest import TESTDATA
+
+FIXTURES = sorted(p.name[:-3] for p in TESTDATA.glob("*.pb")) if TESTDATA.is_dir() else ["<missing testdata>"]
+
+
+def load(testdata: Path, name: str) -> tuple[bytes, Any]:
+    return (testdata / f"{name}.pb").read_bytes(), json.loads((testdata / f"{name}.json").read_text())
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def ld(number: int, payload: bytes) -> bytes:
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+# ---------------------------------------------------------------- conformance
+
+
+def test_fixture_count(testdata: Path) -> None:
+    assert len(FIXTURES) == 193
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_decode_matches_upstream_json(testdata: Path, name: str) -> None:
+    pb, expected = load(testdata, name)
+    assert codec.decode(pb) == expected
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_encode_matches_upstream_bytes(testdata: Path, name: str) -> None:
+    pb, obj = load(testdata, name)
+    assert codec.encode(obj) == pb
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_peek_matches_decode(testdata: Path, name: str) -> None:
+    pb, obj = load(testdata, name)
+    meta = obj.get("metadata") or {}
+    assert codec.peek(pb) == codec.Meta(
+        obj.get("apiVersion", ""), obj.get("kind", ""), meta.get("uid", ""),
+        meta.get("namespace") or None, meta.get("name", ""), meta.get("resourceVersion", ""),
+    )
+
+
+def test_every_fixture_kind_resolves_through_its_group(testdata: Path) -> None:
+    missing = []
+    for name in FIXTURES:
+        obj = json.loads((testdata / f"{name}.json").read_text())
+        if "kind" in obj and SCHEMA.kind_message(obj["apiVersion"], obj["kind"]) is None:
+            missing.append(name)
+    assert missing == []
+
+
+# ---------------------------------------------------------------- JSON values
+
+
+def test_json_values_pass_through() -> None:
+    cr = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "uid": "u1"}}
+    value = json.dumps(cr).encode() + b"\n"
+    assert codec.is_json(value)
+    assert codec.decode(value) == cr
+    assert codec.peek(value) == codec.Meta("example.com/v1", "Widget", "u1", None, "w", "")
+
+
+def test_is_json_rejects_protobuf_and_junk(testdata: Path) -> None:
+    assert not codec.is_json((testdata / "core.v1.Pod.pb").read_bytes())
+    assert not codec.is_json(b"")
+    assert not codec.is_json(b"[1, 2]")
+    assert codec.is_json(b"  \n{}")
+
+
+# ---------------------------------------------------------------- zero values (the fixtures fill every field)
+
+
+def pod(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": spec}
+
+
+def test_minimal_pod_gets_the_go_defaults() -> None:
+    # containers is a non-omitempty slice: null; status is a non-pointer struct: {};
+    # creationTimestamp is omitzero: absent; every other ObjectMeta field is omitempty.
+    got = codec.decode(codec.encode({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}))
+    assert got == {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                   "spec": {"containers": None}, "status": {}}
+
+
+def test_non_pointer_fields_are_written_even_when_zero() -> None:
+    # ConfigMap{metadata: ObjectMeta{}}: ObjectMeta's eight non-pointer fields are written
+    # (name..resourceVersion as "", generation as 0, creationTimestamp as an empty Time);
+    # the maps and the *bool immutable are not.
+    meta = b"\x0a\x00\x12\x00\x1a\x00\x22\x00\x2a\x00\x32\x00\x38\x00\x42\x00"
+    raw = ld(1, meta)
+    assert codec.encode({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}) == codec.wrap("v1", "ConfigMap", raw)
+    assert codec.decode(codec.wrap("v1", "ConfigMap", raw)) == {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}
+
+
+def test_omitempty_scalars_at_zero_are_omitted() -> None:
+    obj = pod(containers=[{"name": "c"}], nodeName="", hostNetwork=False, priority=0)
+    got = codec.decode(codec.encode(obj))
+    assert "nodeName" not in got["spec"] and "hostNetwork" not in got["spec"]
+    # priority is a pointer: present with 0 stays
+    assert got["spec"]["priority"] == 0
+
+
+def test_pointers_present_with_zero_values_are_kept() -> None:
+    obj = pod(containers=[{"name": "c"}], terminationGracePeriodSeconds=0,
+              automountServiceAccountToken=False, activeDeadlineSeconds=0)
+    spec = codec.decode(codec.encode(obj))["spec"]
+    assert spec["terminationGracePeriodSeconds"] == 0
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["activeDeadlineSeconds"] == 0
+
+
+def test_non_omitempty_scalars_default_to_zero() -> None:
+    obj = pod(containers=[{"name": "c", "ports": [{}]}])
+    container = codec.decode(codec.encode(obj))["spec"]["containers"][0]
+    assert container == {"name": "c", "ports": [{"containerPort": 0}], "resources": {}}
+
+
+def test_empty_time_is_null_and_omitzero_time_is_absent() -> None:
+    obj = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "creationTimestamp": None},
+           "spec": {"containers": None}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    got = codec.decode(codec.encode(obj))
+    assert "creationTimestamp" not in got["metadata"]
+    assert got["status"]["conditions"] == [
+        {"type": "Ready", "status": "True", "lastProbeTime": None, "lastTransitionTime": None}]
+
+
+def test_empty_maps_and_slices() -> None:
+    obj = pod(containers=[], volumes=[])
+    obj["metadata"]["labels"] = {}
+    got = codec.decode(codec.encode(obj))
+    assert "labels" not in got["metadata"]  # omitempty map
+    assert got["spec"]["containers"] is None  # non-omitempty slice: nil
+    assert "volumes" not in got["spec"]
+
+
+def test_present_empty_string_is_omitted_only_when_omitempty() -> None:
+    # Hand-made bytes: ObjectMeta with name="" (omitempty) written explicitly.
+    raw = ld(1, ld(1, b""))
+    assert codec.decode(codec.wrap("v1", "Namespace", raw))["metadata"] == {}
+    # Container.name is not omitempty: absent still gives ""
+    raw = ld(2, ld(2, b""))
+    assert codec.decode(codec.wrap("v1", "Pod", raw))["spec"]["containers"] == [{"name": "", "resources": {}}]
+
+
+def test_special_types_round_trip() -> None:
+    obj = pod(containers=[{
+        "name": "c",
+        "resources": {"limits": {"cpu": "500m", "memory": "1Gi"}},
+        "livenessProbe": {"httpGet": {"port": "http"}, "periodSeconds": 3},
+        "readinessProbe": {"tcpSocket": {"port": 8080}},
+    }])
+    got = codec.decode(codec.encode(obj))
+    c = got["spec"]["containers"][0]
+    assert c["resources"]["limits"] == {"cpu": "500m", "memory": "1Gi"}
+    assert c["livenessProbe"]["httpGet"]["port"] == "http"
+    assert c["readinessProbe"]["tcpSocket"]["port"] == 8080
+    assert codec.encode(got) == codec.encode(obj)
+
+
+def test_durations_in_go_form() -> None:
+    from tattler_etcd.codec._gotime import format_duration, parse_duration
+
+    for ns, text in [(0, "0s"), (1, "1ns"), (1500, "1.5µs"), (2_000_000, "2ms"), (10**9, "1s"),
+                     (90 * 10**9, "1m30s"), (3600 * 10**9, "1h0m0s"), (-1_500_000_000, "-1.5s"),
+                     (3_723_000_000_000 + 500_000_000, "1h2m3.5s")]:
+        assert format_duration(ns) == text
+        assert parse_duration(text) == ns
+    with pytest.raises(ValueError):
+        parse_duration("5 minutes")
+
+
+def test_micro_time_keeps_microseconds() -> None:
+    ev = {"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"},
+          "eventTime": "2024-02-29T23:59:59.123456Z"}
+    got = codec.decode(codec.encode(ev))
+    assert got["eventTime"] == "2024-02-29T23:59:59.123456Z"
+
+
+def test_bytes_fields_are_padded_base64() -> None:
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+              "data": {"a": "eA==", "b": ""}, "type": "Opaque"}
+    assert codec.decode(codec.encode(secret))["data"] == {"a": "eA==", "b": ""}
+
+
+# ---------------------------------------------------------------- union across releases
+
+
+def test_kind_removed_upstream_still_decodes() -> None:
+    psp = {"apiVersion": "policy/v1beta1", "kind": "PodSecurityPolicy", "metadata": {"name": "restricted"},
+           "spec": {"privileged": False, "runAsUser": {"rule": "MustRunAsNonRoot"},
+                    "seLinux": {"rule": "RunAsAny"}, "supplementalGroups": {"rule": "RunAsAny"},
+                    "fsGroup": {"rule": "RunAsAny"}}}
+    got = codec.decode(codec.encode(psp))
+    assert got["spec"]["runAsUser"] == {"rule": "MustRunAsNonRoot"}
+    assert got["metadata"] == {"name": "restricted"}
+
+
+def test_field_removed_upstream_is_kept_only_when_present() -> None:
+    # PodResourceClaim.source was removed after 1.30; old objects carry it.
+    obj = pod(containers=None, resourceClaims=[{"name": "gpu", "source": {"resourceClaimName": "c"}}])
+    got = codec.decode(codec.encode(obj))
+    assert got["spec"]["resourceClaims"] == [{"name": "gpu", "source": {"resourceClaimName": "c"}}]
+    got = codec.decode(codec.encode(pod(containers=None, resourceClaims=[{"name": "gpu"}])))
+    assert got["spec"]["resourceClaims"] == [{"name": "gpu"}]
+
+
+# ---------------------------------------------------------------- unknown fields
+
+
+def test_unknown_fields_are_kept_counted_and_written_back(testdata: Path) -> None:
+    pb = (testdata / "core.v1.ConfigMap.pb").read_bytes()
+    env_typed = codec.decode(pb)
+    extra = ld(999, b"from the future") + varint(1000 << 3) + varint(7)
+    raw = codec.encode(env_typed)
+    # the typed object is the envelope's field 2: rebuild it with the extra fields appended
+    inner = _raw_of(raw) + extra
+    value = codec.wrap("v1", "ConfigMap", inner)
+    before = codec.counters["codec.unknown_fields"]
+    got = codec.decode(value)
+    assert codec.counters["codec.unknown_fields"] == before + 2
+    assert codec.UNKNOWN_KEY in got
+    assert {k: v for k, v in got.items() if k != codec.UNKNOWN_KEY} == env_typed
+    assert codec.encode(got) == value
+
+
+def _raw_of(value: bytes) -> bytes:
+    from tattler_etcd.codec._api import _envelope
+
+    return bytes(_envelope(value).raw)
+
+
+def test_unknown_field_in_a_nested_message(testdata: Path) -> None:
+    meta = ld(1, b"n") + ld(77, b"?")
+    value = codec.wrap("v1", "Namespace", ld(1, meta))
+    got = codec.decode(value)
+    assert got["metadata"]["name"] == "n"
+    assert codec.UNKNOWN_KEY in got["metadata"]
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_truncated_value(testdata: Path) -> None:
+    pb = (testdata / "core.v1.Pod.pb").read_bytes()
+    for cut in (5, 40, len(pb) // 2, len(pb) - 3):
+        with pytest.raises(TruncatedValueError, match=r"end inside a field"):
+            codec.decode(pb[:cut])
+
+
+def test_random_bytes() -> None:
+    with pytest.raises(DecodeError, match=r"^not a Kubernetes object: neither JSON nor the k8s protobuf envelope$"):
+        codec.decode(b"\x00\x01\x02garbage")
+
+
+def test_unknown_kind_names_it() -> None:
+    value = codec.wrap("example.com/v1", "Gadget", b"")
+    with pytest.raises(UnknownKindError, match=r"^no schema for apiVersion 'example.com/v1' kind 'Gadget'$") as info:
+        codec.decode(value)
+    assert (info.value.api_version, info.value.kind) == ("example.com/v1", "Gadget")
+    with pytest.raises(UnknownKindError):
+        codec.peek(value)
+
+
+def test_encrypted_value_names_the_provider() -> None:
+    value = b"k8s:enc:aescbc:v1:key1:" + bytes(range(40))
+    with pytest.raises(EncryptedValueError, match=r"provider aescbc, key key1.*needs the cluster's encryption key") as info:
+        codec.decode(value)
+    assert info.value.provider == "aescbc"
+    with pytest.raises(EncryptedValueError):
+        codec.peek(value)
+    with pytest.raises(EncryptedValueError):
+        codec.redact(value, [("data", "*")], lambda s: s)
+
+
+def test_oversized_value_is_refused_before_parsing(testdata: Path) -> None:
+    pb = (testdata / "core.v1.Pod.pb").read_bytes()
+    with pytest.raises(ValueTooLargeError, match=rf"^value of {len(pb)} bytes is over the limit of 1000 bytes$"):
+        codec.decode(pb, max_size=1000)
+
+
+def test_json_that_is_not_an_object() -> None:
+    with pytest.raises(DecodeError, match="invalid JSON"):
+        codec.decode(b'{"a": ')
+
+
+def test_with_key_names_the_key() -> None:
+    try:
+        codec.decode(b"zzz")
+    except CodecError as exc:
+        assert str(exc.with_key("/registry/pods/ns/p")).startswith("/registry/pods/ns/p: not a Kubernetes object")
+    else:  # pragma: no cover
+        pytest.fail("no error")
+
+
+@pytest.mark.parametrize(("obj", "message"), [
+    ({"apiVersion": "v1", "kind": "Gadget"}, r"^no schema for apiVersion 'v1' kind 'Gadget'$"),
+    ({"apiVersion": "v1", "kind": "Pod", "spec": {"nodeName": 5}}, r"^v1 Pod: field spec\.nodeName: expected a string, got int$"),
+    ({"apiVersion": "v1", "kind": "Pod", "spec": {"containers": [{"name": "c", "bogus": 1}]}},
+     r"^v1 Pod: field spec\.containers\.0\.bogus: no such field in Container$"),
+    ({"apiVersion": "v1", "kind": "Pod", "metadata": {"creationTimestamp": "yesterday"}},
+     r"^v1 Pod: field metadata\.creationTimestamp: Invalid isoformat string"),
+])
+def test_encode_errors_name_the_field(obj: dict[str, Any], message: str) -> None:
+    with pytest.raises(EncodeError, match=message):
+        codec.encode(obj)
+
+
+# ---------------------------------------------------------------- lists and watch events
+
+
+def test_split_list_keeps_items_undecoded(testdata: Path) -> None:
+    _, p = load(testdata, "core.v1.Pod")
+    items = []
+    for i in range(3):
+        item = json.loads(json.dumps(p))
+        item["metadata"]["name"] = f"pod-{i}"
+        del item["apiVersion"], item["kind"]
+        items.append(item)
+    lst = {"apiVersion": "v1", "kind": "PodList",
+           "metadata": {"resourceVersion": "42", "continue": "next"}, "items": items}
+    value = codec.encode(lst)
+    assert codec.decode(value) == lst
+    meta, raws = codec.split_list(value)
+    assert meta == {"resourceVersion": "42", "continue": "next"}
+    assert [codec.peek(r).name for r in raws] == ["pod-0", "pod-1", "pod-2"]
+    assert codec.decode(raws[1]) == {"apiVersion": "v1", "kind": "Pod", **items[1]}
+
+
+def test_split_list_refuses_non_lists(testdata: Path) -> None:
+    with pytest.raises(DecodeError, match=r"^v1 Pod: not a List kind$"):
+        codec.split_list((testdata / "core.v1.Pod.pb").read_bytes())
+
+
+def test_watch_event_fixture(testdata: Path) -> None:
+    pb, obj = load(testdata, "core.v1.WatchEvent")
+    etype, raw = codec.decode_watch_event(pb)
+    assert etype == obj["type"]
+    assert codec.decode(raw) == obj["object"]
+
+
+def test_watch_event_embeds_built_in_objects_as_protobuf(testdata: Path) -> None:
+    pb, p = load(testdata, "core.v1.Pod")
+    frame = codec.encode({"type": "ADDED", "object": p})
+    etype, raw = codec.decode_watch_event(frame)
+    assert etype == "ADDED"
+    assert raw == pb
+    assert codec.decode(frame) == {"type": "ADDED", "object": p}
+
+
+def test_wrap_builds_the_apiserver_envelope(testdata: Path) -> None:
+    pb = (testdata / "core.v1.Pod.pb").read_bytes()
+    assert codec.wrap("v1", "Pod", _raw_of(pb)) == pb
+
+
+# ---------------------------------------------------------------- redact
+
+
+ENV_PATHS = [
+    ("spec", "containers", "*", "env", "*", "value"),
+    ("spec", "initContainers", "*", "env", "*", "value"),
+    ("spec", "ephemeralContainers", "*", "env", "*", "value"),
+]
+
+
+def test_redact_env_values_without_decoding(testdata: Path) -> None:
+    pb, p = load(testdata, "core.v1.Pod")
+    new, n = codec.redact(pb, ENV_PATHS, lambda s: "***")
+    assert n == 3
+    got = codec.decode(new)
+    for field in ("containers", "initContainers", "ephemeralContainers"):
+        for c in got["spec"][field]:
+            assert all(e["value"] == "***" for e in c["env"])
+    # nothing else moved: put the originals back and the bytes are the fixture's
+    for field in ("containers", "initContainers", "ephemeralContainers"):
+        for c_new, c_old in zip(got["spec"][field], p["spec"][field], strict=True):
+            for e_new, e_old in zip(c_new["env"], c_old["env"], strict=True):
+                e_new["value"] = e_old["value"]
+    assert codec.encode(got) == pb
+
+
+def test_redact_returns_the_same_object_when_nothing_changes(testdata: Path) -> None:
+    pb = (testdata / "core.v1.Pod.pb").read_bytes()
+    out, n = codec.redact(pb, [("metadata", "annotations", "absent-key")], lambda s: "x")
+    assert out is pb and n == 0
+    out, n = codec.redact(pb, ENV_PATHS, lambda s: s)
+    assert out is pb and n == 0
+
+
+def test_redact_map_keys_and_bytes(testdata: Path) -> None:
+    pb, s = load(testdata, "core.v1.Secret")
+    seen: list[Any] = []
+
+    def fn(v: str | bytes) -> str | bytes:
+        seen.append(v)
+        return b"" if isinstance(v, bytes) else ""
+
+    new, n = codec.redact(pb, [("data", "*"), ("stringData", "*"),
+                               ("metadata", "annotations", next(iter(s["metadata"]["annotations"])))], fn)
+    assert n == 3
+    assert any(isinstance(v, bytes) for v in seen)
+    got = codec.decode(new)
+    assert set(got["data"].values()) == {""}
+    assert set(got["stringData"].values()) == {""}
+    assert set(got["metadata"]["annotations"].values()) == {""}
+
+
+def test_redact_json_values() -> None:
+    cr = {"apiVersion": "example.com/v1", "kind": "W", "metadata": {"name": "w"},
+          "spec": {"env": [{"name": "A", "value": "secret"}, {"name": "B"}]}}
+    value = json.dumps(cr).encode() + b"\n"
+    out, n = codec.redact(value, [("spec", "env", "*", "value")], lambda s: "***")
+    assert n == 1 and out.endswith(b"\n")
+    assert json.loads(out)["spec"]["env"] == [{"name": "A", "value": "***"}, {"name": "B"}]
+
+
+# ---------------------------------------------------------------- the model path
+
+
+@pytest.mark.parametrize("kind", ["Pod", "Node", "Namespace", "PersistentVolume"])
+def test_model_path(testdata: Path, kind: str) -> None:
+    from tattler_etcd.data import ChangeType, Entry, SourceType
+
+    pb, obj = load(testdata, f"core.v1.{kind}")
+    entry = Entry.from_value(pb, change=ChangeType.ADD, source=SourceType.ETCD, key=f"/registry/{kind}")
+    model = entry.object
+    assert type(model).__name__ == f"V1{kind}"
+    assert model.metadata.name == obj["metadata"]["name"]
+    assert model.metadata.uid == obj["metadata"]["uid"]
+    assert model.kind == kind
