@@ -185,26 +185,33 @@ class WatchStream:
 
             frames = FrameParser(what=what)
             try:
-                async for data in self.response.aiter_raw():
-                    events = []
-                    for frame in frames.feed(data):
-                        try:
-                            kind, obj = codec.decode_watch_event(frame)
-                        except CodecError as exc:
-                            raise TransientReaderError(f"{what}: an unreadable watch frame: {exc}") from exc
-                        events.append((kind, obj))
-                    if events:
-                        yield _split_error(events, what)
+                async with contextlib.aclosing(self.response.aiter_raw()) as raw:
+                    async for data in raw:
+                        events = []
+                        for frame in frames.feed(data):
+                            try:
+                                # The APIServer frames the bare WatchEvent message
+                                # (its stream serializer writes no envelope); the
+                                # codec reads enveloped ones, so wrap it first.
+                                if not frame.startswith(codec.MAGIC):
+                                    frame = codec.wrap("v1", "WatchEvent", frame)
+                                kind, obj = codec.decode_watch_event(frame)
+                            except CodecError as exc:
+                                raise TransientReaderError(f"{what}: an unreadable watch frame: {exc}") from exc
+                            events.append((kind, obj))
+                        if events:
+                            yield _split_error(events, what)
                 frames.close()
             except httpx.HTTPError as exc:
                 raise TransientReaderError(f"{what}: the watch broke: {type(exc).__name__}") from exc
             return
         lines = JsonLinesParser(what=what)
         try:
-            async for data in self.response.aiter_raw():
-                parsed = lines.feed(data)
-                if parsed:
-                    yield _split_error([(str(e.get("type", "")), e.get("object")) for e in parsed], what)
+            async with contextlib.aclosing(self.response.aiter_raw()) as raw:
+                async for data in raw:
+                    parsed = lines.feed(data)
+                    if parsed:
+                        yield _split_error([(str(e.get("type", "")), e.get("object")) for e in parsed], what)
             tail = lines.close()
             if tail:
                 yield _split_error([(str(e.get("type", "")), e.get("object")) for e in tail], what)

@@ -597,14 +597,26 @@ class APIServerReader:
                 await loop._close_pending()
 
     async def _run_together(self, loops: list[_Loop], task_status: trio.TaskStatus[None]) -> None:
-        async def one(loop: _Loop) -> None:
-            await loop.sync()
-            await loop.follow()
+        # The first loop to fail stops the others, and the reader raises that
+        # one error as itself (not wrapped in an ExceptionGroup), so callers
+        # can catch AccessDeniedError and read its message.
+        failure: list[BaseException] = []
+
+        async def one(loop: _Loop, nursery: trio.Nursery) -> None:
+            try:
+                await loop.sync()
+                await loop.follow()
+            except Exception as exc:
+                if not failure:
+                    failure.append(exc)
+                nursery.cancel_scope.cancel()
 
         async with trio.open_nursery() as nursery:
             for loop in loops:
-                nursery.start_soon(one, loop)
+                nursery.start_soon(one, loop, nursery)
             for loop in loops:
                 await loop.synced.wait()
             task_status.started()
+        if failure:
+            raise failure[0]
 

@@ -1,0 +1,74 @@
+"""The sans-I/O watch stream parsers, fed byte by byte and in odd cuts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tattler_etcd.errors import TransientReaderError
+from tattler_etcd.readers.apiserver.watch import FrameParser, JsonLinesParser
+
+EVENTS = [
+    {"type": "ADDED", "object": {"kind": "Pod", "metadata": {"name": "a", "resourceVersion": "1"}}},
+    {"type": "BOOKMARK", "object": {"kind": "Pod", "metadata": {"resourceVersion": "7"}}},
+    {"type": "DELETED", "object": {"kind": "Pod", "metadata": {"name": "a", "resourceVersion": "9"}}},
+]
+JSON_STREAM = b"".join(json.dumps(e).encode() + b"\n" for e in EVENTS)
+FRAMES = [b"\x0a\x05ADDED", b"", b"x" * 300]
+FRAME_STREAM = b"".join(len(f).to_bytes(4, "big") + f for f in FRAMES)
+
+
+@pytest.mark.parametrize("cut", [1, 2, 7, 64, len(JSON_STREAM)])
+def test_json_lines_any_cut(cut: int) -> None:
+    p = JsonLinesParser()
+    got = []
+    for i in range(0, len(JSON_STREAM), cut):
+        got += p.feed(JSON_STREAM[i : i + cut])
+    got += p.close()
+    assert got == EVENTS
+
+
+def test_json_last_line_without_newline_is_an_event() -> None:
+    p = JsonLinesParser()
+    assert p.feed(JSON_STREAM[:-1]) == EVENTS[:2]
+    assert p.close() == EVENTS[2:]
+
+
+def test_json_garbage_line_is_a_transient_error_naming_the_watch() -> None:
+    p = JsonLinesParser(what="watch pods")
+    with pytest.raises(TransientReaderError, match=r"^watch pods: a watch line that is not JSON \(.+\)$"):
+        p.feed(b"{not json}\n")
+    with pytest.raises(TransientReaderError, match=r"^watch pods: a watch line that is not an event object$"):
+        JsonLinesParser(what="watch pods").feed(b"[1]\n")
+
+
+def test_json_line_over_the_limit() -> None:
+    p = JsonLinesParser(what="watch pods", max_event_bytes=10)
+    with pytest.raises(TransientReaderError, match=r"^watch pods: a watch event over 10 bytes$"):
+        p.feed(b'{"type": "ADDED"')
+
+
+@pytest.mark.parametrize("cut", [1, 3, 4, 5, 100, len(FRAME_STREAM)])
+def test_frames_any_cut(cut: int) -> None:
+    p = FrameParser()
+    got = []
+    for i in range(0, len(FRAME_STREAM), cut):
+        got += p.feed(FRAME_STREAM[i : i + cut])
+    assert p.close() == []
+    assert got == FRAMES
+
+
+def test_frame_cut_short_at_the_end() -> None:
+    p = FrameParser(what="watch pods")
+    assert p.feed(FRAME_STREAM[:-3]) == FRAMES[:2]
+    with pytest.raises(TransientReaderError,
+                       match=r"^watch pods: the watch stream ended inside a frame \(301 bytes left\)$"):
+        p.close()
+
+
+def test_frame_length_over_the_limit() -> None:
+    p = FrameParser(what="watch pods", max_event_bytes=100)
+    with pytest.raises(TransientReaderError,
+                       match=r"^watch pods: a watch frame of 300 bytes, over the 100 limit$"):
+        p.feed(FRAME_STREAM)
