@@ -316,7 +316,8 @@ class APIClient:
             try:
                 response = await self.http.send(request, stream=stream)
             except httpx.HTTPError as exc:
-                raise TransientReaderError(f"{what}: {type(exc).__name__}: {str(exc)[:200]}") from exc
+                detail = str(exc) or str(exc.__cause__ or exc.__context__ or "")
+                raise TransientReaderError(f"{what}: {type(exc).__name__}: {detail[:200]}") from exc
             if response.status_code < 400:
                 return response
             try:

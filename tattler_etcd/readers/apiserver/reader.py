@@ -572,7 +572,7 @@ class APIServerReader:
         async with send:
             self.client = self._client_factory()
             try:
-                refs = [r if isinstance(r, ResourceRef) else await self.client.discover(r)
+                refs = [r if isinstance(r, ResourceRef) else await self._discover(r)
                         for r in self.resources]
                 loops = [_Loop(self, ref, send, counters) for ref in refs]
                 if not self.follow or self.once:
@@ -582,6 +582,18 @@ class APIServerReader:
             finally:
                 with trio.CancelScope(shield=True):
                     await self.client.aclose()
+
+    async def _discover(self, spec: str) -> ResourceRef:
+        backoff = self.backoff_factory()
+        while True:
+            try:
+                return await self.client.discover(spec)
+            except TransientReaderError as exc:
+                delay = backoff.next_delay(trio.current_time())
+                if exc.retry_after is not None:
+                    delay = min(exc.retry_after, MAX_RETRY_AFTER)
+                log.warning("discovery of %s: %s; retrying in %.1fs", spec, exc, delay)
+                await trio.sleep(delay)
 
     async def _run_in_order(self, loops: list[_Loop], task_status: trio.TaskStatus[None]) -> None:
         try:

@@ -1,0 +1,190 @@
+"""Kubeconfigs (token, client certificate, exec plugin) and in-cluster config, against the fake."""
+
+from __future__ import annotations
+
+import ssl
+import stat
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import yaml
+
+from tattler_etcd.errors import AccessDeniedError, ConfigError
+from tattler_etcd.readers.apiserver import APIServerReader, load_incluster, load_kubeconfig
+from tests.fake_apiserver import FakeCluster, RunningServer, open_fake_apiserver
+from tests.fake_apiserver.harness import run_reader
+from tests.fake_apiserver.objects import make_pod
+
+pytestmark = pytest.mark.filterwarnings(
+    r"ignore:Async generator 'http(x|core)\.[\w.]+' was garbage collected:ResourceWarning"
+)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
+    d = tmp_path_factory.mktemp("pki")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+        "-days", "2", "-subj", "/CN=fake-ca")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name, subj in (("server", "/CN=127.0.0.1"), ("client", "/CN=tattler/O=readers")):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", subj)
+        extra = ["-extfile", "san.ext"] if name == "server" else []
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.crt", "-days", "2", *extra)
+    return {p.stem + p.suffix: p for p in d.iterdir()}
+
+
+def write_kubeconfig(path: Path, server: str, user: dict[str, Any], *, cluster: dict[str, Any] | None = None,
+                     extra_contexts: bool = False) -> Path:
+    doc = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": server, **(cluster or {})}}],
+        "users": [{"name": "reader", "user": user}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "reader"}}],
+    }
+    if extra_contexts:
+        doc["users"].append({"name": "nobody", "user": {"token": "wrong"}})
+        doc["contexts"].append({"name": "other", "context": {"cluster": "fake", "user": "nobody"}})
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+async def read_once(config: Any) -> list[str]:
+    reader = APIServerReader(["pods"], config=config, once=True, content_type="json")
+    with trio.fail_after(30):
+        async with run_reader(reader) as h:
+            await h.drain()
+    return [e.key for e in h.entries]
+
+
+@pytest.fixture
+async def plain() -> AsyncIterator[RunningServer]:
+    cluster = FakeCluster()
+    cluster.token = "s3cret"
+    cluster.create("pods", make_pod(1))
+    async with open_fake_apiserver(cluster) as srv:
+        yield srv
+
+
+async def test_token_kubeconfig(plain: RunningServer, tmp_path: Path) -> None:
+    cfg = load_kubeconfig(write_kubeconfig(tmp_path / "kc", plain.url, {"token": "s3cret"}))
+    assert cfg.authorization == "Bearer s3cret"
+    assert await read_once(cfg) == ["pods/default/pod-00001"]
+
+
+async def test_context_selection(plain: RunningServer, tmp_path: Path) -> None:
+    path = write_kubeconfig(tmp_path / "kc", plain.url, {"token": "s3cret"}, extra_contexts=True)
+    with pytest.raises(AccessDeniedError, match=r"^discovery /apis: 401 Unauthorized"):
+        await read_once(load_kubeconfig(path, context="other"))
+    assert await read_once(load_kubeconfig(path, context="fake")) == ["pods/default/pod-00001"]
+
+
+def test_missing_file_and_context(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=rf"^kubeconfig {tmp_path}/nope: no such file$"):
+        load_kubeconfig(tmp_path / "nope")
+    path = write_kubeconfig(tmp_path / "kc", "https://127.0.0.1:1", {"token": "x"})
+    with pytest.raises(ConfigError, match=rf"^kubeconfig {path}, context missing: .*missing.*"):
+        load_kubeconfig(path, context="missing")
+
+
+def exec_plugin(tmp_path: Path, token: str, *, fail: bool = False) -> Path:
+    script = tmp_path / "plugin.py"
+    status = {"token": token, "expirationTimestamp": "2099-01-01T00:00:00Z"}
+    body = ("import sys; sys.stderr.write('no login\\n'); sys.exit(1)" if fail else
+            f"import json; print(json.dumps({{'apiVersion': 'client.authentication.k8s.io/v1beta1', "
+            f"'kind': 'ExecCredential', 'status': {status!r}}}))")
+    script.write_text(f"#!{sys.executable}\n{body}\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script
+
+
+async def test_exec_plugin(plain: RunningServer, tmp_path: Path) -> None:
+    script = exec_plugin(tmp_path, "s3cret")
+    user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": str(script)}}
+    cfg = load_kubeconfig(write_kubeconfig(tmp_path / "kc", plain.url, user))
+    assert cfg.authorization == "Bearer s3cret"
+    assert await read_once(cfg) == ["pods/default/pod-00001"]
+
+
+def test_exec_plugin_that_fails(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    script = exec_plugin(tmp_path, "", fail=True)
+    user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": str(script)}}
+    path = write_kubeconfig(tmp_path / "kc", "https://127.0.0.1:1", user)
+    with pytest.raises(ConfigError, match=rf"^kubeconfig {path}: the exec credential plugin gave no credentials"):
+        load_kubeconfig(path)
+
+
+@pytest.fixture
+async def tls(pki: dict[str, Path]) -> AsyncIterator[RunningServer]:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki["ca.crt"]))
+    ctx.load_cert_chain(pki["server.crt"], pki["server.key"])
+    ctx.verify_mode = ssl.CERT_REQUIRED  # client certificates only
+    cluster = FakeCluster()
+    cluster.create("pods", make_pod(1))
+    async with open_fake_apiserver(cluster, ssl_context=ctx) as srv:
+        yield srv
+
+
+async def test_client_certificate_kubeconfig(tls: RunningServer, pki: dict[str, Path], tmp_path: Path) -> None:
+    user = {"client-certificate": str(pki["client.crt"]), "client-key": str(pki["client.key"])}
+    cfg = load_kubeconfig(write_kubeconfig(tmp_path / "kc", tls.url, user,
+                                           cluster={"certificate-authority": str(pki["ca.crt"])}))
+    assert tls.url.startswith("https://")
+    assert await read_once(cfg) == ["pods/default/pod-00001"]
+
+
+async def test_tls_is_verified_unless_the_kubeconfig_says_otherwise(tls: RunningServer, pki: dict[str, Path],
+                                                                   tmp_path: Path) -> None:
+    user = {"client-certificate": str(pki["client.crt"]), "client-key": str(pki["client.key"])}
+    # No CA given: the system store does not know the fake's CA.
+    cfg = load_kubeconfig(write_kubeconfig(tmp_path / "kc", tls.url, user))
+    reader = APIServerReader(["pods"], config=cfg, once=True,
+                             backoff_factory=lambda: _one_try())
+    with trio.fail_after(30), pytest.raises(_GaveUp):
+        async with run_reader(reader):
+            pass
+    cfg = load_kubeconfig(write_kubeconfig(tmp_path / "kc2", tls.url, user,
+                                           cluster={"insecure-skip-tls-verify": True}))
+    assert await read_once(cfg) == ["pods/default/pod-00001"]
+
+
+class _GaveUp(Exception):
+    pass
+
+
+def _one_try() -> Any:
+    class B:
+        def next_delay(self, now: float) -> float:
+            raise _GaveUp
+
+        def reset(self) -> None:
+            pass
+
+    return B()
+
+
+async def test_in_cluster(plain: RunningServer, tmp_path: Path, pki: dict[str, Path]) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret")
+    host, port = plain.url.removeprefix("http://").split(":")
+    cfg = load_incluster(token_file=str(token), ca_file=str(pki["ca.crt"]),
+                         environ={"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port})
+    assert cfg.server == plain.url.replace("http://", "https://")
+    assert cfg.authorization == "bearer s3cret"
+
+
+def test_in_cluster_outside_a_pod() -> None:
+    with pytest.raises(ConfigError, match=r"^in-cluster config: Service host/port is not set\.$"):
+        load_incluster(environ={})
+
