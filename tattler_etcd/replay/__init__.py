@@ -1,0 +1,67 @@
+"""Record a reader's HTTP exchanges into a cassette, and replay them deterministically.
+
+Recording (:class:`Recorder`): the reader's ``httpx.AsyncClient`` gets a
+:class:`RecordingTransport` that forwards to the real server and keeps a
+scrubbed copy of each exchange, watch streams included (cut on a line
+boundary when the recorder's limit is reached). :func:`dump_cassette` writes
+them as a vcrpy cassette carrying a :class:`RecordingInfo` (format version,
+source, endpoint, resources) under ``metadata.tattler_etcd``.
+
+Replay (:func:`replay_into`, :func:`run_replay`): vcrpy answers the real
+reader from the cassette, no new request allowed, and trio runs on a virtual
+clock, so the same file gives the same batches, byte for byte, every time.
+"""
+
+from __future__ import annotations
+
+from tattler_etcd.replay._format import (
+    FORMAT_VERSION as FORMAT_VERSION,
+    METADATA_KEY as METADATA_KEY,
+    RecordingInfo as RecordingInfo,
+    dump_cassette as dump_cassette,
+    read_recording as read_recording,
+)
+from tattler_etcd.replay._redact import (
+    WITHHELD as WITHHELD,
+    scrub_served_object as scrub_served_object,
+    scrub_stored_value as scrub_stored_value,
+)
+from tattler_etcd.replay._replay import (
+    BUNDLED_RECORDING as BUNDLED_RECORDING,
+    ReaderFactory as ReaderFactory,
+    bundled_recording as bundled_recording,
+    check_resources as check_resources,
+    playback as playback,
+    readers_for as readers_for,
+    replay_into as replay_into,
+    run_replay as run_replay,
+)
+from tattler_etcd.replay._transport import (
+    FILTERED_HEADERS as FILTERED_HEADERS,
+    Recorder as Recorder,
+    RecordingTransport as RecordingTransport,
+    is_watch_request as is_watch_request,
+)
+
+__all__ = [
+    "BUNDLED_RECORDING",
+    "FILTERED_HEADERS",
+    "FORMAT_VERSION",
+    "METADATA_KEY",
+    "WITHHELD",
+    "ReaderFactory",
+    "Recorder",
+    "RecordingInfo",
+    "RecordingTransport",
+    "bundled_recording",
+    "check_resources",
+    "dump_cassette",
+    "is_watch_request",
+    "playback",
+    "read_recording",
+    "readers_for",
+    "replay_into",
+    "run_replay",
+    "scrub_served_object",
+    "scrub_stored_value",
+]

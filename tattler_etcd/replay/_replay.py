@@ -1,0 +1,160 @@
+"""Play a recording back through the real reader, deterministically.
+
+vcrpy answers every request from the cassette (``record_mode="none"``:
+nothing new may be asked, and nothing is played twice), matched on method,
+URI *and* body, because every etcd call is a POST to the same path. The reader
+is the real one, built with the settings the recording names, in its replay
+mode: the end of a recorded watch body is the end of that watch, and the
+order it emits entries in does not depend on how trio schedules its tasks.
+
+Determinism also needs time: batch windows must not depend on how fast this
+machine replays. :func:`run_replay` runs trio on a virtual clock that jumps to
+the next deadline whenever every task is waiting (``MockClock(autojump_threshold=0)``),
+so a window closes at the same point of the input on every run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import trio
+import trio.testing
+
+from tattler_etcd.errors import RecordingError
+from tattler_etcd.readers import Reader
+from tattler_etcd.replay._format import RecordingInfo, read_recording
+
+__all__ = [
+    "BUNDLED_RECORDING",
+    "ReaderFactory",
+    "bundled_recording",
+    "check_resources",
+    "playback",
+    "readers_for",
+    "replay_into",
+    "run_replay",
+]
+
+logger = logging.getLogger("tattler_etcd.replay")
+
+T = TypeVar("T")
+
+#: The file name of the recording shipped with the package.
+BUNDLED_RECORDING = "cluster.yaml"
+
+#: Builds the readers that replay a recording: ``(info, client) -> readers``.
+ReaderFactory = Callable[[RecordingInfo, httpx.AsyncClient], Sequence[Reader]]
+
+
+def bundled_recording() -> Path:
+    """The path of the recording shipped with tattler-etcd (a real etcd run of the four default kinds).
+
+    Looked up as package data (``tattler_etcd/fixtures/``), which an
+    installed package and a source checkout both have.
+
+    Raises:
+        RecordingError: the file is missing (a broken install).
+    """
+    path = Path(__file__).resolve().parent.parent / "fixtures" / BUNDLED_RECORDING
+    if not path.is_file():
+        raise RecordingError(f"{path}: the bundled recording is missing (reinstall tattler-etcd)")
+    return path
+
+
+def check_resources(info: RecordingInfo, requested: Iterable[str] | None, path: str) -> tuple[str, ...]:
+    """The resources to replay: ``requested`` when the recording holds them all, else an error.
+
+    ``None`` means "whatever was recorded".
+
+    Raises:
+        RecordingError: the recording was made for other resources (named).
+    """
+    if requested is None:
+        return info.resources
+    wanted = tuple(requested)
+    missing = [r for r in wanted if r not in info.resources]
+    if missing or set(wanted) != set(info.resources):
+        raise RecordingError(
+            f"{path}: recorded for resources {','.join(info.resources)}; "
+            f"asked to replay {','.join(wanted)} (replay with --resources {','.join(info.resources)})"
+        )
+    return wanted
+
+
+def readers_for(info: RecordingInfo, client: httpx.AsyncClient) -> list[Reader]:
+    """The reader(s) that made the recording, rebuilt in replay mode on ``client``."""
+    if info.source == "etcd":
+        from tattler_etcd.readers.etcd import EtcdReader
+
+        opts = dict(info.options)
+        return [EtcdReader(
+            endpoints=[info.endpoint],
+            resources=list(info.resources),
+            prefix=info.prefix,
+            page_size=info.page_size,
+            client=client,
+            replay=True,
+            **opts,
+        )]
+    raise RecordingError(f"replaying {info.source!r} recordings is not supported by this tattler-etcd")
+
+
+@contextlib.contextmanager
+def playback(path: str | os.PathLike[str]) -> Iterator[RecordingInfo]:
+    """Check ``path``, then answer every httpx request in the block from it.
+
+    vcrpy patches httpx's transports for the whole process while the block
+    runs: a request that is not in the recording (or asks for one a second
+    time) raises ``vcr.errors.CannotOverwriteExistingCassetteException``
+    instead of touching the network.
+    """
+    import vcr
+
+    info = read_recording(path)
+    player = vcr.VCR(
+        record_mode="none",
+        match_on=("method", "uri", "body"),
+        decode_compressed_response=False,
+    )
+    with player.use_cassette(os.fspath(path)):
+        yield info
+
+
+async def replay_into(
+    runner: Any,
+    path: str | os.PathLike[str],
+    *,
+    resources: Iterable[str] | None = None,
+    make_readers: ReaderFactory = readers_for,
+) -> RecordingInfo:
+    """Add the recording's reader(s) to ``runner`` and run it to the end of the recording.
+
+    ``runner`` is a :class:`tattler_etcd.pipeline.Runner` with its processors
+    added; it ends when the replayed readers end (the end of the recording).
+    Run this under a virtual clock (:func:`run_replay`, or the
+    ``autojump_clock`` fixture) for batch windows that do not depend on speed.
+    """
+    name = os.fspath(path)
+    with playback(name) as info:
+        check_resources(info, resources, name)
+        async with httpx.AsyncClient() as client:
+            for reader in make_readers(info, client):
+                runner.add_reader(reader)
+            await runner.run()
+    return info
+
+
+def run_replay(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``trio.run(fn, *args)`` on a virtual clock, so batch windows are virtual time.
+
+    The clock jumps to the next deadline as soon as every task waits: a
+    5-second window costs no wall time and closes at the same point of the
+    input on every run.
+    """
+    return trio.run(fn, *args, clock=trio.testing.MockClock(autojump_threshold=0))

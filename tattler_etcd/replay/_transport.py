@@ -1,0 +1,354 @@
+"""Record a live reader's HTTP exchanges, open watch streams included.
+
+vcrpy records by reading a whole response body before handing it on, so it
+hangs forever on a watch: the body of a watch never ends. This transport sits
+between the reader's ``httpx.AsyncClient`` and the real transport instead and
+*tees* each body line by line as the reader consumes it. A unary reply (a
+range page, a list) is read whole, scrubbed, and handed on; a watch reply is
+scrubbed and passed on one line at a time. When the recorder's limit is
+reached (``max_events``, a duration, or :meth:`Recorder.stop`), every open
+stream is cut after the last whole line the reader received, so each body in
+the file ends cleanly, exactly where the reader's view of it ended; the
+reader then sees its streams end.
+
+The reader reads what the file will hold (scrubbed bodies), so a recording
+run and its replay see the same bytes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import zlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import trio
+
+from tattler_etcd.errors import RecordingError
+from tattler_etcd.replay._redact import (
+    ObjectScrubber,
+    ValueScrubber,
+    scrub_apiserver_line,
+    scrub_json_body,
+)
+
+__all__ = ["FILTERED_HEADERS", "Recorder", "RecordingTransport", "is_watch_request"]
+
+#: Headers never written to a file: credentials, and headers that would be
+#: wrong once a body is scrubbed or that change on every run.
+FILTERED_HEADERS = frozenset({
+    "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
+    "content-length", "content-encoding", "transfer-encoding", "date",
+})
+
+
+def is_watch_request(request: httpx.Request) -> bool:
+    """True for a streaming request: etcd's ``/v3/watch`` or an APIServer ``?watch=true``."""
+    if request.url.path.rstrip("/").endswith("/watch"):
+        return True
+    return request.url.params.get("watch", "").lower() in ("1", "true")
+
+
+class Recorder:
+    """Collects scrubbed interactions from one or more :class:`RecordingTransport` s.
+
+    Args:
+        scrub_value: scrubs one etcd value (bytes as stored) named by its key.
+        scrub_object: scrubs one JSON-shaped object (APIServer replies).
+        max_events: stop once this many watch events went through (a line
+            boundary, so the count may go past it within one watch message).
+
+    Requests that arrive after the recorder stopped wait until cancelled: the
+    reader never sees an answer the file does not hold.
+    """
+
+    def __init__(
+        self,
+        *,
+        scrub_value: ValueScrubber,
+        scrub_object: ObjectScrubber,
+        max_events: int | None = None,
+    ) -> None:
+        if max_events is not None and max_events < 1:
+            raise ValueError("max_events must be at least 1")
+        self.scrub_value = scrub_value
+        self.scrub_object = scrub_object
+        self.max_events = max_events
+        self.watch_events = 0
+        self.stopped = trio.Event()
+        self.stopped_by = ""
+        self._seq = itertools.count()
+        self._done: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
+        self._open: dict[int, _Tee] = {}
+        self._hold: Callable[[httpx.Request], bool] | None = None
+        self._released = trio.Event()
+        self._held = 0
+        self._held_changed = trio.Event()
+
+    # --- what the caller sees -----------------------------------------------------
+
+    def transport(self, inner: httpx.AsyncBaseTransport | None = None) -> RecordingTransport:
+        """A transport recording into this recorder, forwarding to ``inner`` (default: a plain one)."""
+        return RecordingTransport(self, inner or httpx.AsyncHTTPTransport())
+
+    @property
+    def interactions(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """The finished interactions in the order their requests were sent (vcrpy dicts)."""
+        return [(req, resp) for _, req, resp in sorted(self._done, key=lambda t: t[0])]
+
+    def stop(self, reason: str = "stop") -> None:
+        """Stop recording: cut every open stream after its last whole line, refuse new requests."""
+        if self.stopped.is_set():
+            return
+        self.stopped_by = reason
+        for tee in list(self._open.values()):
+            tee.finish()
+        self.stopped.set()
+
+    async def stop_after(self, seconds: float) -> None:
+        """Sleep ``seconds``, then :meth:`stop` with reason ``"duration"`` (run it in a nursery)."""
+        await trio.sleep(seconds)
+        self.stop("duration")
+
+    def hold(self, predicate: Callable[[httpx.Request], bool]) -> None:
+        """Make requests matching ``predicate`` wait until :meth:`release`.
+
+        Lets a scenario change the data at an exact point of a reader's run
+        (between its list and its watch, say) without racing it.
+        """
+        self._hold = predicate
+        self._released = trio.Event()
+
+    def release(self) -> None:
+        """Let held requests (and later ones) through."""
+        self._hold = None
+        self._released.set()
+
+    async def wait_held(self, n: int) -> None:
+        """Wait until ``n`` requests are waiting at the hold."""
+        while self._held < n:
+            await self._held_changed.wait()
+
+    # --- used by the transport ------------------------------------------------------
+
+    async def _gate(self, request: httpx.Request) -> None:
+        if self._hold is not None and self._hold(request):
+            self._held += 1
+            self._held_changed.set()
+            self._held_changed = trio.Event()
+            try:
+                await self._released.wait()
+            finally:
+                self._held -= 1
+        if self.stopped.is_set():
+            await trio.sleep_forever()
+
+    def _add(self, seq: int, request: dict[str, Any], response: dict[str, Any]) -> None:
+        self._done.append((seq, request, response))
+
+    def _count_events(self, n: int) -> None:
+        self.watch_events += n
+        if self.max_events is not None and self.watch_events >= self.max_events:
+            self.stop("events")
+
+
+class RecordingTransport(httpx.AsyncBaseTransport):
+    """Forwards to a real transport and records scrubbed copies of every exchange."""
+
+    def __init__(self, recorder: Recorder, inner: httpx.AsyncBaseTransport) -> None:
+        self.recorder = recorder
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        rec = self.recorder
+        await rec._gate(request)
+        body = await request.aread()
+        seq = next(rec._seq)
+        vcr_request = {
+            "method": request.method,
+            "uri": str(request.url),
+            "body": body.decode("utf-8") if body else None,
+            "headers": {k: [v] for k, v in request.headers.items() if k.lower() not in FILTERED_HEADERS},
+        }
+        response = await self.inner.handle_async_request(request)
+        decoder = _decoder(response, request)
+        headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in FILTERED_HEADERS]
+        status = {"code": response.status_code, "message": response.extensions.get("reason_phrase", b"").decode()
+                  if isinstance(response.extensions.get("reason_phrase"), bytes) else ""}
+        recorded_headers: dict[str, list[str]] = {}
+        for k, v in headers:
+            recorded_headers.setdefault(k, []).append(v)
+        kind = _body_kind(response, request)
+        if is_watch_request(request) and response.status_code == 200:
+            tee = _Tee(rec, seq, vcr_request, status, recorded_headers, response, decoder, kind)
+            rec._open[seq] = tee
+            return httpx.Response(response.status_code, headers=headers, stream=tee,
+                                  extensions={k: v for k, v in response.extensions.items() if k != "network_stream"})
+        try:
+            raw = b"".join([decoder(chunk) async for chunk in _stream(response)]) + decoder(b"", True)
+        finally:
+            await _close(response)
+        clean = _scrub_body(raw, kind, rec)
+        rec._add(seq, vcr_request, {"status": status, "headers": recorded_headers, "body": {"string": _text(clean)}})
+        return httpx.Response(response.status_code, headers=headers, content=clean,
+                              extensions={k: v for k, v in response.extensions.items() if k != "network_stream"})
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _Tee(httpx.AsyncByteStream):
+    """A watch body: scrubbed line by line as the reader pulls it, cut on stop."""
+
+    def __init__(
+        self,
+        rec: Recorder,
+        seq: int,
+        request: dict[str, Any],
+        status: dict[str, Any],
+        headers: dict[str, list[str]],
+        response: httpx.Response,
+        decoder: Callable[..., bytes],
+        kind: str,
+    ) -> None:
+        self.rec = rec
+        self.seq = seq
+        self.request = request
+        self.status = status
+        self.headers = headers
+        self.response = response
+        self.decoder = decoder
+        self.kind = kind
+        self.lines: list[bytes] = []
+        self.pending = b""
+        self.source: AsyncIterator[bytes] | None = None
+        self.finished = False
+        #: Cancelled by :meth:`finish`, so a reader waiting on a quiet stream sees it end.
+        self.waiting: trio.CancelScope | None = None
+
+    def finish(self) -> None:
+        """Write what the reader has seen as this interaction's body (once)."""
+        if self.finished:
+            return
+        self.finished = True
+        if self.waiting is not None:
+            self.waiting.cancel()
+        self.rec._open.pop(self.seq, None)
+        body = b"".join(self.lines)
+        self.rec._add(self.seq, self.request,
+                      {"status": self.status, "headers": self.headers, "body": {"string": _text(body)}})
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        # An explicit iterator, not an async generator: a generator left
+        # suspended when the reader lets go would be finalized by the GC, late.
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self.finished:
+            nl = self.pending.find(b"\n")
+            if nl >= 0:
+                line, self.pending = self.pending[:nl + 1], self.pending[nl + 1:]
+                clean = self._line(line)
+                self.lines.append(clean)
+                self.rec._count_events(_events_in(clean, self.kind))
+                return clean
+            if self.source is None:
+                self.source = _stream(self.response)
+            chunk = None
+            self.waiting = trio.CancelScope()
+            with self.waiting:
+                try:
+                    chunk = await self.source.__anext__()
+                except StopAsyncIteration:
+                    break
+            if chunk is None:  # the recorder stopped while we waited
+                break
+            self.pending += self.decoder(chunk)
+        # The server ended the stream, or the recorder stopped: the body so far is the body.
+        self.finish()
+        await self._close_source()
+        raise StopAsyncIteration
+
+    async def _close_source(self) -> None:
+        source, self.source = self.source, None
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    def _line(self, line: bytes) -> bytes:
+        stripped = line.rstrip(b"\r\n")
+        if not stripped.strip():
+            return line
+        return _scrub_body(stripped, self.kind, self.rec) + b"\n"
+
+    async def aclose(self) -> None:
+        self.finish()
+        await self._close_source()
+        await _close(self.response)
+
+
+def _stream(response: httpx.Response) -> AsyncIterator[bytes]:
+    # The transport-level stream (as vcrpy reads it): the Response is not the client's yet.
+    stream = response.stream
+    assert isinstance(stream, httpx.AsyncByteStream)
+    return stream.__aiter__()
+
+
+async def _close(response: httpx.Response) -> None:
+    stream = response.stream
+    if isinstance(stream, httpx.AsyncByteStream):
+        await stream.aclose()
+
+
+def _body_kind(response: httpx.Response, request: httpx.Request) -> str:
+    ctype = response.headers.get("content-type", "")
+    if "protobuf" in ctype:
+        raise RecordingError(
+            f"{request.url.path}: cannot record protobuf replies (the recorder scrubs JSON); "
+            "record APIServer traffic with --content-type json"
+        )
+    return "etcd" if request.url.path.startswith(("/v3/", "/v3beta/", "/v3alpha/")) else "apiserver"
+
+
+def _scrub_body(body: bytes, kind: str, rec: Recorder) -> bytes:
+    if kind == "etcd":
+        return scrub_json_body(body, rec.scrub_value)
+    return scrub_apiserver_line(body, rec.scrub_object)
+
+
+def _events_in(line: bytes, kind: str) -> int:
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return 0
+    if not isinstance(doc, dict):
+        return 0
+    if kind == "etcd":
+        result = doc.get("result")
+        events = result.get("events") if isinstance(result, dict) else None
+        return len(events) if isinstance(events, list) else 0
+    return 1 if doc.get("type") in ("ADDED", "MODIFIED", "DELETED") else 0
+
+
+def _decoder(response: httpx.Response, request: httpx.Request) -> Callable[..., bytes]:
+    """Undo gzip/deflate ourselves: scrubbing needs the plain bytes, and the file stores them plain."""
+    encoding = response.headers.get("content-encoding", "identity").lower().strip()
+    if encoding in ("", "identity"):
+        return lambda chunk, final=False: chunk
+    if encoding not in ("gzip", "deflate"):
+        raise RecordingError(f"{request.url.path}: cannot record a {encoding!r}-encoded reply")
+    d = zlib.decompressobj(47 if encoding == "gzip" else 15)
+
+    def decode(chunk: bytes, final: bool = False) -> bytes:
+        return d.flush() if final else d.decompress(chunk)
+
+    return decode
+
+
+def _text(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RecordingError("cannot record a reply that is not UTF-8 text") from None
