@@ -106,7 +106,26 @@ def _etcd_readers(args: argparse.Namespace, resources: list[str]) -> list[Any]:
 
 
 def _apiserver_readers(args: argparse.Namespace, resources: list[str]) -> list[Any]:
-    raise ConfigError("--kubeconfig: the APIServer reader is not built yet")
+    from tattler_etcd.readers.apiserver import (
+        APIServerReader,
+        FileBookmarkStore,
+        load_incluster,
+        load_kubeconfig,
+    )
+
+    if args.relist_interval is not None and args.relist_interval <= 0:
+        raise ConfigError("--relist-interval: must be more than 0 seconds")
+    if args.page_size < 0:
+        raise ConfigError("--page-size: must be 0 (no paging) or more")
+    if args.kubeconfig or not args.in_cluster:
+        config = load_kubeconfig(args.kubeconfig, args.context)
+    else:
+        config = load_incluster()
+    store = FileBookmarkStore(args.bookmark_file) if args.bookmark_file else None
+    return [APIServerReader(
+        resources, config=config, content_type=args.content_type, page_size=args.page_size,
+        relist_interval=args.relist_interval, bookmark_store=store, once=args.once,
+    )]
 
 
 def _replay(args: argparse.Namespace, resources: list[str]) -> int:

@@ -569,7 +569,10 @@ class APIServerReader:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Send chunks of entries; ``started()`` once every resource's initial state is handed on."""
-        async with send:
+        # ``send.close()``, not ``async with send``: the async close is a
+        # checkpoint, and a cancellation arriving there (the consumer saw the
+        # channel end and stopped) would replace the error we are raising.
+        try:
             self.client = self._client_factory()
             try:
                 refs = [r if isinstance(r, ResourceRef) else await self._discover(r)
@@ -582,6 +585,8 @@ class APIServerReader:
             finally:
                 with trio.CancelScope(shield=True):
                     await self.client.aclose()
+        finally:
+            send.close()
 
     async def _discover(self, spec: str) -> ResourceRef:
         backoff = self.backoff_factory()
