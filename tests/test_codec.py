@@ -458,3 +458,32 @@ def test_model_path(testdata: Path, kind: str) -> None:
     assert model.metadata.name == obj["metadata"]["name"]
     assert model.metadata.uid == obj["metadata"]["uid"]
     assert model.kind == kind
+
+
+# ---------------------------------------------------------------- converter strategies agree
+
+
+@pytest.mark.parametrize("strategy", ["generated", "listfields"])
+def test_both_converter_strategies_give_the_upstream_json(testdata: Path, strategy: str) -> None:
+    """Each message type gets generated code or a ListFields loop; forcing either everywhere must agree."""
+    from tattler_etcd.codec import _convert
+
+    saved = dict(_convert._converters), dict(_convert._zeros)
+    _convert._converters.clear()
+    _convert._zeros.clear()
+    _convert.FORCE_STRATEGY = strategy
+    try:
+        for name in FIXTURES:
+            pb, expected = load(testdata, name)
+            assert codec.decode(pb) == expected, name
+        minimal = codec.encode({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv"},
+                                "spec": {"hostPath": {"path": "/x"}}})
+        assert codec.decode(minimal)["spec"] == {"hostPath": {"path": "/x"}}
+        assert codec.decode(codec.encode(pod(containers=[{"name": "c", "ports": [{}]}])))["spec"] == {
+            "containers": [{"name": "c", "ports": [{"containerPort": 0}], "resources": {}}]}
+    finally:
+        _convert.FORCE_STRATEGY = None
+        _convert._converters.clear()
+        _convert._zeros.clear()
+        _convert._converters.update(saved[0])
+        _convert._zeros.update(saved[1])

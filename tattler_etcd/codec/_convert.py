@@ -74,6 +74,10 @@ def _not_ready(*args: Any) -> Any:  # pragma: no cover - replaced during prepara
 
 _converters: dict[str, Converter] = {}
 
+#: Tests set this to "generated" or "listfields" (then clear ``_converters``
+#: and ``_zeros``) to check that both strategies give the same JSON.
+FORCE_STRATEGY: str | None = None
+
 
 def converter(name: str) -> Converter:
     """The converter for a full message name, prepared on first use."""
@@ -130,18 +134,20 @@ def _special_value(special: str) -> Callable[[Any], Any]:
         fmt = _gotime.format_time
 
         def time_value(m: Any) -> Any:
-            if not m.ListFields():
-                return None
-            return fmt(m.seconds)
+            s = m.seconds
+            if s or m.HasField("seconds") or m.HasField("nanos"):
+                return fmt(s)
+            return None  # an empty Time message: Go's zero time
 
         return time_value
     if special == "microtime":
         fmt_micro = _gotime.format_micro_time
 
         def micro_value(m: Any) -> Any:
-            if not m.ListFields():
-                return None
-            return fmt_micro(m.seconds, m.nanos)
+            s = m.seconds
+            if s or m.HasField("seconds") or m.HasField("nanos"):
+                return fmt_micro(s, m.nanos)
+            return None
 
         return micro_value
     if special == "duration":
@@ -200,36 +206,234 @@ def _prepare(conv: Converter) -> None:
         conv.value = _special_value(message.special)
         conv.fill = _not_ready
         return
-    handlers: dict[Any, Callable[[dict[str, Any], Any], None]] = {}
+    strategy = FORCE_STRATEGY or ("listfields" if _is_sparse(message) else "generated")
+    if strategy == "generated":
+        _generate(conv)
+        return
+    # A sparse message (most fields are pointers, few present: VolumeSource,
+    # PersistentVolumeSource...): ask upb for the present fields only.
+    # fd -> (code, key, sub): the common shapes are handled inline in the loop
+    # (no call per scalar field); the rest go through a prepared handler.
+    table: dict[Any, tuple[int, str, Any]] = {}
     static = conv.static
     dyn = conv.dyn
     for f in message.fields:
         fd = desc.fields_by_number[f.number]
-        handlers[fd] = _handler(f)
+        table[fd] = _dispatch(f)
         _add_default(f, static, dyn)
 
-    get = handlers.get
+    get = table.get
     has_dyn = bool(dyn)
+    ufs = UnknownFieldSet
 
     def fill(d: dict[str, Any], msg: Any) -> None:
         for fd, v in msg.ListFields():
             h = get(fd)
-            if h is not None:
-                h(d, v)
-        if msg.ByteSize() and UnknownFieldSet(msg):
+            if h is None:
+                continue
+            code, key, sub = h
+            if code == 0:
+                d[key] = v
+            elif code == 1:
+                if v:
+                    d[key] = v
+            elif code == 2:
+                d[key] = sub.value(v)
+            elif code == 3:
+                sv = sub.value
+                d[key] = [sv(x) for x in v]
+            else:
+                sub(d, v)
+        if ufs(msg):
             _keep_unknown(d, msg)
 
-    def value(msg: Any) -> dict[str, Any]:
-        d = static.copy()
-        fill(d, msg)
-        if has_dyn:
+    # value() repeats fill()'s loop instead of calling it: one call less per message.
+    if has_dyn:
+        def value(msg: Any) -> dict[str, Any]:
+            d = static.copy()
+            for fd, v in msg.ListFields():
+                h = get(fd)
+                if h is None:
+                    continue
+                code, key, sub = h
+                if code == 0:
+                    d[key] = v
+                elif code == 1:
+                    if v:
+                        d[key] = v
+                elif code == 2:
+                    d[key] = sub.value(v)
+                elif code == 3:
+                    sv = sub.value
+                    d[key] = [sv(x) for x in v]
+                else:
+                    sub(d, v)
+            if ufs(msg):
+                _keep_unknown(d, msg)
             for key, factory in dyn:
                 if key not in d:
                     d[key] = factory()
-        return d
+            return d
+    else:
+        def value(msg: Any) -> dict[str, Any]:
+            d = static.copy()
+            for fd, v in msg.ListFields():
+                h = get(fd)
+                if h is None:
+                    continue
+                code, key, sub = h
+                if code == 0:
+                    d[key] = v
+                elif code == 1:
+                    if v:
+                        d[key] = v
+                elif code == 2:
+                    d[key] = sub.value(v)
+                elif code == 3:
+                    sv = sub.value
+                    d[key] = [sv(x) for x in v]
+                else:
+                    sub(d, v)
+            if ufs(msg):
+                _keep_unknown(d, msg)
+            return d
 
     conv.fill = fill
     conv.value = value
+
+
+def _needs_presence(f: Field) -> bool:
+    return f.label == "opt" and (f.pointer or f.removed or (f.type == "bytes" and not f.omitempty))
+
+
+def _is_sparse(message: Message) -> bool:
+    """Many fields that need a presence check: cheaper to list the present ones."""
+    n = sum(1 for f in message.fields if _needs_presence(f))
+    return n >= 6 and n * 2 > len(message.fields)
+
+
+_KEEP = (_SCALAR_ZERO, None)
+
+
+def _generate(conv: Converter) -> None:
+    """Write Python source for this message's converter and compile it.
+
+    Non-pointer scalars need no presence check: upb returns the proto
+    default for an absent field, which is Go's zero value. Non-pointer structs
+    convert the default instance upb returns, which gives Go's zero JSON
+    (``{}`` with its own defaults, ``null`` for Time, ``"0"`` for Quantity).
+    Keys come out in field order, as Go writes them.
+    """
+    message = conv.message
+    env: dict[str, Any] = {"_b64s": _b64s, "_ufs": UnknownFieldSet, "_keep": _keep_unknown}
+    body: list[str] = []
+
+    def ref(obj: Any) -> str:
+        name = f"_r{len(env)}"
+        env[name] = obj
+        return name
+
+    for f in message.fields:
+        body.extend(_field_code(f, ref))
+    body.append("if _ufs(m):")
+    body.append("    _keep(d, m)")
+    indented = "\n".join("    " + line for line in body)
+    src = (
+        f"def value(m):\n    d = {{}}\n{indented}\n    return d\n"
+        f"def fill(d, m):\n{indented}\n"
+    )
+    code = compile(src, f"<codec converter {message.name}>", "exec")
+    exec(code, env)
+    conv.value = env["value"]
+    conv.fill = env["fill"]
+
+
+def _attr(f: Field) -> str:
+    import keyword
+
+    p = f.proto_name
+    return f"m.{p}" if p.isidentifier() and not keyword.iskeyword(p) else f"getattr(m, {p!r})"
+
+
+def _field_code(f: Field, ref: Callable[[Any], str]) -> list[str]:
+    k = repr(f.json_name)
+    a = _attr(f)
+    has = f"m.HasField({f.proto_name!r})"
+    absent = [] if (f.omitempty or f.removed) else [f"    d[{k}] = None"]
+    if f.inline:
+        sub = ref(converter(f.type))
+        if f.pointer or f.removed:
+            return [f"if {has}:", f"    {ref(_handler(f))}(d, {a})"]
+        return [f"{sub}.fill(d, {a})"]
+    if f.label == "map":
+        if f.type == "bytes":
+            expr = "{kk: _b64s(x) for kk, x in v.items()}"
+        elif f.is_message:
+            expr = f"{{kk: sv(x) for kk, x in v.items()}}"
+        else:
+            expr = "dict(v)"
+        pre = [f"    sv = {ref(converter(f.type))}.value"] if f.is_message else []
+        return [f"v = {a}", "if v:", *pre, f"    d[{k}] = {expr}", *(["else:", *absent] if absent else [])]
+    if f.label == "rep":
+        if f.type == "bytes":
+            expr = "[_b64s(x) for x in v]"
+        elif f.is_message:
+            expr = "[sv(x) for x in v]"
+        else:
+            expr = "list(v)"
+        pre = [f"    sv = {ref(converter(f.type))}.value"] if f.is_message else []
+        return [f"v = {a}", "if v:", *pre, f"    d[{k}] = {expr}", *(["else:", *absent] if absent else [])]
+    if f.is_message:
+        sub_conv = converter(f.type)
+        sub = ref(sub_conv)
+        special = sub_conv.message.special
+        if f.pointer or f.removed:
+            return [f"if {has}:", f"    d[{k}] = {sub}.value({a})", *(["else:", *absent] if absent else [])]
+        if special == "stringlist":  # a named []string: nil vs empty is presence
+            if f.omitempty:
+                return [f"v = {a}.items", "if v:", f"    d[{k}] = list(v)"]
+            return [f"if {has}:", f"    d[{k}] = list({a}.items)", "else:", f"    d[{k}] = None"]
+        if f.omitzero:
+            zero = ref(_SPECIAL_ZERO[special] if special else _zero_json(sub_conv))
+            return [f"x = {sub}.value({a})", f"if x != {zero}:", f"    d[{k}] = x"]
+        return [f"d[{k}] = {sub}.value({a})"]
+    if f.type == "bytes":
+        if f.omitempty and not f.pointer and not f.removed:
+            return [f"v = {a}", "if v:", f"    d[{k}] = _b64s(v)"]
+        return [f"if {has}:", f"    d[{k}] = _b64s({a})", *(["else:", *absent] if absent else [])]
+    if f.pointer or f.removed:
+        return [f"if {has}:", f"    d[{k}] = {a}", *(["else:", *absent] if absent else [])]
+    if f.omitempty:
+        return [f"v = {a}", "if v:", f"    d[{k}] = v"]
+    return [f"d[{k}] = {a}"]
+
+
+_zeros: dict[str, Any] = {}
+
+
+def _zero_json(conv: Converter) -> Any:
+    """The JSON of an absent non-pointer struct (computed once; callers copy it)."""
+    name = conv.message.name
+    if name not in _zeros:
+        _zeros[name] = conv.value(SCHEMA.message_class(name)())
+    return _zeros[name]
+
+
+def _dispatch(f: Field) -> tuple[int, str, Any]:
+    """(code, key, sub) for one field: 0 scalar, 1 omitempty scalar, 2 message,
+    3 repeated message, 4 call ``sub(d, v)``."""
+    key = f.json_name
+    if f.label == "rep" and f.is_message:
+        sub = converter(f.type)
+        if sub.message.special is None or sub.message.special in ("quantity", "time", "microtime", "intorstring"):
+            return 3, key, sub
+    if f.label == "opt" and f.is_message and not f.inline and not (f.omitzero and not f.pointer):
+        sub = converter(f.type)
+        if not (sub.message.special == "stringlist" and f.omitempty and not f.pointer):
+            return 2, key, sub
+    if f.label == "opt" and not f.is_message and f.type != "bytes":
+        return (1 if f.omitempty and not f.pointer else 0), key, None
+    return 4, key, _handler(f)
 
 
 def _add_default(f: Field, static: dict[str, Any], dyn: list[tuple[str, Callable[[], Any]]]) -> None:
@@ -240,9 +444,11 @@ def _add_default(f: Field, static: dict[str, Any], dyn: list[tuple[str, Callable
     if f.inline:
         if f.pointer:
             return  # a nil embedded pointer contributes no keys
-        sub = converter(f.type)
-        static.update(sub.static)
-        dyn.extend(sub.dyn)
+        for k, v in _zero_json(converter(f.type)).items():
+            if type(v) is dict:
+                dyn.append((k, lambda v=v: _clone(v)))
+            else:
+                static[k] = v
         return
     if f.pointer:
         if not f.omitempty:
@@ -266,23 +472,8 @@ def _add_default(f: Field, static: dict[str, Any], dyn: list[tuple[str, Callable
     if sub_msg.special is not None:
         static[key] = _SPECIAL_ZERO[sub_msg.special]
         return
-    sub = converter(f.type)
-    if sub.dyn or any(type(v) is dict for v in sub.static.values()):
-        template_conv = sub
-        dyn.append((key, lambda: template_conv.value(_empty(template_conv))))
-    else:
-        template = dict(sub.static)
-        dyn.append((key, template.copy))
-
-
-_empties: dict[str, Any] = {}
-
-
-def _empty(conv: Converter) -> Any:
-    e = _empties.get(conv.message.name)
-    if e is None:
-        e = _empties[conv.message.name] = SCHEMA.message_class(conv.message.name)()
-    return e
+    zero = _zero_json(converter(f.type))
+    dyn.append((key, lambda: _clone(zero)))
 
 
 def _handler(f: Field) -> Callable[[dict[str, Any], Any], None]:
@@ -319,15 +510,13 @@ def _handler(f: Field) -> Callable[[dict[str, Any], Any], None]:
         return h_rep_msg
     if f.inline:
         sub = converter(f.type)
-        if f.pointer:
+        if f.pointer or f.removed:
             def h_inline_ptr(d: dict[str, Any], v: Any) -> None:
-                # a non-nil embedded pointer: its own defaults, then its fields
-                for k, val in sub.static.items():
-                    d.setdefault(k, val)
-                sub.fill(d, v)
-                for k, factory in sub.dyn:
+                # a non-nil embedded pointer: its zero JSON, then its present fields
+                for k, val in _zero_json(sub).items():
                     if k not in d:
-                        d[k] = factory()
+                        d[k] = _clone(val) if type(val) is dict else val
+                sub.fill(d, v)
             return h_inline_ptr
 
         def h_inline(d: dict[str, Any], v: Any) -> None:
@@ -336,7 +525,7 @@ def _handler(f: Field) -> Callable[[dict[str, Any], Any], None]:
     if f.is_message:
         sub = converter(f.type)
         if f.omitzero and not f.pointer:
-            zero = _SPECIAL_ZERO.get(sub.message.special or "", {})
+            zero = _SPECIAL_ZERO[sub.message.special] if sub.message.special else _zero_json(sub)
 
             def h_msg_omitzero(d: dict[str, Any], v: Any) -> None:
                 x = sub.value(v)
