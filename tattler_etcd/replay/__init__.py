@@ -38,6 +38,7 @@ from tattler_etcd.replay._replay import (
 )
 from tattler_etcd.replay._transport import (
     FILTERED_HEADERS as FILTERED_HEADERS,
+    Gate as Gate,
     Recorder as Recorder,
     RecordingTransport as RecordingTransport,
     is_watch_request as is_watch_request,
@@ -47,6 +48,7 @@ __all__ = [
     "BUNDLED_RECORDING",
     "FILTERED_HEADERS",
     "FORMAT_VERSION",
+    "Gate",
     "METADATA_KEY",
     "WITHHELD",
     "ReaderFactory",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -87,22 +87,34 @@ def check_resources(info: RecordingInfo, requested: Iterable[str] | None, path: 
     return wanted
 
 
-def readers_for(info: RecordingInfo, client: httpx.AsyncClient) -> list[Reader]:
-    """The reader(s) that made the recording, rebuilt in replay mode on ``client``."""
+def readers_for(info: RecordingInfo, client: httpx.AsyncClient, *, once: bool = False) -> list[Reader]:
+    """The reader(s) that made the recording, rebuilt in replay mode on ``client``.
+
+    ``once`` stops after the initial list (the watch part of the file is not played).
+    """
     if info.source == "etcd":
         from tattler_etcd.readers.etcd import EtcdReader
 
-        opts = dict(info.options)
         return [EtcdReader(
-            endpoints=[info.endpoint],
+            info.endpoint,
             resources=list(info.resources),
             prefix=info.prefix,
             page_size=info.page_size,
             client=client,
-            replay=True,
-            **opts,
+            end_at_stream_end=True,
+            once=once,
+            seed=0,
+            **_etcd_options(info.options),
         )]
     raise RecordingError(f"replaying {info.source!r} recordings is not supported by this tattler-etcd")
+
+
+#: Reader settings a recording may carry in ``options`` that change the requests.
+_ETCD_OPTIONS = ("api_path", "watch_timeout")
+
+
+def _etcd_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: options[k] for k in _ETCD_OPTIONS if options.get(k) is not None}
 
 
 @contextlib.contextmanager
@@ -131,7 +143,8 @@ async def replay_into(
     path: str | os.PathLike[str],
     *,
     resources: Iterable[str] | None = None,
-    make_readers: ReaderFactory = readers_for,
+    make_readers: ReaderFactory | None = None,
+    once: bool = False,
 ) -> RecordingInfo:
     """Add the recording's reader(s) to ``runner`` and run it to the end of the recording.
 
@@ -139,14 +152,29 @@ async def replay_into(
     added; it ends when the replayed readers end (the end of the recording).
     Run this under a virtual clock (:func:`run_replay`, or the
     ``autojump_clock`` fixture) for batch windows that do not depend on speed.
+    ``make_readers`` replaces :func:`readers_for` (``once`` is then yours to apply).
+
+    Raises:
+        RecordingError: a bad file, or one recorded for other resources.
     """
+    from vcr.errors import CannotOverwriteExistingCassetteException
+
     name = os.fspath(path)
     with playback(name) as info:
         check_resources(info, resources, name)
         async with httpx.AsyncClient() as client:
-            for reader in make_readers(info, client):
+            readers = make_readers(info, client) if make_readers is not None else readers_for(info, client, once=once)
+            for reader in readers:
                 runner.add_reader(reader)
-            await runner.run()
+            try:
+                await runner.run()
+            except CannotOverwriteExistingCassetteException as exc:
+                req = exc.failed_request
+                what = f"{req.method} {req.uri}" if req is not None else "a request"
+                raise RecordingError(
+                    f"{name}: the replay asked for {what}, which the recording does not hold "
+                    f"(or held once and already played): recorded with other settings or by another version?"
+                ) from exc
     return info
 
 

@@ -34,7 +34,7 @@ from tattler_etcd.replay._redact import (
     scrub_json_body,
 )
 
-__all__ = ["FILTERED_HEADERS", "Recorder", "RecordingTransport", "is_watch_request"]
+__all__ = ["FILTERED_HEADERS", "Gate", "Recorder", "RecordingTransport", "is_watch_request"]
 
 #: Headers never written to a file: credentials, and headers that would be
 #: wrong once a body is scrubbed or that change on every run.
@@ -82,10 +82,7 @@ class Recorder:
         self._seq = itertools.count()
         self._done: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
         self._open: dict[int, _Tee] = {}
-        self._hold: Callable[[httpx.Request], bool] | None = None
-        self._released = trio.Event()
-        self._held = 0
-        self._held_changed = trio.Event()
+        self._gates: list[Gate] = []
 
     # --- what the caller sees -----------------------------------------------------
 
@@ -112,36 +109,23 @@ class Recorder:
         await trio.sleep(seconds)
         self.stop("duration")
 
-    def hold(self, predicate: Callable[[httpx.Request], bool]) -> None:
-        """Make requests matching ``predicate`` wait until :meth:`release`.
+    def hold(self, predicate: Callable[[httpx.Request], bool]) -> Gate:
+        """Make requests matching ``predicate`` wait until the returned gate is released.
 
         Lets a scenario change the data at an exact point of a reader's run
         (between its list and its watch, say) without racing it.
         """
-        self._hold = predicate
-        self._released = trio.Event()
-
-    def release(self) -> None:
-        """Let held requests (and later ones) through."""
-        self._hold = None
-        self._released.set()
-
-    async def wait_held(self, n: int) -> None:
-        """Wait until ``n`` requests are waiting at the hold."""
-        while self._held < n:
-            await self._held_changed.wait()
+        gate = Gate(predicate)
+        self._gates.append(gate)
+        return gate
 
     # --- used by the transport ------------------------------------------------------
 
     async def _gate(self, request: httpx.Request) -> None:
-        if self._hold is not None and self._hold(request):
-            self._held += 1
-            self._held_changed.set()
-            self._held_changed = trio.Event()
-            try:
-                await self._released.wait()
-            finally:
-                self._held -= 1
+        self._gates = [g for g in self._gates if not g.released.is_set()]
+        for gate in list(self._gates):
+            if gate.predicate(request):
+                await gate._wait()
         if self.stopped.is_set():
             await trio.sleep_forever()
 
@@ -152,6 +136,35 @@ class Recorder:
         self.watch_events += n
         if self.max_events is not None and self.watch_events >= self.max_events:
             self.stop("events")
+
+
+class Gate:
+    """Holds matching requests until :meth:`release` (see :meth:`Recorder.hold`)."""
+
+    def __init__(self, predicate: Callable[[httpx.Request], bool]) -> None:
+        self.predicate = predicate
+        self.released = trio.Event()
+        #: How many requests wait here now.
+        self.held = 0
+        self._changed = trio.Event()
+
+    async def wait_held(self, n: int) -> None:
+        """Wait until ``n`` requests wait at this gate."""
+        while self.held < n:
+            await self._changed.wait()
+
+    def release(self) -> None:
+        """Let the held requests (and later matching ones) through."""
+        self.released.set()
+
+    async def _wait(self) -> None:
+        self.held += 1
+        self._changed.set()
+        self._changed = trio.Event()
+        try:
+            await self.released.wait()
+        finally:
+            self.held -= 1
 
 
 class RecordingTransport(httpx.AsyncBaseTransport):
@@ -169,7 +182,8 @@ class RecordingTransport(httpx.AsyncBaseTransport):
         vcr_request = {
             "method": request.method,
             "uri": str(request.url),
-            "body": body.decode("utf-8") if body else None,
+            # As vcrpy records it (an empty body is "", not null), so its body matcher agrees.
+            "body": body.decode("utf-8"),
             "headers": {k: [v] for k, v in request.headers.items() if k.lower() not in FILTERED_HEADERS},
         }
         response = await self.inner.handle_async_request(request)
