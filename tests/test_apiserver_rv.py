@@ -9,16 +9,19 @@ from tattler_etcd.readers.apiserver.rv import list_params, list_resource_version
 
 
 @pytest.mark.parametrize(
-    ("last_seen", "unavailable", "expected"),
+    ("last_seen", "unavailable", "consistent_first", "expected"),
     [
-        ("", False, "0"),  # first list: any version, from the cache
-        ("", True, ""),  # lost our place before ever listing: consistent read
-        ("42", False, "42"),  # periodic relist: not older than what we saw
-        ("42", True, ""),  # after a 410: consistent read, never the cache
+        ("", False, False, "0"),  # first list: any version, from the cache
+        ("", False, True, ""),  # first list, asked to be consistent (and paged)
+        ("", True, False, ""),  # lost our place before ever listing: consistent read
+        ("42", False, False, "42"),  # periodic relist: not older than what we saw
+        ("42", False, True, "42"),
+        ("42", True, False, ""),  # after a 410: consistent read, never the cache
+        ("42", True, True, ""),
     ],
 )
-def test_list_resource_version(last_seen: str, unavailable: bool, expected: str) -> None:
-    assert list_resource_version(last_seen, unavailable=unavailable) == expected
+def test_list_resource_version(last_seen: str, unavailable: bool, consistent_first: bool, expected: str) -> None:
+    assert list_resource_version(last_seen, unavailable=unavailable, consistent_first=consistent_first) == expected
 
 
 @pytest.mark.parametrize(

@@ -274,7 +274,8 @@ class _Loop:
     # -- LIST --------------------------------------------------------------
 
     async def _list(self) -> None:
-        rv = list_resource_version(self.last_rv, unavailable=self.unavailable)
+        rv = list_resource_version(self.last_rv, unavailable=self.unavailable,
+                                   consistent_first=self.r.consistent_first_list)
         change = ChangeType.SNAPSHOT if self.synced_once else ChangeType.ADD
         self._count("lists")
         seen: set[str] = set()
@@ -504,6 +505,10 @@ class APIServerReader:
         content_type: ``"protobuf"`` (built-in kinds; custom resources still
             arrive as JSON) or ``"json"``.
         page_size: LIST ``limit``, and the largest chunk handed on.
+        consistent_first_list: list the initial state with a consistent,
+            paged read instead of "any version" from the APIServer's cache
+            (client-go's choice, cheaper for the server, but one unpaged
+            response).
         watch_list: True/False forces streaming WatchList on or off; None
             tries it and falls back to LIST per resource.
         relist_interval: relist every so many seconds (SNAPSHOT/DELETE entries).
@@ -525,6 +530,7 @@ class APIServerReader:
         name: str = "apiserver",
         content_type: Literal["protobuf", "json"] = "protobuf",
         page_size: int = 500,
+        consistent_first_list: bool = False,
         watch_list: bool | None = None,
         relist_interval: float | None = None,
         bookmark_store: BookmarkStore | None = None,
@@ -550,6 +556,7 @@ class APIServerReader:
         self.resources = list(resources)
         self.content_type = content_type
         self.page_size = page_size
+        self.consistent_first_list = consistent_first_list
         self.watch_list = watch_list
         self.relist_interval = relist_interval
         self.bookmark_store = bookmark_store

@@ -22,16 +22,19 @@ from collections.abc import Mapping
 __all__ = ["list_params", "list_resource_version", "watch_params"]
 
 
-def list_resource_version(last_seen: str, *, unavailable: bool) -> str:
+def list_resource_version(last_seen: str, *, unavailable: bool, consistent_first: bool = False) -> str:
     """The ``resourceVersion`` for the next LIST.
 
     ``last_seen`` is the last version delivered ("" before the first list);
     ``unavailable`` is True after the server said that version is gone (410).
+    ``consistent_first`` makes the first list a consistent read too: the
+    APIServer's cache ignores ``limit`` (one response holding every object),
+    so a reader of a very large cluster may prefer etcd's paged reads.
     """
     if unavailable:
         return ""
     if not last_seen:
-        return "0"
+        return "" if consistent_first else "0"
     return last_seen
 
 
