@@ -28,9 +28,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -185,7 +185,7 @@ class WatchStream:
 
             frames = FrameParser(what=what)
             try:
-                async with contextlib.aclosing(self.response.aiter_raw()) as raw:
+                async with contextlib.aclosing(_raw_body(self.response)) as raw:
                     async for data in raw:
                         events = []
                         for frame in frames.feed(data):
@@ -207,7 +207,7 @@ class WatchStream:
             return
         lines = JsonLinesParser(what=what)
         try:
-            async with contextlib.aclosing(self.response.aiter_raw()) as raw:
+            async with contextlib.aclosing(_raw_body(self.response)) as raw:
                 async for data in raw:
                     parsed = lines.feed(data)
                     if parsed:
@@ -217,6 +217,12 @@ class WatchStream:
                 yield _split_error([(str(e.get("type", "")), e.get("object")) for e in tail], what)
         except httpx.HTTPError as exc:
             raise TransientReaderError(f"{what}: the watch broke: {type(exc).__name__}") from exc
+
+
+def _raw_body(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    # httpx types aiter_raw() as an AsyncIterator; it is a generator, and
+    # closing it promptly matters when a watch is left early.
+    return cast(AsyncGenerator[bytes, None], response.aiter_raw())
 
 
 class _ErrorAfter(list[tuple[str, WatchObject]]):
@@ -405,11 +411,11 @@ class APIClient:
             from tattler_etcd import codec
 
             try:
-                meta, items = codec.split_list(body)
+                list_meta, envelopes = codec.split_list(body)
             except CodecError as exc:
                 raise TransientReaderError(f"{what}: an unreadable protobuf list: {exc}") from exc
-            return ListPage(str(meta.get("resourceVersion") or ""), str(meta.get("continue") or ""),
-                            list(items), True, meta.get("remainingItemCount"))
+            return ListPage(str(list_meta.get("resourceVersion") or ""), str(list_meta.get("continue") or ""),
+                            list[WatchObject](envelopes), True, list_meta.get("remainingItemCount"))
         try:
             doc = json.loads(body)
         except ValueError as exc:

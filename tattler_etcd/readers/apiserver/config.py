@@ -176,9 +176,10 @@ def load_kubeconfig(path: str | os.PathLike[str] | None = None, context: str | N
             that failed or gave nothing; the message names the file and context.
     """
     from kubernetes.client import Configuration
-    from kubernetes.config import kube_config
+    from kubernetes.config import kube_config as _kube_config
     from kubernetes.config.config_exception import ConfigException
 
+    kube_config: Any = _kube_config  # untyped package
     if path is None:
         path = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or os.path.expanduser("~/.kube/config")
     path = os.fspath(path)
@@ -216,11 +217,12 @@ def load_incluster(
         ConfigError: not running in a pod, or the account's files are missing.
     """
     from kubernetes.client import Configuration
+    from kubernetes.config import incluster_config
     from kubernetes.config.config_exception import ConfigException
-    from kubernetes.config.incluster_config import InClusterConfigLoader
 
     conf = Configuration()
-    loader = InClusterConfigLoader(
+    loader_class: Any = incluster_config.InClusterConfigLoader  # untyped package
+    loader = loader_class(
         token_filename=token_file or os.path.join(SERVICE_ACCOUNT_DIR, "token"),
         cert_filename=ca_file or os.path.join(SERVICE_ACCOUNT_DIR, "ca.crt"),
         environ=dict(environ) if environ is not None else os.environ,

@@ -551,7 +551,10 @@ class APIServerReader:
         if client_factory is None:
             if config is None and http is None:
                 raise ConfigError("APIServerReader: give config, http or client_factory")
-            client_factory = lambda: APIClient(config, http=http)  # noqa: E731
+
+            def client_factory() -> APIClient:
+                return APIClient(config, http=http)
+
         self.name = name
         self.resources = list(resources)
         self.content_type = content_type

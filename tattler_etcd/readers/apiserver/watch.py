@@ -66,8 +66,9 @@ class JsonLinesParser:
     def _parse(self, line: bytes) -> dict[str, Any]:
         try:
             event = json.loads(line)
-        except ValueError as exc:
-            raise TransientReaderError(f"{self._what}: a watch line that is not JSON ({exc.msg})") from exc
+        except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError for bad bytes
+            reason = getattr(exc, "msg", None) or type(exc).__name__
+            raise TransientReaderError(f"{self._what}: a watch line that is not JSON ({reason})") from exc
         if not isinstance(event, dict):
             raise TransientReaderError(f"{self._what}: a watch line that is not an event object")
         return event
