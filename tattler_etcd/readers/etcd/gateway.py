@@ -1,0 +1,446 @@
+"""etcd's HTTP/JSON gateway (``/v3/kv/range``, ``/v3/watch``) over ``httpx.AsyncClient``.
+
+Why not etcd3gw's own calls: its ``get`` drops ``header.revision`` and
+``more`` (a pager needs both), its watch iterators swallow errors and hang,
+drop the created/progress/compaction messages and parse per HTTP chunk, and
+its ``requests`` session blocks, so it would need worker threads, which trio
+cannot cancel promptly and which break deterministic replay under a virtual
+clock. So every request here goes through an ``httpx.AsyncClient`` that the
+caller may inject (vcrpy records and replays it with no thread).
+
+What etcd3gw does give us is its endpoint conventions: :func:`endpoint_client`
+builds an ``etcd3gw.Etcd3Client`` from a URL and the TLS files, and the
+gateway takes the base URL, the API path and the TLS files from it; the API
+path discovery (``GET /version``: 3.4+ -> ``/v3/``, 3.3 -> ``/v3beta/``,
+older -> ``/v3alpha/``) follows its rules, done here on httpx.
+
+This module is sans-policy: it translates replies and transport errors into
+:mod:`tattler_etcd.errors` and leaves retrying to the reader.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import ssl
+import urllib.parse
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import etcd3gw
+import httpx
+import trio
+
+from tattler_etcd.errors import (
+    AccessDeniedError,
+    ConfigError,
+    HistoryCompactedError,
+    PermanentReaderError,
+    TransientReaderError,
+)
+
+__all__ = [
+    "Gateway",
+    "KeyValue",
+    "RangePage",
+    "TLSFiles",
+    "WatchEvent",
+    "WatchMessage",
+    "endpoint_client",
+    "ssl_context",
+]
+
+_b64decode = base64.b64decode
+
+#: gRPC status codes the gateway puts in error bodies and watch error lines.
+_GRPC_DEADLINE_EXCEEDED = 4
+_GRPC_PERMISSION_DENIED = 7
+_GRPC_OUT_OF_RANGE = 11
+_GRPC_UNAUTHENTICATED = 16
+#: Error text from etcd is capped in our messages: it names keys at most, but
+#: there is no reason to carry more of somebody else's text into logs.
+_MAX_DETAIL = 256
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TLSFiles:
+    """The TLS files, named as etcdctl names them (``--cacert``, ``--cert``, ``--key``)."""
+
+    cacert: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.cacert or self.cert or self.key)
+
+
+def endpoint_client(url: str, tls: TLSFiles = TLSFiles(), api_path: str | None = None) -> etcd3gw.Etcd3Client:
+    """An ``etcd3gw.Etcd3Client`` for ``url`` (``http(s)://host:port``), holding the TLS files.
+
+    No I/O: its ``requests`` session is never used by the reader; the client
+    is the one place endpoint, protocol, port and TLS conventions live.
+
+    Raises:
+        ConfigError: not an http(s) URL with a host, or half a client key pair.
+    """
+    parsed = urllib.parse.urlsplit(url.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(f"--etcd-endpoints {url!r}: give http://HOST:PORT or https://HOST:PORT")
+    if parsed.path not in ("", "/") or parsed.query:
+        raise ConfigError(f"--etcd-endpoints {url!r}: no path or query (the API path is discovered)")
+    if bool(tls.cert) != bool(tls.key):
+        raise ConfigError("--cert and --key go together (a client certificate needs its key)")
+    try:
+        port = parsed.port or 2379
+    except ValueError:
+        raise ConfigError(f"--etcd-endpoints {url!r}: bad port") from None
+    return etcd3gw.Etcd3Client(
+        host=parsed.hostname, port=port, protocol=parsed.scheme,
+        ca_cert=tls.cacert, cert_key=tls.key, cert_cert=tls.cert, api_path=api_path,
+    )
+
+
+def ssl_context(tls: TLSFiles) -> ssl.SSLContext | None:
+    """The SSL context httpx should use for ``tls`` (None: httpx's default verification).
+
+    Raises:
+        ConfigError: a file is missing or is not what its flag says, named.
+    """
+    if not tls:
+        return None
+    for flag, path in (("--cacert", tls.cacert), ("--cert", tls.cert), ("--key", tls.key)):
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(f"{flag} {path}: no such file")
+    try:
+        ctx = ssl.create_default_context(cafile=tls.cacert)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"--cacert {tls.cacert}: not a CA bundle ({exc.__class__.__name__})") from exc
+    if tls.cert:
+        try:
+            ctx.load_cert_chain(tls.cert, tls.key)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(
+                f"--cert {tls.cert} / --key {tls.key}: not a matching certificate and key "
+                f"({exc.__class__.__name__})"
+            ) from exc
+    return ctx
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KeyValue:
+    """One etcd key-value, decoded from the gateway's base64 and int64-as-string JSON."""
+
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+
+    @classmethod
+    def from_json(cls, kv: Mapping[str, Any]) -> KeyValue:
+        return cls(
+            _b64decode(kv.get("key", "")),
+            _b64decode(kv.get("value", "")),
+            int(kv.get("create_revision", 0)),
+            int(kv.get("mod_revision", 0)),
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RangePage:
+    """One page of a range: its kvs, the store revision it was read at, and whether more follow."""
+
+    kvs: list[KeyValue]
+    revision: int
+    more: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """A PUT or DELETE; ``prev_kv`` when the watch asked for it and etcd still had it."""
+
+    type: str
+    kv: KeyValue
+    prev_kv: KeyValue | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WatchMessage:
+    """One line of a watch stream, classified.
+
+    Attributes:
+        kind: ``created``, ``events``, ``progress`` (header only: every
+            event up to ``revision`` has been sent), ``canceled`` or ``error``.
+        revision: the header's store revision (0 when absent).
+        events: for ``events``.
+        compact_revision: for ``canceled``: nonzero when the start revision
+            was compacted.
+        grpc_code: for ``error``.
+        detail: for ``canceled`` and ``error``: etcd's reason, capped.
+    """
+
+    kind: str
+    revision: int = 0
+    events: tuple[WatchEvent, ...] = ()
+    compact_revision: int = 0
+    grpc_code: int = 0
+    detail: str = ""
+
+    @classmethod
+    def parse(cls, line: bytes | str) -> WatchMessage:
+        """Classify one line of ``/v3/watch``.
+
+        Raises:
+            TransientReaderError: not JSON, or neither a result nor an error.
+        """
+        try:
+            doc = json.loads(line)
+        except ValueError as exc:
+            raise TransientReaderError(f"etcd watch: a line that is not JSON ({len(line)} bytes)") from exc
+        if not isinstance(doc, dict):
+            raise TransientReaderError("etcd watch: a line that is not a JSON object")
+        if "error" in doc:
+            err = doc["error"] if isinstance(doc["error"], dict) else {}
+            return cls("error", grpc_code=int(err.get("grpc_code", err.get("code", 0)) or 0),
+                       detail=str(err.get("message", ""))[:_MAX_DETAIL])
+        res = doc.get("result")
+        if not isinstance(res, dict):
+            raise TransientReaderError("etcd watch: a line with neither result nor error")
+        header = res.get("header") or {}
+        revision = int(header.get("revision", 0))
+        if res.get("canceled"):
+            return cls("canceled", revision, compact_revision=int(res.get("compact_revision", 0)),
+                       detail=str(res.get("cancel_reason", ""))[:_MAX_DETAIL])
+        if res.get("created"):
+            return cls("created", revision)
+        raw_events = res.get("events")
+        if not raw_events:
+            return cls("progress", revision)
+        events = tuple(
+            WatchEvent(
+                ev.get("type", "PUT"),
+                KeyValue.from_json(ev.get("kv") or {}),
+                KeyValue.from_json(ev["prev_kv"]) if ev.get("prev_kv") else None,
+            )
+            for ev in raw_events
+        )
+        return cls("events", revision, events)
+
+
+def _body(doc: Mapping[str, Any]) -> bytes:
+    # Sorted and compact: the same request always has the same bytes, so a
+    # recording can match requests on their body.
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode("ascii")
+
+
+class Gateway:
+    """The gateway calls the reader needs, on one ``httpx.AsyncClient``.
+
+    ``endpoints`` are tried in turn: a transport error moves to the next one
+    for the following request (the reader's retry picks it up).
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        endpoints: Sequence[etcd3gw.Etcd3Client],
+        *,
+        api_path: str | None = None,
+        request_timeout: float = 30.0,
+        watch_read_timeout: float | None = 900.0,
+    ) -> None:
+        if not endpoints:
+            raise ConfigError("--etcd-endpoints: give at least one endpoint")
+        self.client = client
+        self.endpoints = list(endpoints)
+        self._current = 0
+        self.api_path = api_path
+        self.request_timeout = request_timeout
+        # etcd sends a progress notification every 10 minutes by default
+        # (--experimental-watch-progress-notify-interval): a watch silent for
+        # longer than this is a dead connection, not a quiet resource.
+        self.watch_read_timeout = watch_read_timeout
+
+    @property
+    def base_url(self) -> str:
+        return str(self.endpoints[self._current].base_url)
+
+    def _next_endpoint(self) -> None:
+        self._current = (self._current + 1) % len(self.endpoints)
+
+    async def discover(self) -> str:
+        """The API path (``/v3/``...), asked of the server once unless given."""
+        if self.api_path is not None:
+            return self.api_path
+        url = self.base_url + "/version"
+        try:
+            resp = await self.client.get(url, timeout=self.request_timeout)
+        except httpx.TransportError as exc:
+            self._next_endpoint()
+            raise TransientReaderError(f"etcd {url}: {_transport_text(exc)}") from exc
+        if resp.status_code != 200:
+            raise _status_error(url, resp.status_code, resp.content)
+        try:
+            version = str(resp.json()["etcdserver"])
+            parts = tuple(int(p) for p in version.split(".", 2)[:2])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PermanentReaderError(f"etcd {url}: not an etcd version reply") from exc
+        self.api_path = "/v3/" if parts >= (3, 4) else "/v3beta/" if parts >= (3, 3) else "/v3alpha/"
+        return self.api_path
+
+    def url(self, path: str) -> str:
+        assert self.api_path is not None, "call discover() first"
+        return self.base_url + self.api_path + path
+
+    async def _post(self, path: str, doc: Mapping[str, Any]) -> dict[str, Any]:
+        url = self.url(path)
+        try:
+            resp = await self.client.post(
+                url, content=_body(doc), headers={"content-type": "application/json"},
+                timeout=self.request_timeout,
+            )
+        except httpx.TransportError as exc:
+            self._next_endpoint()
+            raise TransientReaderError(f"etcd {url}: {_transport_text(exc)}") from exc
+        if resp.status_code != 200:
+            raise _status_error(url, resp.status_code, resp.content)
+        try:
+            out = json.loads(resp.content)
+        except ValueError as exc:
+            raise TransientReaderError(f"etcd {url}: a reply that is not JSON") from exc
+        if not isinstance(out, dict):
+            raise TransientReaderError(f"etcd {url}: a reply that is not a JSON object")
+        return out
+
+    async def range(self, key: bytes, range_end: bytes, *, limit: int, revision: int = 0) -> RangePage:
+        """One page of ``[key, range_end)`` at ``revision`` (0: the latest).
+
+        Raises:
+            HistoryCompactedError: ``revision`` has been compacted.
+            TransientReaderError, PermanentReaderError: see :mod:`tattler_etcd.errors`.
+        """
+        doc: dict[str, Any] = {"key": _b64(key), "range_end": _b64(range_end), "limit": limit}
+        if revision:
+            doc["revision"] = revision
+        out = await self._post("kv/range", doc)
+        try:
+            header_rev = int(out["header"]["revision"])
+            kvs = [KeyValue.from_json(kv) for kv in out.get("kvs") or ()]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TransientReaderError(f"etcd {self.url('kv/range')}: a range reply without a header") from exc
+        return RangePage(kvs, header_rev, bool(out.get("more", False)))
+
+    async def current_revision(self) -> int:
+        """The store's revision now (a one-key range that returns no kv)."""
+        out = await self._post("kv/range", {"key": _b64(b"\0"), "count_only": True})
+        try:
+            return int(out["header"]["revision"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TransientReaderError("etcd: a range reply without a header") from exc
+
+    @asynccontextmanager
+    async def watch(
+        self, key: bytes, range_end: bytes, start_revision: int, *, timeout: float | None = None,
+    ) -> AsyncIterator[AsyncIterator[WatchMessage]]:
+        """Open a watch of ``[key, range_end)`` from ``start_revision``, with prev_kv and progress.
+
+        Yields an async iterator of :class:`WatchMessage`, one per line (lines
+        are split on newlines, never on HTTP chunks: a catch-up can be one
+        multi-megabyte line). The iterator ends when the HTTP body ends.
+        ``timeout`` asks the gateway to end the stream after that many seconds
+        (``Grpc-Timeout``; the stream then ends with a deadline-exceeded error line).
+
+        Raises:
+            TransientReaderError: connection failed or broke, a bad line.
+            HistoryCompactedError, PermanentReaderError: from a non-200 reply.
+        """
+        url = self.url("watch")
+        doc = {"create_request": {
+            "key": _b64(key), "range_end": _b64(range_end), "start_revision": start_revision,
+            "prev_kv": True, "progress_notify": True,
+        }}
+        headers = {"content-type": "application/json"}
+        if timeout is not None:
+            headers["grpc-timeout"] = f"{max(1, int(timeout * 1000))}m"
+        try:
+            async with self.client.stream(
+                "POST", url, content=_body(doc), headers=headers,
+                timeout=httpx.Timeout(self.request_timeout, read=self.watch_read_timeout),
+            ) as resp:
+                if resp.status_code != 200:
+                    raise _status_error(url, resp.status_code, await resp.aread())
+                lines = resp.aiter_lines()
+                try:
+                    yield _Messages(lines)
+                finally:
+                    await _abandon(resp, lines)
+        except httpx.TransportError as exc:
+            self._next_endpoint()
+            raise TransientReaderError(f"etcd {url}: {_transport_text(exc)}") from exc
+
+
+async def _abandon(resp: httpx.Response, lines: AsyncIterator[str]) -> None:
+    """Close a watch response we stop reading, and finish its iterators.
+
+    httpx reads a body through a chain of async generators (httpx, then
+    httpcore). Closing only the outermost would leave the inner ones suspended
+    for the garbage collector, which trio reports as a ResourceWarning. With
+    the connection closed first, running the chain on ends it at once
+    (StopAsyncIteration or a read error), layer by layer. Shielded, so it also
+    runs when we are cancelled, and bounded, so cancellation stays prompt.
+    """
+    with trio.CancelScope(shield=True), trio.move_on_after(0.5):
+        await resp.aclose()
+        try:
+            async for _ in lines:
+                pass
+        except Exception:  # noqa: BLE001 - a closed stream may say so any way it likes
+            pass
+
+
+class _Messages:
+    """Parses lines as they are read; not an async generator, so nothing is left to finalize."""
+
+    def __init__(self, lines: AsyncIterator[str]) -> None:
+        self._lines = lines
+
+    def __aiter__(self) -> _Messages:
+        return self
+
+    async def __anext__(self) -> WatchMessage:
+        while True:
+            line = await self._lines.__anext__()
+            if line.strip():
+                return WatchMessage.parse(line)
+
+
+def _transport_text(exc: httpx.TransportError) -> str:
+    text = str(exc)[:_MAX_DETAIL]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _status_error(url: str, status: int, body: bytes) -> Exception:
+    """The typed error for a non-200 reply (the gateway's body is a gRPC status as JSON)."""
+    code, message = 0, ""
+    try:
+        doc = json.loads(body)
+        if isinstance(doc, dict):
+            code = int(doc.get("code", doc.get("grpc_code", 0)) or 0)
+            message = str(doc.get("message") or doc.get("error") or "")
+    except ValueError:
+        pass
+    detail = f"HTTP {status}" + (f", grpc code {code}: {message[:_MAX_DETAIL]}" if code or message else "")
+    text = f"etcd {url}: {detail}"
+    if code == _GRPC_OUT_OF_RANGE and "compacted" in message:
+        return HistoryCompactedError(text)
+    if status in (401, 403) or code in (_GRPC_PERMISSION_DENIED, _GRPC_UNAUTHENTICATED):
+        return AccessDeniedError(text)
+    if status == 429 or status >= 500 or code in (_GRPC_DEADLINE_EXCEEDED, 14):
+        return TransientReaderError(text)
+    return PermanentReaderError(text)
