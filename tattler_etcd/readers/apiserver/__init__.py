@@ -13,16 +13,26 @@ See ``docs/apiserver-reader.md``.
 
 from tattler_etcd.readers.apiserver.bookmarks import (
     BookmarkStore as BookmarkStore,
+)
+from tattler_etcd.readers.apiserver.bookmarks import (
     ConfigMapBookmarkStore as ConfigMapBookmarkStore,
+)
+from tattler_etcd.readers.apiserver.bookmarks import (
     FileBookmarkStore as FileBookmarkStore,
 )
-from tattler_etcd.readers.apiserver.client import APIClient as APIClient, ResourceRef as ResourceRef
+from tattler_etcd.readers.apiserver.client import APIClient as APIClient
+from tattler_etcd.readers.apiserver.client import ResourceRef as ResourceRef
 from tattler_etcd.readers.apiserver.config import (
     ClusterConfig as ClusterConfig,
+)
+from tattler_etcd.readers.apiserver.config import (
     load_incluster as load_incluster,
+)
+from tattler_etcd.readers.apiserver.config import (
     load_kubeconfig as load_kubeconfig,
 )
-from tattler_etcd.readers.apiserver.reader import APIServerReader as APIServerReader, Backoff as Backoff
+from tattler_etcd.readers.apiserver.reader import APIServerReader as APIServerReader
+from tattler_etcd.readers.apiserver.reader import Backoff as Backoff
 
 __all__ = [
     "APIClient",

@@ -17,6 +17,7 @@ reader relists.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -84,7 +85,7 @@ class FileBookmarkStore:
                 f.write("\n")
             os.replace(tmp, self.path)
         except BaseException:
-            with _suppress_oserror():
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
 
@@ -104,14 +105,6 @@ class FileBookmarkStore:
                 self._data = self._read()
             self._data[resource] = resource_version
             self._write(dict(self._data))
-
-
-class _suppress_oserror:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, typ: Any, exc: Any, tb: Any) -> bool:
-        return typ is not None and issubclass(typ, OSError)
 
 
 _KEY = re.compile(r"^[-._a-zA-Z0-9]+$")

@@ -30,7 +30,7 @@ import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Self, cast
 
 import httpx
 
@@ -295,7 +295,7 @@ class APIClient:
         if self._own:
             await self.http.aclose()
 
-    async def __aenter__(self) -> APIClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -332,9 +332,11 @@ class APIClient:
                 body = b""
             finally:
                 await response.aclose()
-            if response.status_code == 401 and attempt == 0 and self.config is not None:
-                if await self.config.refresh_after_unauthorized():
-                    continue
+            # A 401 with a refreshable credential (exec plugin, rotated
+            # service-account token): refresh once and try again.
+            if (response.status_code == 401 and attempt == 0 and self.config is not None
+                    and await self.config.refresh_after_unauthorized()):
+                continue
             reason, message = _status_message(body)
             raise status_error(response.status_code, reason or response.reason_phrase, message, what=what,
                                retry_after=_retry_after(response.headers.get("retry-after")))

@@ -141,7 +141,7 @@ def _from_configuration(conf: Any, origin: str, loader: Any) -> ClusterConfig:
         exp = getattr(loader, "__dict__", {}).get("expiry")
         if isinstance(exp, datetime.datetime):
             if exp.tzinfo is None:
-                exp = exp.replace(tzinfo=datetime.timezone.utc)
+                exp = exp.replace(tzinfo=datetime.UTC)
             return exp.timestamp()
         return None
 

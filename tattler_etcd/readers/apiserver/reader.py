@@ -65,7 +65,7 @@ from tattler_etcd.readers.apiserver.config import ClusterConfig
 from tattler_etcd.readers.apiserver.rv import list_params, list_resource_version, watch_params
 from tattler_etcd.stats import Counters
 
-__all__ = ["APIServerReader", "Backoff", "INITIAL_EVENTS_END"]
+__all__ = ["INITIAL_EVENTS_END", "APIServerReader", "Backoff"]
 
 log = logging.getLogger(__name__)
 
@@ -485,7 +485,7 @@ class _Loop:
             try:
                 await store.save(self.ref.name, rv)
                 self._saved_rv = rv
-            except Exception as exc:  # a store failure must not stop the reading
+            except Exception as exc:  # noqa: BLE001 - a store failure must not stop the reading
                 self._count("bookmark_save_errors")
                 log.warning("%s: could not save the resume version: %s", self.ref.name, str(exc)[:256])
 
@@ -633,7 +633,7 @@ class APIServerReader:
             try:
                 await loop.sync()
                 await loop.follow()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - re-raised below, after the others stop
                 if not failure:
                     failure.append(exc)
                 nursery.cancel_scope.cancel()

@@ -19,7 +19,7 @@ from typing import Any
 
 from tattler_etcd.errors import TransientReaderError
 
-__all__ = ["FrameParser", "JsonLinesParser", "MAX_EVENT_BYTES"]
+__all__ = ["MAX_EVENT_BYTES", "FrameParser", "JsonLinesParser"]
 
 #: Refuse a single event larger than this. etcd caps a value at 1.5 MiB by
 #: default and a watch event carries one object, so 64 MiB only trips on a
