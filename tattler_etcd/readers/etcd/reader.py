@@ -200,8 +200,8 @@ class EtcdReader:
     ) -> None:
         """List, report started, then watch until cancelled (or done: ``once``, finite mode)."""
         self._counters = counters
-        async with send, AsyncExitStack() as stack:
-            try:
+        try:
+            async with AsyncExitStack() as stack:
                 gw = Gateway(
                     await self._open_client(stack), self.endpoints, api_path=self.api_path,
                     request_timeout=self.request_timeout,
@@ -211,12 +211,14 @@ class EtcdReader:
                 if not resumed:
                     await self._initial_list(gw, send)
                 task_status.started()
-                if self.once:
-                    return
-                await self._follow_all(gw, send)
-            finally:
-                if self._store is not None:
-                    self._store.flush(force=True)
+                if not self.once:
+                    await self._follow_all(gw, send)
+        finally:
+            # close(), not aclose(): no checkpoint here, so an error of ours is
+            # never replaced by a cancellation on the way out.
+            send.close()
+            if self._store is not None:
+                self._store.flush(force=True)
 
     async def _open_client(self, stack: AsyncExitStack) -> httpx.AsyncClient:
         if self._client is not None:
