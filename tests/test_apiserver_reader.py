@@ -125,6 +125,21 @@ async def test_watch_list_refused_falls_back_to_list(server: RunningServer, auto
             assert keys(await h.take(1)) == [("add", "pods/default/pod-00002")]
 
 
+async def test_watch_list_without_the_end_bookmark_falls_back_to_list(server: RunningServer,
+                                                                     autojump_clock: Any) -> None:
+    c = server.cluster
+    c.watch_list_ignored = True  # plain watch: the state as ADDED events, no end bookmark
+    c.create("pods", make_pod(1))
+    with trio.fail_after(GUARD):
+        async with run_reader(reader_for(server), started=False) as h:
+            await trio.testing.wait_all_tasks_blocked()
+            assert h.entries == []  # nothing handed on before the state is known complete
+            c.end_watches()  # the stream ends without the bookmark
+            assert keys(await h.take(1)) == [("add", "pods/default/pod-00001")]
+            assert h.counters["reader.apiserver.watchlist_fallbacks"] == 1
+            assert len(c.list_requests("pods")) == 1
+
+
 async def test_bookmarks_advance_the_resume_version(server: RunningServer, autojump_clock: Any) -> None:
     c = server.cluster
     c.create("pods", make_pod(1))

@@ -147,6 +147,9 @@ class FakeCluster:
         self.compacted_rv = 0
         #: Serve streaming WatchList (as with the WatchList feature gate on).
         self.watch_list = True
+        #: Accept ``sendInitialEvents`` but never send the end bookmark (a
+        #: server that ignores the parameter and serves a plain watch).
+        self.watch_list_ignored = False
         #: Send bookmarks when asked; False models a server that ignores the flag.
         self.bookmarks = True
         #: The bearer token every request must carry (None: no authentication).
@@ -590,7 +593,9 @@ class _Server:
         rv_param = query.get("resourceVersion", "")
         initial = query.get("sendInitialEvents") == "true"
         bookmarks = query.get("allowWatchBookmarks") == "true" and c.bookmarks
-        if initial:
+        if initial and c.watch_list_ignored:
+            initial = False
+        elif initial:
             if not c.watch_list:
                 return _error(422, "ListOptions.meta.k8s.io \"\" is invalid: sendInitialEvents: Forbidden: "
                                    "sendInitialEvents is forbidden for watch unless the WatchList feature "
