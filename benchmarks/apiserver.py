@@ -39,12 +39,12 @@ import trio
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from tattler_etcd.data import Entry  # noqa: E402
-from tattler_etcd.pipeline import Runner  # noqa: E402
-from tattler_etcd.readers.apiserver import APIServerReader, ClusterConfig, ResourceRef  # noqa: E402
-from tattler_etcd.stats import Counters  # noqa: E402
-from tests.fake_apiserver import FakeCluster, open_fake_apiserver  # noqa: E402
-from tests.fake_apiserver.objects import make_pod  # noqa: E402
+from tattler_etcd.data import Entry
+from tattler_etcd.pipeline import Runner
+from tattler_etcd.readers.apiserver import APIServerReader, ClusterConfig, ResourceRef
+from tattler_etcd.stats import Counters
+from tests.fake_apiserver import FakeCluster, open_fake_apiserver
+from tests.fake_apiserver.objects import make_pod
 
 PODS = ResourceRef("", "v1", "pods", "Pod", True)
 ACCEPT = {"json": "application/json", "protobuf": "application/vnd.kubernetes.protobuf, application/json"}
