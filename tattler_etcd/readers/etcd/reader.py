@@ -272,8 +272,7 @@ class EtcdReader:
         if self.progress is not None:
             self.progress(self._listed, done=True)
         if self._store is not None:
-            for r in self._resources:
-                self._store.note(r.spec.segment, r.revision)
+            self._store.replace({r.spec.segment: r.revision for r in self._resources})
             self._store.flush()
 
     async def _list_resource(

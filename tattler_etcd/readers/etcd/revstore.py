@@ -87,9 +87,10 @@ class RevisionStore:
             self._revisions[segment] = revision
             self._dirty = True
 
-    def note_all(self, revisions: Mapping[str, int]) -> None:
-        for segment, revision in revisions.items():
-            self.note(segment, revision)
+    def replace(self, revisions: Mapping[str, int]) -> None:
+        """Start over from a full list: these revisions, even if lower than the file's."""
+        self._revisions = dict(revisions)
+        self._dirty = True
 
     def flush(self, *, force: bool = False) -> None:
         """Write the file if something changed and ``interval`` has passed (or ``force``)."""
