@@ -117,6 +117,30 @@ async def test_exec_plugin(plain: RunningServer, tmp_path: Path) -> None:
     assert await read_once(cfg) == ["pods/default/pod-00001"]
 
 
+async def test_exec_plugin_token_refreshed_after_a_401(plain: RunningServer, tmp_path: Path) -> None:
+    """The plugin hands out tok-1, then tok-2 (expiring soon, so the loader re-runs it when asked)."""
+    counter = tmp_path / "count"
+    counter.write_text("0")
+    script = tmp_path / "plugin.py"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import datetime, json, pathlib\n"
+        f"p = pathlib.Path({str(counter)!r}); n = int(p.read_text()) + 1; p.write_text(str(n))\n"
+        "exp = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=2))"
+        ".strftime('%Y-%m-%dT%H:%M:%SZ')\n"
+        "print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1beta1', 'kind': 'ExecCredential',"
+        " 'status': {'token': f'tok-{n}', 'expirationTimestamp': exp}}))\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": str(script)}}
+    cfg = load_kubeconfig(write_kubeconfig(tmp_path / "kc", plain.url, user))
+    assert cfg.authorization == "Bearer tok-1"
+    plain.cluster.token = "tok-2"  # the server moved on: tok-1 now gets a 401
+    assert await read_once(cfg) == ["pods/default/pod-00001"]
+    assert cfg.authorization == "Bearer tok-2"
+    assert counter.read_text() == "2"
+
+
 def test_exec_plugin_that_fails(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     script = exec_plugin(tmp_path, "", fail=True)
     user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": str(script)}}
