@@ -1,0 +1,157 @@
+"""The bundled recording and `tattler-etcd run` with no source: deterministic, offline, clean."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tattler_etcd.cli import main
+from tattler_etcd.replay import bundled_recording, read_recording
+from tools.make_recording import PLANTED_SECRET
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = ["change", "source", "uid", "apiVersion", "kind", "namespace", "name", "resourceVersion", "object"]
+
+
+def run_cli(*args: str, out: Path) -> bytes:
+    assert main(["run", *args, "-o", str(out)]) == 0
+    return out.read_bytes()
+
+
+def test_the_default_run_replays_the_bundled_recording_as_json_lines(tmp_path: Path) -> None:
+    data = run_cli(out=tmp_path / "a.jsonl")
+    lines = [json.loads(line) for line in data.decode().splitlines()]
+    assert lines and all(list(doc) == KEYS for doc in lines)
+    assert {d["change"] for d in lines} >= {"snapshot", "delete", "update", "add"}
+    assert {d["kind"] for d in lines} == {"Pod", "Node", "Namespace", "PersistentVolume"}
+    # The same as naming the file explicitly.
+    assert run_cli("--replay", str(bundled_recording()), out=tmp_path / "b.jsonl") == data
+
+
+@pytest.mark.parametrize("extra", [[], ["--batch-size", "2"], ["--batch-window", "0.5"]])
+def test_replaying_twice_gives_identical_bytes(tmp_path: Path, extra: list[str]) -> None:
+    first = run_cli(*extra, out=tmp_path / "1.jsonl")
+    second = run_cli(*extra, out=tmp_path / "2.jsonl")
+    assert first and first == second
+
+
+def test_every_entry_is_delivered_with_batches_of_one(tmp_path: Path) -> None:
+    lines = run_cli("--batch-size", "1", out=tmp_path / "all.jsonl").decode().splitlines()
+    changes = [json.loads(line)["change"] for line in lines]
+    # Initial list, then the compaction's relist, then the watch.
+    assert changes[0] == "add" and "snapshot" in changes and changes[-1] == "delete"
+    assert changes.index("snapshot") < len(changes) - changes[::-1].index("update")
+    info = read_recording(bundled_recording())
+    assert sum(c in ("add", "update", "delete") for c in changes[changes.index("snapshot"):]) >= info.watch_events
+
+
+def test_the_replay_needs_no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the replay tried to connect")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    assert run_cli(out=tmp_path / "offline.jsonl")
+
+
+def _values(doc: Any) -> list[bytes]:
+    """Every base64 ``value`` of an etcd key-value inside a reply (decoded)."""
+    out: list[bytes] = []
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("value"), str) and isinstance(node.get("key"), str):
+                out.append(base64.b64decode(node["value"]))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return out
+
+
+def values_in_cassette(path: Path) -> list[bytes]:
+    doc = yaml.safe_load(path.read_text())
+    values: list[bytes] = []
+    for item in doc["interactions"]:
+        for line in item["response"]["body"]["string"].splitlines():
+            if line.strip():
+                values.extend(_values(json.loads(line)))
+    return values
+
+
+def assert_no_secret(path: Path, secret: str) -> None:
+    assert secret.encode() not in path.read_bytes()
+    values = values_in_cassette(path)
+    assert values, "no values found: the search would prove nothing"
+    assert not [v for v in values if secret.encode() in v]
+
+
+def test_the_bundled_recording_holds_no_secret_and_is_small() -> None:
+    path = bundled_recording()
+    assert path.stat().st_size < 1_000_000
+    assert_no_secret(path, PLANTED_SECRET)
+    # The Pod that carried it is there, scrubbed: names stay, values go.
+    pods = [v for v in values_in_cassette(path) if b"DB_PASSWORD" in v]
+    assert pods and all(b"REDACTED" in v for v in pods)
+
+
+def test_fixtures_recordings_points_at_the_bundled_file() -> None:
+    assert (ROOT / "fixtures" / "recordings" / "cluster.yaml").resolve() == bundled_recording().resolve()
+
+
+@pytest.mark.parametrize(("content", "why"), [
+    ("just some text\n", r"not a cassette \(the YAML is a str"),
+    ("interactions:\n- request: {method: GET\n", r"(truncated YAML|not a cassette \(invalid YAML)"),
+])
+def test_run_with_a_bad_file_says_which_and_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, why: str,
+) -> None:
+    import re
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(content)
+    assert main(["run", "--replay", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"^tattler-etcd: error: " + re.escape(str(bad)) + ": " + why, err), err
+
+
+def test_run_for_other_resources_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--replay", str(bundled_recording()), "--resources", "pods,secrets"]) == 2
+    err = capsys.readouterr().err
+    assert f"{bundled_recording()}: recorded for resources pods,nodes,namespaces,persistentvolumes" in err
+
+
+def test_the_readme_main_command_works_from_a_clean_clone(tmp_path: Path) -> None:
+    """The README's first command on a fresh clone: `tattler-etcd run`, nothing else given.
+
+    scripts/run.sh first builds a virtualenv (from the network); here the
+    clone's own package runs on this interpreter instead, so only committed
+    files take part (the bundled recording included).
+    """
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.fail("needs git and a git checkout")
+    clone = Path(os.path.realpath(tmp_path)) / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=60)
+    assert 'tattler-etcd" run "$@"' in (clone / "scripts" / "run.sh").read_text()
+    # -S: no site processing, so the editable install's path hook (which points at this
+    # checkout) is not there; the clone and the installed dependencies are all there is.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(clone), sysconfig.get_paths()["purelib"]])}
+    code = ("import os, sys, tattler_etcd; "
+            "assert {os.path.realpath(p) for p in tattler_etcd.__path__} == {sys.argv[1] + '/tattler_etcd'}; "
+            "from tattler_etcd.cli import main; sys.exit(main(['run']))")
+    proc = subprocess.run([sys.executable, "-S", "-c", code, str(clone)], cwd=clone, env=env,
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    lines = proc.stdout.decode().splitlines()
+    assert lines and all(list(json.loads(line)) == KEYS for line in lines)
