@@ -158,6 +158,38 @@ async def test_bookmarks_advance_the_resume_version(server: RunningServer, autoj
             assert [q["resourceVersion"] for q in watches] == ["1001", "1002"]
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+async def test_unreadable_objects_and_unknown_events_are_counted_and_skipped(
+        server: RunningServer, fmt: str, autojump_clock: Any) -> None:
+    c = server.cluster
+    c.create("pods", make_pod(1))
+    if fmt == "json":
+        c.inject("pods", b'{"type":"ADDED","object":"not an object"}\n')
+        c.inject("pods", b'{"type":"SURPRISE","object":{}}\n')
+    else:
+        from tattler_etcd import codec
+
+        def frame(kind: str, raw: bytes) -> bytes:
+            event = codec.encode({"kind": "WatchEvent", "apiVersion": "v1", "type": kind, "object": None})
+            body = _unwrap(event) + b"\x12" + bytes([len(raw) + 2]) + b"\x0a" + bytes([len(raw)]) + raw
+            return len(body).to_bytes(4, "big") + body
+
+        c.inject("pods", frame("ADDED", b"k8s\x00\x0a\x03bad"))  # an envelope cut short
+        c.inject("pods", frame("SURPRISE", b""))
+    with trio.fail_after(GUARD):
+        async with run_reader(reader_for(server, content_type=fmt, watch_list=False)) as h:
+            c.create("pods", make_pod(2))
+            assert keys(await h.take(1)) == [("add", "pods/default/pod-00002")]
+            assert h.counters["reader.apiserver.decode_errors"] == 1
+            assert h.counters["reader.apiserver.unknown_events"] == 1
+
+
+def _unwrap(envelope: bytes) -> bytes:
+    from tests.fake_apiserver import _unwrap_watch_event
+
+    return _unwrap_watch_event(envelope)
+
+
 async def test_no_bookmarks_from_the_server_is_fine(server: RunningServer, autojump_clock: Any) -> None:
     c = server.cluster
     c.bookmarks = False

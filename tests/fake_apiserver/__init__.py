@@ -165,6 +165,8 @@ class FakeCluster:
         self._cache: dict[tuple[Any, ...], bytes] = {}
         #: How many watch streams are open now.
         self.open_watches = 0
+        #: Raw payloads (already framed) the next watch of a resource sends first.
+        self.injected: dict[str, list[bytes]] = {}
 
     # -- state changes ---------------------------------------------------
 
@@ -237,6 +239,10 @@ class FakeCluster:
         """End every open watch stream cleanly (as a server timeout does)."""
         self._close_gen += 1
         self._notify()
+
+    def inject(self, plural: str, payload: bytes) -> None:
+        """The next watch of ``plural`` sends ``payload`` (framed bytes) before anything else."""
+        self.injected.setdefault(plural, []).append(payload)
 
     def fail(self, status: int, **kw: Any) -> Fault:
         fault = Fault(status, **kw)
@@ -638,6 +644,8 @@ class _Server:
             return
         bookmark_gen = c._bookmark_gen
         close_gen = c._close_gen
+        for payload in c.injected.pop(res.plural, []):
+            await emit(payload)
 
         def selected(obj: dict[str, Any]) -> bool:
             return namespace is None or obj["metadata"].get("namespace") == namespace
