@@ -487,3 +487,20 @@ def test_both_converter_strategies_give_the_upstream_json(testdata: Path, strate
         _convert._zeros.clear()
         _convert._converters.update(saved[0])
         _convert._zeros.update(saved[1])
+
+
+# ---------------------------------------------------------------- invalid UTF-8 (Go accepts it)
+
+
+def test_invalid_utf8_strings_come_back_as_go_serves_them() -> None:
+    meta = ld(1, b"\xff\xfeab") + ld(11, ld(1, b"k\xe2\x82") + ld(2, b"v\xc3")) + ld(14, b"fin\xff")
+    value = codec.wrap("v1", "Namespace", ld(1, meta))
+    before = codec.counters["codec.invalid_utf8"]
+    got = codec.decode(value)
+    # one U+FFFD per invalid byte, as Go's JSON encoder writes
+    assert got["metadata"] == {"name": "\ufffd\ufffdab", "labels": {"k\ufffd\ufffd": "v\ufffd"},
+                               "finalizers": ["fin\ufffd"]}
+    assert codec.counters["codec.invalid_utf8"] == before + 1
+    assert codec.peek(value).name == "\ufffd\ufffdab"
+    new, n = codec.redact(value, [("metadata", "name")], lambda s: "x")
+    assert n == 1 and codec.decode(new)["metadata"]["name"] == "x"

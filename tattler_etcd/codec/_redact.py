@@ -22,12 +22,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tattler_etcd.codec._api import (
-    _PARSE_ERRORS,
     DEFAULT_MAX_SIZE,
     _check,
     _envelope,
     _message_for,
-    _parse_error,
+    _parse_typed,
     is_json,
     wrap,
 )
@@ -85,11 +84,7 @@ def redact(
     env = _envelope(value)
     api_version, kind = env.typeMeta.apiVersion, env.typeMeta.kind
     name = _message_for(api_version, kind)
-    raw = env.raw
-    try:
-        msg = SCHEMA.message_class(name).FromString(raw)
-    except _PARSE_ERRORS as exc:
-        raise _parse_error(f"{api_version} {kind}", raw, exc) from None
+    msg = _parse_typed(name, env.raw, f"{api_version} {kind}")
     changed = 0
     for path in paths:
         changed += _walk_message(msg, name, path, 0, fn)

@@ -101,19 +101,28 @@ class Schema:
                 for f in msg["fields"]
             )
             self.messages[name] = Message(name=name, special=msg["special"], fields=fields)
-        self.pool = descriptor_pool.DescriptorPool()
-        self._build_pool()
+        self.pool = self._build_pool("proto3")
         self._classes: dict[str, type[Any]] = {}
+
         self._kinds: dict[tuple[str, str], str | None] = {}
 
-    def _build_pool(self) -> None:
+    def _build_pool(self, syntax: str) -> Any:
+        """One pool of every message.
+
+        Declared as ``proto3`` with every singular field ``optional`` (so
+        presence is tracked exactly as in proto2) and repeated numbers
+        unpacked (as Go writes them): that makes upb check UTF-8 while parsing,
+        so a string is always ``str``. Go accepts invalid UTF-8; such values
+        are repaired before parsing (see ``_api._repair_wire``).
+        """
+        pool = descriptor_pool.DescriptorPool()
         by_package: dict[str, list[str]] = {}
         for name in self.messages:
             by_package.setdefault(name.rsplit(".", 1)[0], []).append(name)
         deps: dict[str, set[str]] = {}
         files: dict[str, descriptor_pb2.FileDescriptorProto] = {}
         for package, names in by_package.items():
-            fdp = descriptor_pb2.FileDescriptorProto(name=f"{package}.proto", package=package, syntax="proto2")
+            fdp = descriptor_pb2.FileDescriptorProto(name=f"{package}.proto", package=package, syntax=syntax)
             need: set[str] = set()
             for name in names:
                 msg = self.messages[name]
@@ -125,7 +134,7 @@ class Schema:
             need.discard(package)
             deps[package] = need
             files[package] = fdp
-        own = descriptor_pb2.FileDescriptorProto(name="tattler_codec.proto", package=_OWN_PACKAGE, syntax="proto2")
+        own = descriptor_pb2.FileDescriptorProto(name="tattler_codec.proto", package=_OWN_PACKAGE, syntax=syntax)
         for name, fields in _OWN_MESSAGES.items():
             dp = own.message_type.add(name=name)
             for number, fname, ftype, label in fields:
@@ -142,11 +151,16 @@ class Schema:
             for dep in sorted(deps[package]):
                 add(dep, stack + (package,))
             files[package].dependency.extend(f"{d}.proto" for d in sorted(deps[package]))
-            self.pool.Add(files[package])
+            pool.Add(files[package])
             added.add(package)
 
+        if syntax == "proto3":
+            for fdp in files.values():
+                for dp in fdp.message_type:
+                    _proto3_presence(dp)
         for package in sorted(files):
             add(package)
+        return pool
 
     @staticmethod
     def _add_field(dp: descriptor_pb2.DescriptorProto, number: int, name: str, ftype: str, label: str) -> None:
@@ -173,7 +187,7 @@ class Schema:
             fd.type_name = "." + ftype
 
     def message_class(self, name: str) -> type[Any]:
-        """The upb class for a full message name (built on first use)."""
+        """The upb class for a full message name (built on first use); checks UTF-8."""
         cls = self._classes.get(name)
         if cls is None:
             cls = message_factory.GetMessageClass(self.pool.FindMessageTypeByName(name))
@@ -201,6 +215,31 @@ class Schema:
                     break
         self._kinds[key] = found
         return found
+
+
+_NUMERIC = {
+    descriptor_pb2.FieldDescriptorProto.TYPE_INT32, descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
+    descriptor_pb2.FieldDescriptorProto.TYPE_BOOL, descriptor_pb2.FieldDescriptorProto.TYPE_UINT32,
+    descriptor_pb2.FieldDescriptorProto.TYPE_UINT64, descriptor_pb2.FieldDescriptorProto.TYPE_DOUBLE,
+    descriptor_pb2.FieldDescriptorProto.TYPE_FLOAT,
+}
+
+
+def _proto3_presence(dp: descriptor_pb2.DescriptorProto) -> None:
+    """proto2 semantics in proto3 syntax: explicit presence, unpacked repeated numbers."""
+    for fd in dp.field:
+        if fd.label == _REP:
+            if fd.type in _NUMERIC:
+                fd.options.packed = False
+            continue
+        if fd.type == _MSG:
+            continue  # messages always track presence
+        fd.proto3_optional = True
+        fd.oneof_index = len(dp.oneof_decl)
+        dp.oneof_decl.add(name=f"_{fd.name}")
+    for nested in dp.nested_type:
+        if not nested.options.map_entry:
+            _proto3_presence(nested)
 
 
 def _load() -> Schema:
