@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -26,10 +27,41 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class EtcdServer:
-    """One etcd member on 127.0.0.1. ``url`` is its client URL (the HTTP gateway)."""
+def make_test_certs(directory: str | Path) -> dict[str, str]:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate (openssl, EC keys).
 
-    def __init__(self, data_dir: str | None = None, *, progress_notify: str = "1s") -> None:
+    Returns the paths: ``ca``, ``server_cert``, ``server_key``, ``client_cert``, ``client_key``.
+    """
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=tattler-test-ca")
+    # The server certificate needs clientAuth too: etcd's HTTP gateway dials
+    # etcd's own gRPC endpoint with it.
+    for who, ext in (("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth"),
+                     ("client", "extendedKeyUsage=clientAuth")):
+        (d / f"{who}.ext").write_text(ext + "\n")
+        run("req", *ec, "-keyout", f"{who}.key", "-out", f"{who}.csr", "-subj", f"/CN=tattler-test-{who}")
+        run("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{who}.crt", "-days", "2", "-extfile", f"{who}.ext")
+    return {"ca": str(d / "ca.crt"), "server_cert": str(d / "server.crt"), "server_key": str(d / "server.key"),
+            "client_cert": str(d / "client.crt"), "client_key": str(d / "client.key")}
+
+
+class EtcdServer:
+    """One etcd member on 127.0.0.1. ``url`` is its client URL (the HTTP gateway).
+
+    With ``tls`` (paths from :func:`make_test_certs`) it serves HTTPS only and
+    requires a client certificate signed by that CA.
+    """
+
+    def __init__(
+        self, data_dir: str | None = None, *, progress_notify: str = "1s", tls: dict[str, str] | None = None,
+    ) -> None:
         self.binary = shutil.which("etcd") or "/usr/bin/etcd"
         if not os.path.exists(self.binary):
             raise RuntimeError("etcd is not installed (apt-get install -y etcd-server); .ci/run installs it")
@@ -39,12 +71,14 @@ class EtcdServer:
         self.peer_port = free_port()
         self.metrics_port = free_port()
         self.progress_notify = progress_notify
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = Path(self.data_dir).with_suffix(".log")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.client_port}"
 
     def start(self, timeout: float = 20.0) -> None:
         """Start (or restart on the same ports and data) and wait until it answers."""
@@ -58,6 +92,9 @@ class EtcdServer:
             "--experimental-watch-progress-notify-interval", self.progress_notify,
             "--logger", "zap", "--log-outputs", "stderr",
         ]
+        if self.tls:
+            cmd += ["--cert-file", self.tls["server_cert"], "--key-file", self.tls["server_key"],
+                    "--trusted-ca-file", self.tls["ca"], "--client-cert-auth"]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
         log.close()
@@ -100,7 +137,11 @@ class EtcdServer:
     def call(self, path: str, body: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
         req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        context = None
+        if self.tls:
+            context = ssl.create_default_context(cafile=self.tls["ca"])
+            context.load_cert_chain(self.tls["client_cert"], self.tls["client_key"])
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return json.loads(resp.read())  # type: ignore[no-any-return]
 
     def put(self, key: str | bytes, value: bytes) -> int:

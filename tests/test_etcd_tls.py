@@ -1,0 +1,73 @@
+"""TLS settings (etcdctl's --cacert, --cert, --key) reach the client: a real etcd that requires them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from tattler_etcd.data import Entry
+from tattler_etcd.errors import ConfigError
+from tattler_etcd.readers.etcd import EtcdReader
+from tattler_etcd.stats import Counters
+from tests.support.etcd import EtcdServer, make_test_certs
+from tests.support.etcd_reading import Tracker, key, obj, run_reader
+
+pytestmark = pytest.mark.etcd
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return make_test_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+def tls_etcd(certs: dict[str, str]) -> Iterator[EtcdServer]:
+    server = EtcdServer(tls=certs)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+async def test_reader_lists_over_tls_with_a_client_certificate(tls_etcd: EtcdServer, certs: dict[str, str]) -> None:
+    tls_etcd.put(key("pods", "a", "ns"), obj("pods", "a", "ns"))
+    assert tls_etcd.url.startswith("https://")
+    reader = EtcdReader(tls_etcd.url, resources=["pods"], once=True,
+                        cacert=certs["ca"], cert=certs["client_cert"], key=certs["client_key"])
+    tracker = Tracker()
+    with trio.fail_after(20):
+        await run_reader(reader, tracker)
+    assert list(tracker.state) == [key("pods", "a", "ns")]
+    # etcd3gw's client holds the same files (the conventions the reader takes from it).
+    session = reader.endpoints[0].session
+    assert (session.verify, session.cert) == (certs["ca"], (certs["client_cert"], certs["client_key"]))
+
+
+async def test_without_the_client_certificate_the_reader_keeps_retrying(
+    tls_etcd: EtcdServer, certs: dict[str, str],
+) -> None:
+    reader = EtcdReader(tls_etcd.url, resources=["pods"], once=True, cacert=certs["ca"],
+                        backoff_initial=0.05, backoff_max=0.1)
+    counters = Counters()
+    send, recv = trio.open_memory_channel[list[Entry]](0)
+    with trio.move_on_after(1.5):
+        await reader.run(send, counters)
+    assert counters["reader.etcd.retries"] >= 2
+    assert counters["reader.etcd.listed"] == 0
+
+
+def test_tls_files_are_checked_before_any_io(certs: dict[str, str], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^--cacert /nonexistent/ca.crt: no such file$"):
+        EtcdReader("https://127.0.0.1:1", cacert="/nonexistent/ca.crt")
+    with pytest.raises(ConfigError, match=r"^--cert and --key go together"):
+        EtcdReader("https://127.0.0.1:1", cert=certs["client_cert"])
+    not_a_key = tmp_path / "bad.key"
+    not_a_key.write_text("nope")
+    with pytest.raises(ConfigError, match=r"^--cert .* / --key .*: not a matching certificate and key"):
+        EtcdReader("https://127.0.0.1:1", cert=certs["client_cert"], key=str(not_a_key))
+    with pytest.raises(ConfigError, match=r"^--etcd-endpoints 'etcd:2379': give http://HOST:PORT"):
+        EtcdReader("etcd:2379")
