@@ -220,9 +220,11 @@ class WatchStream:
 
 
 def _raw_body(response: httpx.Response) -> AsyncGenerator[bytes, None]:
-    # httpx types aiter_raw() as an AsyncIterator; it is a generator, and
-    # closing it promptly matters when a watch is left early.
-    return cast(AsyncGenerator[bytes, None], response.aiter_raw())
+    # aiter_bytes, not aiter_raw: it undoes a Content-Encoding (httpx asks
+    # for gzip), and it also serves a body that was read already, as replay
+    # engines hand them over. httpx types it as an AsyncIterator; it is a
+    # generator, and closing it promptly matters when a watch is left early.
+    return cast(AsyncGenerator[bytes, None], response.aiter_bytes())
 
 
 class _ErrorAfter(list[tuple[str, WatchObject]]):
