@@ -1,11 +1,98 @@
-"""``tattler-etcd decode`` / ``encode``: one raw etcd value <-> JSON or YAML."""
+"""``tattler-etcd decode`` / ``encode``: one raw etcd value <-> JSON or YAML.
+
+``decode`` reads one value on stdin, as ``etcdctl get KEY --print-value-only``
+prints it (protobuf ``k8s\\0`` envelope or JSON; the newline etcdctl adds is
+ignored), and prints the object as the APIServer would serve it.
+
+``encode`` reads one object in JSON or YAML on stdin and writes the raw value
+exactly as the APIServer would store it (for ``etcdctl put KEY < file``).
+
+Bad input: a one-line message on stderr and exit status 2.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 from typing import Any
+
+from tattler_etcd.errors import CodecError, DecodeError, EncodeError
 
 
 def register(sub: Any) -> None:
-    for name in ("decode", "encode"):
-        p = sub.add_parser(name, help=f"{name} one object", description=__doc__)
-        p.set_defaults(func=lambda args: 2)
+    p: argparse.ArgumentParser = sub.add_parser(
+        "decode", help="decode one raw etcd value (stdin) to JSON or YAML",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-o", "--output", choices=("json", "yaml"), default="json", help="output format (default: json)")
+    p.add_argument("--compact", action="store_true", help="JSON on one line")
+    p.add_argument("--max-size", type=int, default=None, metavar="BYTES", help="refuse values larger than this")
+    p.set_defaults(func=run_decode)
+    e: argparse.ArgumentParser = sub.add_parser(
+        "encode", help="encode one object (JSON or YAML on stdin) to the raw etcd value",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    e.set_defaults(func=run_encode)
+
+
+def _decode_value(data: bytes, max_size: int | None) -> dict[str, Any]:
+    from tattler_etcd import codec
+
+    kwargs = {} if max_size is None else {"max_size": max_size}
+    try:
+        return codec.decode(data, **kwargs)
+    except DecodeError:
+        # etcdctl ends what it prints with a newline; a stored value never ends so
+        if data.endswith(b"\n") and data.startswith(codec.MAGIC):
+            return codec.decode(data[:-1], **kwargs)
+        raise
+
+
+def run_decode(args: argparse.Namespace) -> int:
+    data = sys.stdin.buffer.read()
+    if not data.strip():
+        raise DecodeError("stdin: no value (pipe in what `etcdctl get KEY --print-value-only` prints)")
+    try:
+        obj = _decode_value(data, args.max_size)
+    except CodecError as exc:
+        raise exc.with_key("stdin") from None
+    if args.output == "yaml":
+        import yaml
+
+        text = yaml.safe_dump(obj, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    elif args.compact:
+        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n"
+    else:
+        text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    return 0
+
+
+def _read_object(data: bytes) -> dict[str, Any]:
+    text = data.decode("utf-8", "replace")
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        import yaml
+
+        try:
+            obj = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark is not None else ""
+            raise EncodeError(f"stdin: neither JSON nor YAML{where}") from None
+    if not isinstance(obj, dict):
+        raise EncodeError("stdin: expected one object (a mapping with apiVersion and kind)")
+    return obj
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    from tattler_etcd import codec
+
+    obj = _read_object(sys.stdin.buffer.read())
+    value = codec.encode(obj)
+    sys.stdout.buffer.write(value)
+    sys.stdout.buffer.flush()
+    return 0
