@@ -53,7 +53,9 @@ __all__ = [
     "ListPage",
     "ResourceRef",
     "WatchListRejected",
+    "WatchObject",
     "WatchStream",
+    "pending_error",
     "status_error",
     "status_of",
 ]
