@@ -44,6 +44,10 @@ FILTERED_HEADERS = frozenset({
 })
 
 
+#: Chunks already buffered that a cut stream may still hand over while it is let go.
+_MAX_DRAIN_CHUNKS = 1000
+
+
 def is_watch_request(request: httpx.Request) -> bool:
     """True for a streaming request: etcd's ``/v3/watch`` or an APIServer ``?watch=true``."""
     if request.url.path.rstrip("/").endswith("/watch"):
@@ -286,7 +290,25 @@ class _Tee(httpx.AsyncByteStream):
         raise StopAsyncIteration
 
     async def _close_source(self) -> None:
+        """Let go of the real body, leaving no async generator suspended for the GC.
+
+        httpx/httpcore bodies are chains of async generators; closing only the
+        outer one leaves the inner ones suspended, and trio warns when the GC
+        finds them. So pull once more inside an already-cancelled scope: the
+        first checkpoint inside the chain raises Cancelled, and every generator
+        in it ends; then close the connection.
+        """
         source, self.source = self.source, None
+        if source is None:
+            return
+        with trio.CancelScope() as scope:
+            scope.cancel()  # the next read inside the chain raises Cancelled through all of it
+            try:
+                for _ in range(_MAX_DRAIN_CHUNKS):
+                    await source.__anext__()
+            except Exception:  # StopAsyncIteration, or a read error
+                pass
+        await _close(self.response)
         aclose = getattr(source, "aclose", None)
         if aclose is not None:
             await aclose()
