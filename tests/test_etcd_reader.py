@@ -19,7 +19,7 @@ from tattler_etcd.data import ChangeType, Entry, SourceType
 from tattler_etcd.readers.etcd import EtcdReader
 from tattler_etcd.stats import Counters
 from tests.support.etcd import EtcdServer
-from tests.support.etcd_reading import HookTransport, Tracker, etcd_state, key, obj, run_reader
+from tests.support.etcd_reading import HookTransport, Tracker, etcd_state, key, obj
 
 pytestmark = pytest.mark.etcd
 

@@ -53,7 +53,7 @@ async def test_without_the_client_certificate_the_reader_keeps_retrying(
     reader = EtcdReader(tls_etcd.url, resources=["pods"], once=True, cacert=certs["ca"],
                         backoff_initial=0.05, backoff_max=0.1)
     counters = Counters()
-    send, recv = trio.open_memory_channel[list[Entry]](0)
+    send, _recv = trio.open_memory_channel[list[Entry]](0)
     with trio.move_on_after(1.5):
         await reader.run(send, counters)
     assert counters["reader.etcd.retries"] >= 2

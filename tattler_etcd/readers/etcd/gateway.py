@@ -400,7 +400,7 @@ async def _abandon(resp: httpx.Response, lines: AsyncIterator[str]) -> None:
         try:
             async for _ in lines:
                 pass
-        except Exception:  # noqa: BLE001 - a closed stream may say so any way it likes
+        except Exception:  # noqa: BLE001, S110 - a closed stream may say so any way it likes
             pass
 
 

@@ -37,6 +37,7 @@ the caller may inject. Cancellation is prompt and no thread is ever started.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -57,7 +58,14 @@ from tattler_etcd.errors import (
     HistoryCompactedError,
     TransientReaderError,
 )
-from tattler_etcd.readers.etcd.gateway import Gateway, KeyValue, RangePage, TLSFiles, endpoint_client, ssl_context
+from tattler_etcd.readers.etcd.gateway import (
+    Gateway,
+    KeyValue,
+    RangePage,
+    TLSFiles,
+    endpoint_client,
+    ssl_context,
+)
 from tattler_etcd.readers.etcd.keys import KeyMap, ResourceSpec, prefix_range_end, resolve_resource
 from tattler_etcd.readers.etcd.revstore import RevisionStore
 from tattler_etcd.stats import Counters
@@ -333,7 +341,7 @@ class EtcdReader:
                 try:
                     while True:
                         page = await self._retrying(
-                            lambda: gw.range(key, r.range_end, limit=self.page_size, revision=pinned),
+                            functools.partial(gw.range, key, r.range_end, limit=self.page_size, revision=pinned),
                             what=f"range {r.spec.name}", r=r,
                         )
                         if not pinned:
@@ -342,7 +350,7 @@ class EtcdReader:
                         if not page.more or not page.kvs:
                             return
                         key = page.kvs[-1].key + b"\0"
-                except Exception as exc:  # handed to the caller unwrapped, not as an ExceptionGroup
+                except Exception as exc:  # noqa: BLE001 - re-raised by the caller, unwrapped (no ExceptionGroup)
                     failure = exc
 
         async with trio.open_nursery() as nursery:
@@ -403,7 +411,7 @@ class EtcdReader:
             self._count("decode_errors")
             log.warning("reader %s: skipped: %s", self.name, exc.with_key(skey))
             return None
-        except Exception as exc:  # a codec bug must not stop the reader; the key says where
+        except Exception as exc:  # noqa: BLE001 - a codec bug must not stop the reader; the key says where
             self._count("decode_errors")
             log.warning("reader %s: skipped %s: %s while decoding", self.name, skey, type(exc).__name__)
             return None
@@ -451,7 +459,7 @@ class EtcdReader:
             nonlocal failure
             try:
                 await fn(r)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - re-raised below, unwrapped (no ExceptionGroup)
                 if failure is None:
                     failure = exc
                 cancel.cancel()
@@ -662,7 +670,7 @@ class EtcdReader:
         random so many readers do not reconnect in lockstep.
         """
         step = min(self.backoff_max, self.backoff_initial * 2 ** min(attempt - 1, 30))
-        return step * (0.5 + 0.5 * r.rng.random())
+        return float(step * (0.5 + 0.5 * r.rng.random()))
 
     async def _retrying(self, call: Callable[[], Any], *, what: str, r: _Resource | None = None) -> Any:
         """Run a unary call, retrying transient errors with back-off.
