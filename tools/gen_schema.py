@@ -73,7 +73,7 @@ SPECIAL_BY_NAME = {
     "k8s.io.apimachinery.pkg.runtime.RawExtension": "rawextension",
 }
 
-_RE_PACKAGE = re.compile(r"^package\s+([\w.]+)\s*;", re.M)
+_RE_PACKAGE = re.compile(r"^package\s+([\w.]+)\s*;", re.MULTILINE)
 _RE_FIELD = re.compile(r"^\s*(optional|repeated|required)\s+([\w.]+)\s+(\w+)\s*=\s*(\d+)")
 _RE_MAP = re.compile(r"^\s*map<\s*(\w+)\s*,\s*([\w.]+)\s*>\s+(\w+)\s*=\s*(\d+)")
 _RE_GO_TYPE = re.compile(r"^type\s+(\w+)\s+struct\s*\{\s*$")
@@ -141,7 +141,7 @@ def parse_go(
     defined: dict[str, tuple[str, str]] = {}
     for path in sorted(directory.glob("*.go")):
         name = path.name
-        if name.endswith("_test.go") or name.startswith("zz_generated") or name.startswith("generated"):
+        if name.endswith("_test.go") or name.startswith(("zz_generated", "generated")):
             continue
         current: str | None = None
         imports: dict[str, str] = {}

@@ -30,8 +30,8 @@ from tattler_etcd.codec._redact import redact as redact
 __all__ = [
     "DEFAULT_MAX_SIZE",
     "MAGIC",
-    "Meta",
     "UNKNOWN_KEY",
+    "Meta",
     "counters",
     "decode",
     "decode_watch_event",

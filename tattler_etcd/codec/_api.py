@@ -286,7 +286,7 @@ def decode(value: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> dict[str, Any]:
     conv = converter(name)
     try:
         d: dict[str, Any] = {"apiVersion": api_version, "kind": kind} if kind else {}
-        body = conv.value(msg)
+        body: dict[str, Any] = conv.value(msg)
     except DecodeError:
         raise
     except (*_PARSE_ERRORS, KeyError) as exc:

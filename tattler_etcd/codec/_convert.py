@@ -198,6 +198,10 @@ def _clone(template: dict[str, Any]) -> dict[str, Any]:
     return {k: _clone(v) if type(v) is dict else v for k, v in template.items()}
 
 
+def _cloner(template: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    return lambda: _clone(template)
+
+
 def _prepare(conv: Converter) -> None:
     message = conv.message
     cls = SCHEMA.message_class(message.name)
@@ -350,7 +354,7 @@ def _generate(conv: Converter) -> None:
         f"def fill(d, m):\n{indented}\n"
     )
     code = compile(src, f"<codec converter {message.name}>", "exec")
-    exec(code, env)
+    exec(code, env)  # noqa: S102 - our own generated source, from the schema only
     conv.value = env["value"]
     conv.fill = env["fill"]
 
@@ -455,7 +459,7 @@ def _add_default(f: Field, static: dict[str, Any], dyn: list[tuple[str, Callable
             return  # a nil embedded pointer contributes no keys
         for k, v in _zero_json(converter(f.type)).items():
             if type(v) is dict:
-                dyn.append((k, lambda v=v: _clone(v)))
+                dyn.append((k, _cloner(v)))
             else:
                 static[k] = v
         return

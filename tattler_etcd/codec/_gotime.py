@@ -13,7 +13,7 @@ import re
 
 __all__ = ["format_duration", "format_micro_time", "format_time", "parse_duration", "parse_time"]
 
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 #: Go's zero time.Time (year 1) in Unix seconds: it marshals as ``null``.
 GO_ZERO_SECONDS = -62135596800
 
@@ -43,7 +43,7 @@ def format_micro_time(seconds: int, nanos: int) -> str | None:
 def parse_time(text: str) -> tuple[int, int]:
     """An RFC 3339 time -> (Unix seconds, nanoseconds). Raises ValueError."""
     if not isinstance(text, str):
-        raise ValueError(f"a time must be a string, not {type(text).__name__}")
+        raise TypeError(f"a time must be a string, not {type(text).__name__}")
     dt = datetime.datetime.fromisoformat(text.replace("z", "Z"))
     if dt.tzinfo is None:
         raise ValueError(f"time {text!r} has no time zone")
@@ -97,7 +97,7 @@ _UNIT_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "μs": 10**3, "ms": 10**6, "s": 
 def parse_duration(text: str) -> int:
     """Go's ``time.ParseDuration`` -> nanoseconds. Raises ValueError."""
     if not isinstance(text, str):
-        raise ValueError(f"a duration must be a string, not {type(text).__name__}")
+        raise TypeError(f"a duration must be a string, not {type(text).__name__}")
     s = text
     sign = 1
     if s[:1] in "+-" and s:

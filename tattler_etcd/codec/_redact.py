@@ -262,12 +262,12 @@ def _walk_json(node: Any, path: tuple[str, ...], i: int, fn: Fn) -> int:
         return 0
     n = 0
     for k in keys:
-        child = node[k]  # type: ignore[index]
+        child = node[k]
         r = _walk_json(child, path, i + 1, fn)
         if r == -1:
             new, diff = _apply(child, fn, False)
             if diff:
-                node[k] = new  # type: ignore[index]
+                node[k] = new
                 n += 1
         else:
             n += r

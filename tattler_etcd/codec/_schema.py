@@ -20,7 +20,7 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-__all__ = ["Field", "Message", "SCHEMA", "Schema"]
+__all__ = ["SCHEMA", "Field", "Message", "Schema"]
 
 _SCALAR_TYPES = {
     "string": descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
