@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "replay.md"
 
 pytest_plugins = ["pytester"]
 
@@ -83,3 +88,15 @@ async def test_expects_secrets(tattler_replay, autojump_clock):
 """)
     result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
+
+
+def test_the_documented_example_passes(pytester: pytest.Pytester) -> None:
+    text = DOC.read_text()
+    example = text[text.index("A complete example"):]
+    ini = re.search(r"```ini\n(.*?)```", example, re.S)
+    code = re.search(r"```python\n(.*?)```", example, re.S)
+    assert ini and code
+    pytester.makefile(".ini", pytest=ini.group(1))
+    pytester.makepyfile(test_pod_counter=code.group(1))
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", "-W", "error")
+    result.assert_outcomes(passed=2)
