@@ -93,8 +93,8 @@ async def test_expects_secrets(tattler_replay, autojump_clock):
 def test_the_documented_example_passes(pytester: pytest.Pytester) -> None:
     text = DOC.read_text()
     example = text[text.index("A complete example"):]
-    ini = re.search(r"```ini\n(.*?)```", example, re.S)
-    code = re.search(r"```python\n(.*?)```", example, re.S)
+    ini = re.search(r"```ini\n(.*?)```", example, re.DOTALL)
+    code = re.search(r"```python\n(.*?)```", example, re.DOTALL)
     assert ini and code
     pytester.makefile(".ini", pytest=ini.group(1))
     pytester.makepyfile(test_pod_counter=code.group(1))

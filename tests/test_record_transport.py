@@ -113,7 +113,7 @@ async def test_a_watch_is_cut_after_the_line_that_reaches_the_event_limit() -> N
     assert [json.loads(s)["result"]["header"]["revision"] for s in seen] == ["10", "11", "12"]
     assert recorder.stopped_by == "events"
     assert recorder.watch_events == 3
-    (_, range_resp), (watch_req, watch_resp) = recorder.interactions
+    _, (watch_req, watch_resp) = recorder.interactions
     body = watch_resp["body"]["string"]
     assert body.endswith("\n") and body.count("\n") == 3
     assert body.encode() == CREATED + event_line(11, b"x") + event_line(12, b"y", b"z")
@@ -162,12 +162,12 @@ async def test_requests_after_stop_wait_and_are_not_recorded(autojump_clock: tri
 async def test_hold_parks_matching_requests_until_release() -> None:
     fake = FakeEtcd([CREATED, event_line(11, b"x")])
     recorder = Recorder(scrub_value=scrub, scrub_object=lambda o: o, max_events=1)
-    recorder.hold(lambda r: r.url.path.endswith("/watch"))
+    gate = recorder.hold(lambda r: r.url.path.endswith("/watch"))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(record_exchange, fake, recorder)
-        await recorder.wait_held(1)
+        await gate.wait_held(1)
         assert [r.url.path for r in fake.requests] == ["/v3/kv/range"]
-        recorder.release()
+        gate.release()
     assert [r.url.path for r in fake.requests] == ["/v3/kv/range", "/v3/watch"]
 
 

@@ -24,7 +24,7 @@ INFO = RecordingInfo(source="etcd", resources=("pods", "nodes"), endpoint="http:
 def interaction(i: int) -> tuple[dict[str, object], dict[str, object]]:
     req = {"method": "POST", "uri": "http://127.0.0.1:2379/v3/kv/range", "body": f'{{"key":"{i}"}}', "headers": {}}
     resp = {"status": {"code": 200, "message": "OK"}, "headers": {},
-            "body": {"string": '{"header":{"revision":"%d"}}\n' % i * 40}}
+            "body": {"string": f'{{"header":{{"revision":"{i}"}}}}\n' * 40}}
     return req, resp
 
 

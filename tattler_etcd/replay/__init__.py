@@ -16,31 +16,65 @@ from __future__ import annotations
 
 from tattler_etcd.replay._format import (
     FORMAT_VERSION as FORMAT_VERSION,
+)
+from tattler_etcd.replay._format import (
     METADATA_KEY as METADATA_KEY,
+)
+from tattler_etcd.replay._format import (
     RecordingInfo as RecordingInfo,
+)
+from tattler_etcd.replay._format import (
     dump_cassette as dump_cassette,
+)
+from tattler_etcd.replay._format import (
     read_recording as read_recording,
 )
 from tattler_etcd.replay._redact import (
     WITHHELD as WITHHELD,
+)
+from tattler_etcd.replay._redact import (
     scrub_served_object as scrub_served_object,
+)
+from tattler_etcd.replay._redact import (
     scrub_stored_value as scrub_stored_value,
 )
 from tattler_etcd.replay._replay import (
     BUNDLED_RECORDING as BUNDLED_RECORDING,
+)
+from tattler_etcd.replay._replay import (
     ReaderFactory as ReaderFactory,
+)
+from tattler_etcd.replay._replay import (
     bundled_recording as bundled_recording,
+)
+from tattler_etcd.replay._replay import (
     check_resources as check_resources,
+)
+from tattler_etcd.replay._replay import (
     playback as playback,
+)
+from tattler_etcd.replay._replay import (
     readers_for as readers_for,
+)
+from tattler_etcd.replay._replay import (
     replay_into as replay_into,
+)
+from tattler_etcd.replay._replay import (
     run_replay as run_replay,
 )
 from tattler_etcd.replay._transport import (
     FILTERED_HEADERS as FILTERED_HEADERS,
+)
+from tattler_etcd.replay._transport import (
     Gate as Gate,
+)
+from tattler_etcd.replay._transport import (
     Recorder as Recorder,
+)
+from tattler_etcd.replay._transport import (
     RecordingTransport as RecordingTransport,
+)
+from tattler_etcd.replay._transport import (
     is_watch_request as is_watch_request,
 )
 
@@ -48,9 +82,9 @@ __all__ = [
     "BUNDLED_RECORDING",
     "FILTERED_HEADERS",
     "FORMAT_VERSION",
-    "Gate",
     "METADATA_KEY",
     "WITHHELD",
+    "Gate",
     "ReaderFactory",
     "Recorder",
     "RecordingInfo",

@@ -190,9 +190,9 @@ def _load_yaml(text: str, name: str) -> Any:
     try:
         from yaml import CSafeLoader as Loader
     except ImportError:  # pragma: no cover - PyYAML without libyaml
-        from yaml import SafeLoader as Loader  # type: ignore[assignment]
+        from yaml import SafeLoader as Loader
     try:
-        return yaml.load(text, Loader=Loader)  # noqa: S506 - a safe loader
+        return yaml.load(text, Loader=Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

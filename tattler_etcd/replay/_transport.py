@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -43,6 +44,8 @@ FILTERED_HEADERS = frozenset({
     "content-length", "content-encoding", "transfer-encoding", "date",
 })
 
+
+logger = logging.getLogger("tattler_etcd.replay")
 
 #: Chunks already buffered that a cut stream may still hand over while it is let go.
 _MAX_DRAIN_CHUNKS = 1000
@@ -306,8 +309,8 @@ class _Tee(httpx.AsyncByteStream):
             try:
                 for _ in range(_MAX_DRAIN_CHUNKS):
                     await source.__anext__()
-            except Exception:  # StopAsyncIteration, or a read error
-                pass
+            except Exception as exc:  # noqa: BLE001 - StopAsyncIteration, or the read error we provoked
+                logger.debug("let go of a cut stream: %s", type(exc).__name__)
         await _close(self.response)
         aclose = getattr(source, "aclose", None)
         if aclose is not None:
