@@ -51,11 +51,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import httpx  # noqa: E402
-import trio  # noqa: E402
+import httpx
+import trio
 
-from tattler_etcd import codec  # noqa: E402
-from tests.support.etcd import EtcdServer  # noqa: E402
+from tattler_etcd import codec
+from tests.support.etcd import EtcdServer
 
 PREFIX = b"/registry/pods/"
 RANGE_END = b"/registry/pods0"
@@ -177,7 +177,8 @@ async def sync(url: str, page_size: int) -> int:
 def _child(what: str, url: str, page_size: int, conn: Any) -> None:
     # Imports are not part of any measurement.
     import etcd3gw  # noqa: F401
-    import tattler_etcd.pipeline  # noqa: F401
+
+    import tattler_etcd.pipeline
     import tattler_etcd.readers.etcd  # noqa: F401
 
     gc.collect()
@@ -337,7 +338,7 @@ def main() -> None:
                                      args.batch_window)
             lat.sort()
             want = int(args.watch_rate * args.watch_seconds)
-            p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
+            p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000
             print(f"watch: {len(lat):,}/{want:,} puts seen at {achieved:,.0f} writes/s, batch window "
                   f"{args.batch_window * 1000:.0f} ms: latency p50 {p(0.50):.1f} ms, p99 {p(0.99):.1f} ms, "
                   f"max {lat[-1] * 1000:.1f} ms, mean {statistics.fmean(lat) * 1000:.1f} ms "
