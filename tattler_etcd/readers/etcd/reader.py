@@ -215,7 +215,8 @@ class EtcdReader:
                     request_timeout=self.request_timeout,
                 )
                 await self._retrying(gw.discover, what="version")
-                resumed = await self._resume(gw)
+                # --once wants the whole state, not what changed since the file.
+                resumed = False if self.once else await self._resume(gw)
                 if not resumed:
                     await self._initial_list(gw, send)
                 task_status.started()
