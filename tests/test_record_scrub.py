@@ -85,3 +85,12 @@ def test_apiserver_lists_and_watch_events_are_scrubbed(testdata: Path) -> None:
         assert SECRET.encode() not in out
     weird = json.dumps({"type": "ADDED", "object": {"kind": "Pod", "spec": {"containers": "nope"}}}).encode()
     assert scrub_apiserver_line(weird, scrub_served_object) == WITHHELD
+
+
+def test_apiserver_list_items_without_kind_are_scrubbed_by_the_list_kind(testdata: Path) -> None:
+    pod = pod_with_secret(testdata)
+    del pod["kind"], pod["apiVersion"]  # as the APIServer serves list items in JSON
+    listing = json.dumps({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [pod]}).encode()
+    out = scrub_apiserver_line(listing, scrub_served_object)
+    assert SECRET.encode() not in out
+    assert json.loads(out)["items"][0]["spec"]["containers"][0]["env"][0]["value"] == REDACTED

@@ -1,6 +1,7 @@
-"""``tattler-etcd record``: capture a live etcd reader run into a cassette for replay.
+"""``tattler-etcd record``: capture a live reader run into a cassette for replay.
 
-The reader lists, then watches, exactly as ``run --etcd-endpoints`` would;
+The reader lists, then watches, exactly as ``run --etcd-endpoints`` (or
+``run --kubeconfig``, in JSON) would;
 every HTTP exchange is written to ``--out`` as a vcrpy cassette, with every
 value scrubbed by the safety rules and authorization headers dropped. Give a
 limit: ``--events N`` stops after N watch events, ``--duration S`` after S
@@ -27,7 +28,11 @@ def register(sub: Any) -> None:
         "record", help="record a live run into a cassette for replay", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--etcd-endpoints", required=True, metavar="URL", help="etcd's HTTP gateway (one URL)")
+    src = p.add_argument_group("source (one)")
+    src.add_argument("--etcd-endpoints", metavar="URL", help="etcd's HTTP gateway (one URL)")
+    src.add_argument("--kubeconfig", metavar="PATH", help="record the APIServer reader (JSON) for this kubeconfig")
+    src.add_argument("--context", metavar="NAME", help="kubeconfig context (default: the current one)")
+    src.add_argument("--in-cluster", action="store_true", help="record the APIServer reader with the service account")
     p.add_argument("--out", required=True, metavar="FILE", help="the cassette to write (YAML)")
     p.add_argument("--resources", default=DEFAULT_RESOURCES, metavar="LIST",
                    help=f"comma-separated resources (default: {DEFAULT_RESOURCES})")
@@ -40,11 +45,14 @@ def register(sub: Any) -> None:
     etcd.add_argument("--cacert", metavar="FILE", help="CA bundle to verify etcd's certificate")
     etcd.add_argument("--cert", metavar="FILE", help="client certificate for etcd")
     etcd.add_argument("--key", metavar="FILE", help="client key for etcd")
+    api = p.add_argument_group("apiserver")
+    api.add_argument("--content-type", choices=("json",), default="json",
+                     help="wire format (json: the recorder scrubs JSON replies; protobuf is not recordable yet)")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    from tattler_etcd.replay._record import record_etcd
+    from tattler_etcd.replay._record import record_apiserver, record_etcd
 
     resources = [r.strip() for r in args.resources.split(",") if r.strip()]
     if not resources:
@@ -53,11 +61,23 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("record: give --duration S or --events N (a watch never ends by itself)")
     if args.page_size < 1:
         raise ConfigError("--page-size: must be at least 1")
-    info = trio.run(lambda: record_etcd(
-        args.out, endpoint=args.etcd_endpoints, resources=resources, prefix=args.prefix,
-        page_size=args.page_size, max_events=args.events, duration=args.duration,
-        cacert=args.cacert, cert=args.cert, key=args.key,
-    ))
+    sources = [bool(args.etcd_endpoints), bool(args.kubeconfig or args.in_cluster)]
+    if sum(sources) != 1:
+        raise ConfigError("record: give one source: --etcd-endpoints URL, or --kubeconfig PATH / --in-cluster")
+    if args.etcd_endpoints:
+        info = trio.run(lambda: record_etcd(
+            args.out, endpoint=args.etcd_endpoints, resources=resources, prefix=args.prefix,
+            page_size=args.page_size, max_events=args.events, duration=args.duration,
+            cacert=args.cacert, cert=args.cert, key=args.key,
+        ))
+    else:
+        from tattler_etcd.readers.apiserver import load_incluster, load_kubeconfig
+
+        config = load_kubeconfig(args.kubeconfig, args.context) if args.kubeconfig else load_incluster()
+        info = trio.run(lambda: record_apiserver(
+            args.out, config=config, resources=resources, page_size=args.page_size,
+            max_events=args.events, duration=args.duration,
+        ))
     print(
         f"tattler-etcd: recorded {info.interactions} interactions ({info.watch_events} watch events, "
         f"stopped by {info.stopped_by}) to {args.out} ({os.path.getsize(args.out)} bytes)",

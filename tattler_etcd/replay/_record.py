@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import httpx
 import trio
@@ -16,7 +18,7 @@ from tattler_etcd.replay._redact import scrub_served_object, scrub_stored_value
 from tattler_etcd.replay._transport import Recorder
 from tattler_etcd.stats import Counters
 
-__all__ = ["DEFAULT_RESOURCES", "record_etcd"]
+__all__ = ["DEFAULT_RESOURCES", "record_apiserver", "record_etcd"]
 
 logger = logging.getLogger("tattler_etcd.replay")
 
@@ -58,45 +60,17 @@ async def record_etcd(
 
     if "," in endpoint:
         raise ConfigError("record: give one endpoint (a recording replays the URIs it recorded)")
-    if duration is not None and not duration > 0:
-        raise ConfigError("--duration: must be more than 0 seconds")
-    if max_events is not None and max_events < 1:
-        raise ConfigError("--events: must be at least 1")
-    if recorder is None:
-        recorder = Recorder(scrub_value=scrub_stored_value, scrub_object=scrub_served_object, max_events=max_events)
-    elif max_events is not None:
-        recorder.max_events = max_events
+    recorder = _recorder(recorder, max_events, duration)
     tls = TLSFiles(cacert, cert, key)
     ctx = ssl_context(tls)
     transport = recorder.transport(httpx.AsyncHTTPTransport(verify=ctx if ctx is not None else True))
-    counters = Counters()
-    entries = 0
 
     async with httpx.AsyncClient(transport=transport) as client:
         reader = EtcdReader(
             endpoint, resources=list(resources), prefix=prefix, page_size=page_size, client=client,
             cacert=cacert, cert=cert, key=key,
         )
-        send, receive = trio.open_memory_channel[list[Entry]](0)
-
-        async def drain() -> None:
-            nonlocal entries
-            async with receive:
-                async for chunk in receive:
-                    entries += len(chunk)
-
-        async def read() -> None:
-            await reader.run(send, counters)
-            recorder.stop("reader")
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(drain)
-            nursery.start_soon(read)
-            if duration is not None:
-                nursery.start_soon(recorder.stop_after, duration)
-            task_status.started(recorder)
-            await recorder.stopped.wait()
-            nursery.cancel_scope.cancel()
+        await _run_until_stopped(reader, recorder, duration, task_status)
 
     info = RecordingInfo(
         source="etcd",
@@ -104,11 +78,105 @@ async def record_etcd(
         endpoint=endpoint.rstrip("/"),
         prefix=prefix,
         page_size=page_size,
-        watch_events=recorder.watch_events,
-        stopped_by=recorder.stopped_by,
     )
+    return _write(out, recorder, info)
+
+
+async def record_apiserver(
+    out: str | os.PathLike[str],
+    *,
+    config: Any,
+    resources: Sequence[str] = DEFAULT_RESOURCES,
+    page_size: int = 500,
+    watch_list: bool | None = None,
+    max_events: int | None = None,
+    duration: float | None = None,
+    recorder: Recorder | None = None,
+    task_status: trio.TaskStatus[Recorder] = trio.TASK_STATUS_IGNORED,
+) -> RecordingInfo:
+    """:func:`record_etcd` for a live :class:`~tattler_etcd.readers.apiserver.APIServerReader` (JSON).
+
+    ``config`` is a :class:`~tattler_etcd.readers.apiserver.ClusterConfig`
+    (its credentials are sent, never written). The reader's watch timeouts
+    are fixed (no jitter), so a replay asks for the same URIs.
+
+    Raises:
+        ConfigError: bad settings.
+        tattler_etcd.errors.ReaderError: the reader failed (no file is written).
+    """
+    from tattler_etcd.readers.apiserver import APIServerReader
+
+    recorder = _recorder(recorder, max_events, duration)
+    inner = httpx.AsyncHTTPTransport(
+        verify=config.ssl_context if config.ssl_context is not None else True, proxy=config.proxy,
+        trust_env=False,
+    )
+    async with httpx.AsyncClient(base_url=config.server, transport=recorder.transport(inner),
+                                 trust_env=False) as client:
+        reader = APIServerReader(
+            list(resources), config=config, http=client, content_type="json", page_size=page_size,
+            watch_list=watch_list, rand=_no_jitter,
+        )
+        await _run_until_stopped(reader, recorder, duration, task_status)
+
+    info = RecordingInfo(
+        source="apiserver",
+        resources=tuple(resources),
+        endpoint=str(config.server).rstrip("/"),
+        page_size=page_size,
+        options={"content_type": "json", "watch_list": watch_list},
+    )
+    return _write(out, recorder, info)
+
+
+def _no_jitter() -> float:
+    """The APIServer reader's randomness for watch timeouts, fixed: the URIs must repeat on replay."""
+    return 0.0
+
+
+def _recorder(recorder: Recorder | None, max_events: int | None, duration: float | None) -> Recorder:
+    if duration is not None and not duration > 0:
+        raise ConfigError("--duration: must be more than 0 seconds")
+    if max_events is not None and max_events < 1:
+        raise ConfigError("--events: must be at least 1")
+    if recorder is None:
+        return Recorder(scrub_value=scrub_stored_value, scrub_object=scrub_served_object, max_events=max_events)
+    if max_events is not None:
+        recorder.max_events = max_events
+    return recorder
+
+
+async def _run_until_stopped(
+    reader: Any, recorder: Recorder, duration: float | None, task_status: trio.TaskStatus[Recorder],
+) -> None:
+    """Run ``reader`` (draining what it sends) until the recorder stops; then cancel it."""
+    counters = Counters()
+    send, receive = trio.open_memory_channel[list[Entry]](0)
+
+    async def drain() -> None:
+        async with receive:
+            async for chunk in receive:
+                counters.add("recorded.entries", len(chunk))
+
+    async def read() -> None:
+        await reader.run(send, counters)
+        recorder.stop("reader")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drain)
+        nursery.start_soon(read)
+        if duration is not None:
+            nursery.start_soon(recorder.stop_after, duration)
+        task_status.started(recorder)
+        await recorder.stopped.wait()
+        nursery.cancel_scope.cancel()
+    logger.info("recording stopped by %s: %d watch events, %d entries read",
+                recorder.stopped_by, recorder.watch_events, counters["recorded.entries"])
+
+
+def _write(out: str | os.PathLike[str], recorder: Recorder, info: RecordingInfo) -> RecordingInfo:
     interactions = recorder.interactions
+    info = dataclasses.replace(info, watch_events=recorder.watch_events, stopped_by=recorder.stopped_by)
     dump_cassette(out, interactions, info)
-    logger.info("recorded %d interactions, %d watch events, %d entries read; stopped by %s",
-                len(interactions), recorder.watch_events, entries, recorder.stopped_by)
-    return RecordingInfo(**{**info.__dict__, "interactions": len(interactions)})
+    logger.info("wrote %s: %d interactions", os.fspath(out), len(interactions))
+    return dataclasses.replace(info, interactions=len(interactions))

@@ -120,7 +120,8 @@ def scrub_apiserver_line(body: bytes, scrub: ObjectScrubber) -> bytes:
 
 def _scrub_apiserver_doc(doc: dict[str, Any], body: bytes, scrub: ObjectScrubber) -> bytes:
     if isinstance(doc.get("items"), list):
-        doc["items"] = [scrub(o) if isinstance(o, dict) else o for o in doc["items"]]
+        # The list whole: its items carry no kind in JSON; the rules take it from the list's kind.
+        doc = scrub(doc)
     elif isinstance(doc.get("object"), dict) and "type" in doc:
         doc["object"] = scrub(doc["object"])
     elif isinstance(doc.get("metadata"), dict) and "kind" in doc:

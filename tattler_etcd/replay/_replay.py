@@ -106,7 +106,26 @@ def readers_for(info: RecordingInfo, client: httpx.AsyncClient, *, once: bool = 
             seed=0,
             **_etcd_options(info.options),
         )]
+    if info.source == "apiserver":
+        from tattler_etcd.readers.apiserver import APIServerReader
+
+        content_type = info.options.get("content_type", "json")
+        watch_list = info.options.get("watch_list")
+        return [APIServerReader(
+            list(info.resources),
+            http=client,
+            content_type=content_type,
+            page_size=info.page_size,
+            watch_list=watch_list if isinstance(watch_list, bool) else None,
+            follow=False,
+            once=once,
+            rand=_no_jitter,
+        )]
     raise RecordingError(f"replaying {info.source!r} recordings is not supported by this tattler-etcd")
+
+
+def _no_jitter() -> float:
+    return 0.0
 
 
 #: Reader settings a recording may carry in ``options`` that change the requests.
@@ -162,7 +181,8 @@ async def replay_into(
     name = os.fspath(path)
     with playback(name) as info:
         check_resources(info, resources, name)
-        async with httpx.AsyncClient() as client:
+        # The base URL serves the APIServer reader (relative URLs); the etcd reader sends absolute ones.
+        async with httpx.AsyncClient(base_url=info.endpoint, trust_env=False) as client:
             readers = make_readers(info, client) if make_readers is not None else readers_for(info, client, once=once)
             for reader in readers:
                 runner.add_reader(reader)

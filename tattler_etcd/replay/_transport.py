@@ -90,6 +90,8 @@ class Recorder:
         self._done: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
         self._open: dict[int, _Tee] = {}
         self._gates: list[Gate] = []
+        self._initial_states = 0
+        self._initial_changed = trio.Event()
 
     # --- what the caller sees -----------------------------------------------------
 
@@ -126,7 +128,17 @@ class Recorder:
         self._gates.append(gate)
         return gate
 
+    async def wait_initial_states(self, n: int) -> None:
+        """Wait until ``n`` WatchList streams have delivered their initial state (their end bookmark)."""
+        while self._initial_states < n:
+            await self._initial_changed.wait()
+
     # --- used by the transport ------------------------------------------------------
+
+    def _initial_state_ended(self) -> None:
+        self._initial_states += 1
+        self._initial_changed.set()
+        self._initial_changed = trio.Event()
 
     async def _gate(self, request: httpx.Request) -> None:
         self._gates = [g for g in self._gates if not g.released.is_set()]
@@ -203,7 +215,8 @@ class RecordingTransport(httpx.AsyncBaseTransport):
             recorded_headers.setdefault(k, []).append(v)
         kind = _body_kind(response, request)
         if is_watch_request(request) and response.status_code == 200:
-            tee = _Tee(rec, seq, vcr_request, status, recorded_headers, response, decoder, kind)
+            initial = request.url.params.get("sendInitialEvents", "").lower() == "true"
+            tee = _Tee(rec, seq, vcr_request, status, recorded_headers, response, decoder, kind, initial)
             rec._open[seq] = tee
             return httpx.Response(response.status_code, headers=headers, stream=tee,
                                   extensions={k: v for k, v in response.extensions.items() if k != "network_stream"})
@@ -233,6 +246,7 @@ class _Tee(httpx.AsyncByteStream):
         response: httpx.Response,
         decoder: Callable[..., bytes],
         kind: str,
+        initial: bool = False,
     ) -> None:
         self.rec = rec
         self.seq = seq
@@ -243,6 +257,8 @@ class _Tee(httpx.AsyncByteStream):
         self.decoder = decoder
         self.kind = kind
         self.lines: list[bytes] = []
+        #: Inside a WatchList's initial state (``sendInitialEvents=true``), until its end bookmark.
+        self.initial = initial
         self.pending = b""
         self.source: AsyncIterator[bytes] | None = None
         self.finished = False
@@ -273,7 +289,13 @@ class _Tee(httpx.AsyncByteStream):
                 line, self.pending = self.pending[:nl + 1], self.pending[nl + 1:]
                 clean = self._line(line)
                 self.lines.append(clean)
-                self.rec._count_events(_events_in(clean, self.kind))
+                if self.initial:
+                    # A WatchList's initial state comes as ADDED events: not watch events yet.
+                    self.initial = not _ends_initial_events(clean)
+                    if not self.initial:
+                        self.rec._initial_state_ended()
+                else:
+                    self.rec._count_events(_events_in(clean, self.kind))
                 return clean
             if self.source is None:
                 self.source = _stream(self.response)
@@ -369,6 +391,18 @@ def _events_in(line: bytes, kind: str) -> int:
         events = result.get("events") if isinstance(result, dict) else None
         return len(events) if isinstance(events, list) else 0
     return 1 if doc.get("type") in ("ADDED", "MODIFIED", "DELETED") else 0
+
+
+def _ends_initial_events(line: bytes) -> bool:
+    """The bookmark that ends a WatchList's initial state (annotated ``k8s.io/initial-events-end``)."""
+    if b"initial-events-end" not in line:
+        return False
+    try:
+        doc = json.loads(line)
+        annotations = doc["object"]["metadata"].get("annotations") or {}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return bool(doc.get("type") == "BOOKMARK" and annotations.get("k8s.io/initial-events-end") == "true")
 
 
 def _decoder(response: httpx.Response, request: httpx.Request) -> Callable[..., bytes]:
