@@ -118,3 +118,11 @@ def test_recorded_for_other_resources(good: Path) -> None:
         r"\(replay with --resources pods,nodes\)$"
     )):
         check_resources(info, ["pods", "secrets"], str(good))
+
+
+def test_the_public_names_are_exported_and_complete() -> None:
+    from tattler_etcd import replay
+
+    public = {n for n in vars(replay) if not n.startswith("_") and n != "annotations"}
+    assert set(replay.__all__) == public
+    assert len(replay.__all__) == len(set(replay.__all__))

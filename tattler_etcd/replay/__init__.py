@@ -29,6 +29,12 @@ from tattler_etcd.replay._format import (
 from tattler_etcd.replay._format import (
     read_recording as read_recording,
 )
+from tattler_etcd.replay._record import (
+    record_apiserver as record_apiserver,
+)
+from tattler_etcd.replay._record import (
+    record_etcd as record_etcd,
+)
 from tattler_etcd.replay._redact import (
     WITHHELD as WITHHELD,
 )
@@ -96,6 +102,8 @@ __all__ = [
     "playback",
     "read_recording",
     "readers_for",
+    "record_apiserver",
+    "record_etcd",
     "replay_into",
     "run_replay",
     "scrub_served_object",
