@@ -201,3 +201,30 @@ async def test_a_recorded_exchange_plays_back_through_vcrpy(tmp_path: Path) -> N
                 # Same path, another body: the body is part of the match.
                 await client.post(f"{BASE}/v3/kv/range", content=b'{"key":"AQ=="}',
                                   headers={"content-type": "application/json"})
+
+
+async def test_gzip_bodies_are_stored_plain_and_protobuf_replies_refused() -> None:
+    import gzip
+
+    from tattler_etcd.errors import RecordingError
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v3/kv/range":
+            body = gzip.compress(b'{"header":{"revision":"3"},"kvs":[]}')
+            return httpx.Response(200, content=body, headers={"content-encoding": "gzip"})
+        if request.url.path == "/v3/watch":
+            return httpx.Response(404, content=b'{"error":"no such path"}')
+        return httpx.Response(200, content=b"k8s\x00...", headers={"content-type": "application/vnd.kubernetes.protobuf"})
+
+    recorder = Recorder(scrub_value=scrub, scrub_object=lambda o: o)
+    async with httpx.AsyncClient(transport=recorder.transport(httpx.MockTransport(handler))) as client:
+        r = await client.post(f"{BASE}/v3/kv/range", content=b"{}")
+        assert r.json()["header"]["revision"] == "3"
+        async with client.stream("POST", f"{BASE}/v3/watch", content=b"{}") as resp:
+            assert resp.status_code == 404 and await resp.aread() == b'{"error":"no such path"}'
+        with pytest.raises(RecordingError, match=r"^/api/v1/pods: cannot record protobuf replies"):
+            await client.get(f"{BASE}/api/v1/pods")
+    (_, resp1), (_, resp2) = recorder.interactions
+    assert resp1["body"]["string"] == '{"header":{"revision":"3"},"kvs":[]}'
+    assert "content-encoding" not in resp1["headers"]
+    assert resp2["status"]["code"] == 404 and resp2["body"]["string"] == '{"error":"no such path"}'

@@ -206,14 +206,19 @@ class RecordingTransport(httpx.AsyncBaseTransport):
             "headers": {k: [v] for k, v in request.headers.items() if k.lower() not in FILTERED_HEADERS},
         }
         response = await self.inner.handle_async_request(request)
-        decoder = _decoder(response, request)
+        try:
+            decoder = _decoder(response, request)
+            kind = _body_kind(response, request)
+        except RecordingError:
+            await _close(response)
+            raise
         headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in FILTERED_HEADERS]
-        status = {"code": response.status_code, "message": response.extensions.get("reason_phrase", b"").decode()
-                  if isinstance(response.extensions.get("reason_phrase"), bytes) else ""}
+        phrase = response.extensions.get("reason_phrase")
+        status = {"code": response.status_code, "message": phrase.decode("ascii", "replace")
+                  if isinstance(phrase, bytes) else ""}
         recorded_headers: dict[str, list[str]] = {}
         for k, v in headers:
             recorded_headers.setdefault(k, []).append(v)
-        kind = _body_kind(response, request)
         if is_watch_request(request) and response.status_code == 200:
             initial = request.url.params.get("sendInitialEvents", "").lower() == "true"
             tee = _Tee(rec, seq, vcr_request, status, recorded_headers, response, decoder, kind, initial)
