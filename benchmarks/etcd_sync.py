@@ -13,6 +13,9 @@ each in a fresh child process so peak RSS is that measurement's alone:
   parsed with ``json.loads`` and thrown away: no base64, no decoding, no pipeline;
 * **floor (etcd3gw)**: the same range through ``etcd3gw.Etcd3Client.post``
   (``requests``, blocking): the floor as etcd3gw's own client gives it;
+* **reader**: ``EtcdReader(once=True)`` into a memory channel, one task
+  counting: the reader's own cost (base64, key parsing, ``codec.peek``,
+  the index) over the floor;
 * **sync**: ``EtcdReader(once=True)`` through the full :class:`Runner`
   (safety, preprocess, batching, routing) to a null processor, until the
   pipeline has drained: the figure the issue's target is about.
@@ -157,6 +160,22 @@ def floor_etcd3gw(url: str, page_size: int) -> int:
         key = base64.b64decode(kvs[-1]["key"]) + b"\0"
 
 
+async def reader_only(url: str, page_size: int) -> int:
+    from tattler_etcd.readers.etcd import EtcdReader
+    from tattler_etcd.stats import Counters
+
+    n = 0
+    send, recv = trio.open_memory_channel[list[Any]](0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            EtcdReader(url, resources=["pods"], page_size=page_size, once=True, api_path="/v3/").run,
+            send, Counters(),
+        )
+        async for chunk in recv:
+            n += len(chunk)
+    return n
+
+
 async def sync(url: str, page_size: int) -> int:
     from tattler_etcd.pipeline import Runner
     from tattler_etcd.readers.etcd import EtcdReader
@@ -188,6 +207,8 @@ def _child(what: str, url: str, page_size: int, conn: Any) -> None:
         n = trio.run(floor_httpx, url, page_size)
     elif what == "floor_etcd3gw":
         n = floor_etcd3gw(url, page_size)
+    elif what == "reader":
+        n = trio.run(reader_only, url, page_size)
     else:
         n = trio.run(sync, url, page_size)
     secs = time.perf_counter() - t0
@@ -316,7 +337,7 @@ def main() -> None:
         print(f"etcd {etcd.url}: {args.pods:,} pods, ~{size:,.0f} B protobuf each, pages of {args.page_size}, "
               f"best of {args.repeat}")
         rows = {}
-        for what in ("floor_httpx", "floor_etcd3gw", "sync"):
+        for what in ("floor_httpx", "floor_etcd3gw", "reader", "sync"):
             best = None
             for _ in range(args.repeat):
                 n, secs, rss0, peak = measure(what, etcd.url, args.page_size)
@@ -332,6 +353,7 @@ def main() -> None:
         floor = rows["floor_httpx"][0]
         print(f"sync / floor (httpx)   = {rows['sync'][0] / floor:.2f}x  (target <= 1.25x)")
         print(f"sync / floor (etcd3gw) = {rows['sync'][0] / rows['floor_etcd3gw'][0]:.2f}x")
+        print(f"reader / floor (httpx) = {rows['reader'][0] / floor:.2f}x  (the reader alone, no pipeline)")
         print(f"sync peak RSS          = {rows['sync'][2]:.0f} MB  (target <= 400 MB)")
         if not args.skip_watch:
             lat, achieved = trio.run(watch_latency, etcd.url, args.watch_rate, args.watch_seconds,
