@@ -94,3 +94,35 @@ def test_apiserver_list_items_without_kind_are_scrubbed_by_the_list_kind(testdat
     out = scrub_apiserver_line(listing, scrub_served_object)
     assert SECRET.encode() not in out
     assert json.loads(out)["items"][0]["spec"]["containers"][0]["env"][0]["value"] == REDACTED
+
+
+def _bare_watch_frame(type_: str, obj: dict[str, Any]) -> bytes:
+    """A WatchEvent as the APIServer streams it: the message without the k8s envelope."""
+    from tests.fake_apiserver import _unwrap_watch_event
+
+    return _unwrap_watch_event(codec.encode({"kind": "WatchEvent", "apiVersion": "v1", "type": type_, "object": obj}))
+
+
+def test_protobuf_watch_frames_are_scrubbed_in_place(testdata: Path) -> None:
+    from tattler_etcd.replay._redact import _fields, scrub_watch_frame
+
+    node = json.loads((testdata / "core.v1.Node.json").read_text())
+    plain = _bare_watch_frame("MODIFIED", node)
+    assert scrub_watch_frame(plain, scrub_stored_value) == (plain, "MODIFIED", _raw_of(plain))
+
+    frame = _bare_watch_frame("ADDED", pod_with_secret(testdata))
+    clean, type_, obj = scrub_watch_frame(frame, scrub_stored_value)
+    assert type_ == "ADDED" and SECRET.encode() in frame and SECRET.encode() not in clean
+    assert _raw_of(clean) == obj
+    assert codec.decode(obj)["spec"]["containers"][0]["env"][0]["value"] == REDACTED
+    assert [n for n, *_ in _fields(clean)] == [n for n, *_ in _fields(frame)]  # same fields, same order
+    assert scrub_watch_frame(b"\xff\xff\xff", scrub_stored_value) == (WITHHELD, "", b"")
+
+
+def _raw_of(frame: bytes) -> bytes:
+    from tattler_etcd.replay._redact import _fields
+
+    s, e = next((s, e) for n, s, e, _ in _fields(frame) if n == 2)
+    ext = frame[s:e]
+    rs, re_ = next((s, e) for n, s, e, _ in _fields(ext) if n == 1)
+    return ext[rs:re_]

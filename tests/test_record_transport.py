@@ -203,7 +203,7 @@ async def test_a_recorded_exchange_plays_back_through_vcrpy(tmp_path: Path) -> N
                                   headers={"content-type": "application/json"})
 
 
-async def test_gzip_bodies_are_stored_plain_and_protobuf_replies_refused() -> None:
+async def test_gzip_bodies_stored_plain_bad_protobuf_withheld_other_types_refused() -> None:
     import gzip
 
     from tattler_etcd.errors import RecordingError
@@ -214,7 +214,10 @@ async def test_gzip_bodies_are_stored_plain_and_protobuf_replies_refused() -> No
             return httpx.Response(200, content=body, headers={"content-encoding": "gzip"})
         if request.url.path == "/v3/watch":
             return httpx.Response(404, content=b'{"error":"no such path"}')
-        return httpx.Response(200, content=b"k8s\x00...", headers={"content-type": "application/vnd.kubernetes.protobuf"})
+        if request.url.path == "/api/v1/pods":
+            return httpx.Response(200, content=b"garbage, not k8s protobuf",
+                                  headers={"content-type": "application/vnd.kubernetes.protobuf"})
+        return httpx.Response(200, content=b"hello", headers={"content-type": "text/plain"})
 
     recorder = Recorder(scrub_value=scrub, scrub_object=lambda o: o)
     async with httpx.AsyncClient(transport=recorder.transport(httpx.MockTransport(handler))) as client:
@@ -222,9 +225,12 @@ async def test_gzip_bodies_are_stored_plain_and_protobuf_replies_refused() -> No
         assert r.json()["header"]["revision"] == "3"
         async with client.stream("POST", f"{BASE}/v3/watch", content=b"{}") as resp:
             assert resp.status_code == 404 and await resp.aread() == b'{"error":"no such path"}'
-        with pytest.raises(RecordingError, match=r"^/api/v1/pods: cannot record protobuf replies"):
-            await client.get(f"{BASE}/api/v1/pods")
-    (_, resp1), (_, resp2) = recorder.interactions
+        r = await client.get(f"{BASE}/api/v1/pods")
+        assert r.content == WITHHELD  # not an object the rules can read: fail closed
+        with pytest.raises(RecordingError, match=r"^/healthz: cannot record a 'text/plain' reply"):
+            await client.get(f"{BASE}/healthz")
+    (_, resp1), (_, resp2), (_, resp3) = recorder.interactions
+    assert resp3["body"]["string"] == WITHHELD.decode()
     assert resp1["body"]["string"] == '{"header":{"revision":"3"},"kvs":[]}'
     assert "content-encoding" not in resp1["headers"]
     assert resp2["status"]["code"] == 404 and resp2["body"]["string"] == '{"error":"no such path"}'

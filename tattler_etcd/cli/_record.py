@@ -1,7 +1,7 @@
 """``tattler-etcd record``: capture a live reader run into a cassette for replay.
 
 The reader lists, then watches, exactly as ``run --etcd-endpoints`` (or
-``run --kubeconfig``, in JSON) would;
+``run --kubeconfig``) would;
 every HTTP exchange is written to ``--out`` as a vcrpy cassette, with every
 value scrubbed by the safety rules and authorization headers dropped. Give a
 limit: ``--events N`` stops after N watch events, ``--duration S`` after S
@@ -30,7 +30,7 @@ def register(sub: Any) -> None:
     )
     src = p.add_argument_group("source (one)")
     src.add_argument("--etcd-endpoints", metavar="URL", help="etcd's HTTP gateway (one URL)")
-    src.add_argument("--kubeconfig", metavar="PATH", help="record the APIServer reader (JSON) for this kubeconfig")
+    src.add_argument("--kubeconfig", metavar="PATH", help="record the APIServer reader for this kubeconfig")
     src.add_argument("--context", metavar="NAME", help="kubeconfig context (default: the current one)")
     src.add_argument("--in-cluster", action="store_true", help="record the APIServer reader with the service account")
     p.add_argument("--out", required=True, metavar="FILE", help="the cassette to write (YAML)")
@@ -46,8 +46,8 @@ def register(sub: Any) -> None:
     etcd.add_argument("--cert", metavar="FILE", help="client certificate for etcd")
     etcd.add_argument("--key", metavar="FILE", help="client key for etcd")
     api = p.add_argument_group("apiserver")
-    api.add_argument("--content-type", choices=("json",), default="json",
-                     help="wire format (json: the recorder scrubs JSON replies; protobuf is not recordable yet)")
+    api.add_argument("--content-type", choices=("protobuf", "json"), default="protobuf",
+                     help="wire format for built-in kinds (default: protobuf; custom resources are always JSON)")
     p.set_defaults(func=main)
 
 
@@ -76,7 +76,7 @@ def main(args: argparse.Namespace) -> int:
         config = load_kubeconfig(args.kubeconfig, args.context) if args.kubeconfig else load_incluster()
         info = trio.run(lambda: record_apiserver(
             args.out, config=config, resources=resources, page_size=args.page_size,
-            max_events=args.events, duration=args.duration,
+            content_type=args.content_type, max_events=args.events, duration=args.duration,
         ))
     print(
         f"tattler-etcd: recorded {info.interactions} interactions ({info.watch_events} watch events, "

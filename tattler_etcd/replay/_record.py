@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import trio
@@ -88,13 +88,14 @@ async def record_apiserver(
     config: Any,
     resources: Sequence[str] = DEFAULT_RESOURCES,
     page_size: int = 500,
+    content_type: Literal["protobuf", "json"] = "protobuf",
     watch_list: bool | None = None,
     max_events: int | None = None,
     duration: float | None = None,
     recorder: Recorder | None = None,
     task_status: trio.TaskStatus[Recorder] = trio.TASK_STATUS_IGNORED,
 ) -> RecordingInfo:
-    """:func:`record_etcd` for a live :class:`~tattler_etcd.readers.apiserver.APIServerReader` (JSON).
+    """:func:`record_etcd` for a live :class:`~tattler_etcd.readers.apiserver.APIServerReader`.
 
     ``config`` is a :class:`~tattler_etcd.readers.apiserver.ClusterConfig`
     (its credentials are sent, never written). The reader's watch timeouts
@@ -106,6 +107,8 @@ async def record_apiserver(
     """
     from tattler_etcd.readers.apiserver import APIServerReader
 
+    if content_type not in ("protobuf", "json"):
+        raise ConfigError(f"--content-type: {content_type!r} is neither 'protobuf' nor 'json'")
     recorder = _recorder(recorder, max_events, duration)
     inner = httpx.AsyncHTTPTransport(
         verify=config.ssl_context if config.ssl_context is not None else True, proxy=config.proxy,
@@ -114,7 +117,7 @@ async def record_apiserver(
     async with httpx.AsyncClient(base_url=config.server, transport=recorder.transport(inner),
                                  trust_env=False) as client:
         reader = APIServerReader(
-            list(resources), config=config, http=client, content_type="json", page_size=page_size,
+            list(resources), config=config, http=client, content_type=content_type, page_size=page_size,
             watch_list=watch_list, rand=_no_jitter,
         )
         await _run_until_stopped(reader, recorder, duration, task_status)
@@ -124,7 +127,7 @@ async def record_apiserver(
         resources=tuple(resources),
         endpoint=str(config.server).rstrip("/"),
         page_size=page_size,
-        options={"content_type": "json", "watch_list": watch_list},
+        options={"content_type": content_type, "watch_list": watch_list},
     )
     return _write(out, recorder, info)
 

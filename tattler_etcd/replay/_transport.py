@@ -29,10 +29,12 @@ import trio
 
 from tattler_etcd.errors import RecordingError
 from tattler_etcd.replay._redact import (
+    WITHHELD,
     ObjectScrubber,
     ValueScrubber,
     scrub_apiserver_line,
     scrub_json_body,
+    scrub_watch_frame,
 )
 
 __all__ = ["FILTERED_HEADERS", "Gate", "Recorder", "RecordingTransport", "is_watch_request"]
@@ -229,7 +231,8 @@ class RecordingTransport(httpx.AsyncBaseTransport):
             raw = b"".join([decoder(chunk) async for chunk in _stream(response)]) + decoder(b"", True)
         finally:
             await _close(response)
-        clean = _scrub_body(raw, kind, rec)
+        # A protobuf error reply is a Status (a message, never an object): kept as it is.
+        clean = raw if kind == _PROTOBUF and response.status_code >= 300 else _scrub_body(raw, kind, rec)
         rec._add(seq, vcr_request, {"status": status, "headers": recorded_headers, "body": {"string": _text(clean)}})
         return httpx.Response(response.status_code, headers=headers, content=clean,
                               extensions={k: v for k, v in response.extensions.items() if k != "network_stream"})
@@ -289,18 +292,17 @@ class _Tee(httpx.AsyncByteStream):
 
     async def __anext__(self) -> bytes:
         while not self.finished:
-            nl = self.pending.find(b"\n")
-            if nl >= 0:
-                line, self.pending = self.pending[:nl + 1], self.pending[nl + 1:]
-                clean = self._line(line)
+            unit = self._next_unit()
+            if unit is not None:
+                clean, events, ends_initial = unit
                 self.lines.append(clean)
                 if self.initial:
                     # A WatchList's initial state comes as ADDED events: not watch events yet.
-                    self.initial = not _ends_initial_events(clean)
+                    self.initial = not ends_initial
                     if not self.initial:
                         self.rec._initial_state_ended()
                 else:
-                    self.rec._count_events(_events_in(clean, self.kind))
+                    self.rec._count_events(events)
                 return clean
             if self.source is None:
                 self.source = _stream(self.response)
@@ -343,11 +345,32 @@ class _Tee(httpx.AsyncByteStream):
         if aclose is not None:
             await aclose()
 
-    def _line(self, line: bytes) -> bytes:
+    def _next_unit(self) -> tuple[bytes, int, bool] | None:
+        """The next whole unit of the body, scrubbed: (bytes, watch events in it, ends a WatchList's state).
+
+        Units are lines (JSON streams) or length-prefixed frames (protobuf
+        watches); None when ``pending`` holds no whole unit yet.
+        """
+        if self.kind == _PROTOBUF:
+            if len(self.pending) < 4:
+                return None
+            size = int.from_bytes(self.pending[:4], "big")
+            if len(self.pending) < 4 + size:
+                return None
+            frame, self.pending = self.pending[4:4 + size], self.pending[4 + size:]
+            clean, type_, obj = scrub_watch_frame(frame, self.rec.scrub_value)
+            events = 1 if type_ in _CHANGES else 0
+            ends = type_ == "BOOKMARK" and _protobuf_ends_initial_events(obj)
+            return len(clean).to_bytes(4, "big") + clean, events, ends
+        nl = self.pending.find(b"\n")
+        if nl < 0:
+            return None
+        line, self.pending = self.pending[:nl + 1], self.pending[nl + 1:]
         stripped = line.rstrip(b"\r\n")
         if not stripped.strip():
-            return line
-        return _scrub_body(stripped, self.kind, self.rec) + b"\n"
+            return line, 0, False
+        clean = _scrub_body(stripped, self.kind, self.rec) + b"\n"
+        return clean, _events_in(clean, self.kind), _ends_initial_events(clean)
 
     async def aclose(self) -> None:
         self.finish()
@@ -368,20 +391,46 @@ async def _close(response: httpx.Response) -> None:
         await stream.aclose()
 
 
+_ETCD, _JSON, _PROTOBUF = "etcd", "apiserver", "apiserver-protobuf"
+_CHANGES = ("ADDED", "MODIFIED", "DELETED")
+
+
 def _body_kind(response: httpx.Response, request: httpx.Request) -> str:
-    ctype = response.headers.get("content-type", "")
+    if request.url.path.startswith(("/v3/", "/v3beta/", "/v3alpha/")):
+        return _ETCD
+    ctype = response.headers.get("content-type", "").lower()
     if "protobuf" in ctype:
-        raise RecordingError(
-            f"{request.url.path}: cannot record protobuf replies (the recorder scrubs JSON); "
-            "record APIServer traffic with --content-type json"
-        )
-    return "etcd" if request.url.path.startswith(("/v3/", "/v3beta/", "/v3alpha/")) else "apiserver"
+        return _PROTOBUF
+    if ctype and "json" not in ctype and response.status_code < 300:
+        raise RecordingError(f"{request.url.path}: cannot record a {ctype!r} reply (the recorder scrubs JSON "
+                             "and Kubernetes protobuf)")
+    return _JSON
 
 
 def _scrub_body(body: bytes, kind: str, rec: Recorder) -> bytes:
-    if kind == "etcd":
+    if kind == _ETCD:
         return scrub_json_body(body, rec.scrub_value)
+    if kind == _PROTOBUF:
+        from tattler_etcd.errors import TattlerError
+
+        try:
+            return rec.scrub_value(body, "") if body else body
+        except TattlerError:
+            return WITHHELD
     return scrub_apiserver_line(body, rec.scrub_object)
+
+
+def _protobuf_ends_initial_events(obj: bytes) -> bool:
+    if b"initial-events-end" not in obj:
+        return False
+    from tattler_etcd import codec
+    from tattler_etcd.errors import TattlerError
+
+    try:
+        annotations = codec.decode(obj).get("metadata", {}).get("annotations") or {}
+    except (TattlerError, AttributeError):
+        return False
+    return bool(annotations.get("k8s.io/initial-events-end") == "true")
 
 
 def _events_in(line: bytes, kind: str) -> int:
@@ -425,8 +474,9 @@ def _decoder(response: httpx.Response, request: httpx.Request) -> Callable[..., 
     return decode
 
 
-def _text(body: bytes) -> str:
+def _text(body: bytes) -> str | bytes:
+    """What vcrpy stores: text when the body is UTF-8 (readable YAML), else the bytes (YAML ``!!binary``)."""
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:
-        raise RecordingError("cannot record a reply that is not UTF-8 text") from None
+        return body
