@@ -57,6 +57,14 @@ def test_every_entry_is_delivered_with_batches_of_one(tmp_path: Path) -> None:
     assert sum(c in ("add", "update", "delete") for c in changes[changes.index("snapshot"):]) >= info.watch_events
 
 
+def test_once_stops_after_the_initial_list(tmp_path: Path) -> None:
+    lines = run_cli("--once", "--batch-size", "1", out=tmp_path / "once.jsonl").decode().splitlines()
+    docs = [json.loads(line) for line in lines]
+    assert docs and {d["change"] for d in docs} == {"add"}
+    # Every initial object, once: 3 namespaces, 3 nodes, 3 volumes, 5 pods (tools/make_recording.py).
+    assert len({d["uid"] for d in docs}) == len(docs) == 3 + 3 + 3 + 5
+
+
 def test_the_replay_needs_no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the replay tried to connect")
