@@ -176,7 +176,10 @@ def _replay(args: argparse.Namespace, resources: list[str]) -> int:
     from tattler_etcd.replay import bundled_recording, read_recording, replay_into, run_replay
 
     path = args.replay or str(bundled_recording())
-    read_recording(path)  # bad files fail before any output is opened
+    info = read_recording(path)  # bad files fail before any output is opened
+    if not args.replay:
+        print(f"tattler-etcd: no source given: replaying the bundled recording {path} "
+              f"({info.source}, {','.join(info.resources)}; see docs/replay.md)", file=sys.stderr)
     requested = None if args.resources == DEFAULT_RESOURCES else resources
 
     async def replay() -> int:
