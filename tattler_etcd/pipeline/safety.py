@@ -73,6 +73,7 @@ _REDACTED_BYTES: Final = b"REDACTED"
 LAST_APPLIED_ANNOTATION: Final = "kubectl.kubernetes.io/last-applied-configuration"
 #: Its path (an annotation key holds dots and a slash, hence tuples, not dotted strings).
 LAST_APPLIED: Final = ("metadata", "annotations", LAST_APPLIED_ANNOTATION)
+_LAST_APPLIED_BYTES: Final = LAST_APPLIED_ANNOTATION.encode()
 
 #: Where the pod spec is, per kind.
 POD_SPEC_PATHS: Final[Mapping[str, tuple[str, ...]]] = {
@@ -186,8 +187,9 @@ def _scrub_object(obj: dict[str, Any], kind: str, depth: int) -> int:
             if applied is not None:
                 new, changed = _scrub_last_applied(applied, depth)
                 if changed:
+                    # Counted as one value, as the codec counts it on protobuf objects.
                     annotations[LAST_APPLIED_ANNOTATION] = new
-                    n += changed
+                    n += 1
     return n
 
 
@@ -281,11 +283,15 @@ def scrub_value(value: bytes, kind: str) -> tuple[bytes, int]:
     if redact is None:
         raise UnsafeObjectError("the codec cannot redact protobuf values")
     try:
-        n = 0
+        n = m = 0
         paths = paths_for(kind)
         if paths:
             value, n = redact(value, paths, _redact_leaf)
-        value, m = redact(value, (LAST_APPLIED,), _redact_applied_leaf)
+        # The annotation needs its own pass (its leaf is scrubbed as JSON, not
+        # replaced); a map key is stored verbatim, so when its name is not in
+        # the bytes the annotation is not there and the pass can be skipped.
+        if _LAST_APPLIED_BYTES in value:
+            value, m = redact(value, (LAST_APPLIED,), _redact_applied_leaf)
     except TattlerError as exc:
         raise UnsafeObjectError(f"cannot walk the value: {type(exc).__name__}: {str(exc)[:200]}") from exc
     return value, n + m
