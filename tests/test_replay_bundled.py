@@ -135,6 +135,21 @@ def test_run_with_a_bad_file_says_which_and_why(
     assert re.search(r"^tattler-etcd: error: " + re.escape(str(bad)) + ": " + why, err), err
 
 
+def test_a_request_the_recording_lacks_is_an_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    doc = yaml.safe_load(bundled_recording().read_text())
+    watches = [i for i, it in enumerate(doc["interactions"]) if it["request"]["uri"].endswith("/v3/watch")]
+    del doc["interactions"][watches[-1]]  # the last watch of some resource
+    doc["metadata"]["tattler_etcd"]["interactions"] -= 1
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(yaml.safe_dump(doc))
+    assert main(["run", "--replay", str(edited), "-o", str(tmp_path / "out.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert f"tattler-etcd: error: {edited}: the replay asked for POST http://" in err
+    assert "/v3/watch, which the recording does not hold" in err
+
+
 def test_run_for_other_resources_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--replay", str(bundled_recording()), "--resources", "pods,secrets"]) == 2
     err = capsys.readouterr().err

@@ -176,26 +176,43 @@ async def replay_into(
     Raises:
         RecordingError: a bad file, or one recorded for other resources.
     """
-    from vcr.errors import CannotOverwriteExistingCassetteException
-
     name = os.fspath(path)
     with playback(name) as info:
         check_resources(info, resources, name)
         # The base URL serves the APIServer reader (relative URLs); the etcd reader sends absolute ones.
-        async with httpx.AsyncClient(base_url=info.endpoint, trust_env=False) as client:
+        transport = _Unrecorded(httpx.AsyncHTTPTransport(), name)
+        async with httpx.AsyncClient(base_url=info.endpoint, transport=transport, trust_env=False) as client:
             readers = make_readers(info, client) if make_readers is not None else readers_for(info, client, once=once)
             for reader in readers:
                 runner.add_reader(reader)
-            try:
-                await runner.run()
-            except CannotOverwriteExistingCassetteException as exc:
-                req = exc.failed_request
-                what = f"{req.method} {req.uri}" if req is not None else "a request"
-                raise RecordingError(
-                    f"{name}: the replay asked for {what}, which the recording does not hold "
-                    f"(or held once and already played): recorded with other settings or by another version?"
-                ) from exc
+            await runner.run()
     return info
+
+
+class _Unrecorded(httpx.AsyncBaseTransport):
+    """Turns vcrpy's "not in the cassette" into a RecordingError naming the file and the request.
+
+    Translated where it happens, so the reader (and the runner's log) carry
+    our one-line error rather than vcrpy's page of advice.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, name: str) -> None:
+        self.inner = inner
+        self.name = name
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        from vcr.errors import CannotOverwriteExistingCassetteException
+
+        try:
+            return await self.inner.handle_async_request(request)
+        except CannotOverwriteExistingCassetteException as exc:
+            raise RecordingError(
+                f"{self.name}: the replay asked for {request.method} {request.url}, which the recording does "
+                "not hold (or held once and already played): recorded with other settings or by another version?"
+            ) from exc
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def run_replay(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
