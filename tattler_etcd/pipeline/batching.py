@@ -167,4 +167,4 @@ async def run_batching(
                 await flush()
         if pending:
             await flush()
-    logger.debug("stage batching closed")
+        logger.debug("stage batching closed")

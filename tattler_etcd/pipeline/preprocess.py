@@ -84,4 +84,5 @@ async def run_preprocess(
             if out:
                 counters.add("preprocess.out", len(out))
                 await send.send(out)
-    logger.debug("stage preprocess closed")
+        # Logged before the channels close, so the log shows the order stages end in.
+        logger.debug("stage preprocess closed")

@@ -112,9 +112,9 @@ async def run_routing(
                         counters.add(f"processor.{r.name}.dropped")
                         counters.add(f"processor.{r.name}.dropped_entries", len(batch))
     finally:
+        logger.debug("stage routing closed")
         for r in routes:
             r.send.close()
-    logger.debug("stage routing closed")
 
 
 async def run_processor(
@@ -144,4 +144,4 @@ async def run_processor(
                 continue
             counters.add(f"processor.{name}.batches")
             counters.add(f"processor.{name}.entries", len(batch))
-    logger.debug("stage processor %s closed", name)
+        logger.debug("stage processor %s closed", name)

@@ -367,4 +367,5 @@ async def run_safety(
             if out:
                 counters.add("safety.out", len(out))
                 await send.send(out)
-    logger.debug("stage safety closed")
+        # Logged before the channels close, so the log shows the order stages end in.
+        logger.debug("stage safety closed")
