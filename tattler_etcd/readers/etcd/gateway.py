@@ -148,13 +148,35 @@ class KeyValue:
         )
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class RangePage:
-    """One page of a range: its kvs, the store revision it was read at, and whether more follow."""
+    """One page of a range: its kvs, the store revision it was read at, and whether more follow.
 
-    kvs: list[KeyValue]
-    revision: int
-    more: bool
+    The kvs are decoded (base64) on first access to :attr:`kvs`, not when the
+    reply arrives: a pager needs only :attr:`last_key` to ask for the next
+    page, and can do so before this one is decoded.
+    """
+
+    __slots__ = ("_kvs", "_raw", "more", "revision")
+
+    def __init__(self, raw_kvs: list[dict[str, Any]], revision: int, more: bool) -> None:
+        self._raw = raw_kvs
+        self._kvs: list[KeyValue] | None = None
+        self.revision = revision
+        self.more = more
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    @property
+    def last_key(self) -> bytes | None:
+        """The last key of the page (None when empty)."""
+        return _b64decode(self._raw[-1].get("key", "")) if self._raw else None
+
+    @property
+    def kvs(self) -> list[KeyValue]:
+        if self._kvs is None:
+            self._kvs = [KeyValue.from_json(kv) for kv in self._raw]
+        return self._kvs
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -331,7 +353,9 @@ class Gateway:
         out = await self._post("kv/range", doc)
         try:
             header_rev = int(out["header"]["revision"])
-            kvs = [KeyValue.from_json(kv) for kv in out.get("kvs") or ()]
+            kvs = out.get("kvs") or []
+            if not isinstance(kvs, list):
+                raise TypeError("kvs")
         except (KeyError, TypeError, ValueError) as exc:
             raise TransientReaderError(f"etcd {self.url('kv/range')}: a range reply without a header") from exc
         return RangePage(kvs, header_rev, bool(out.get("more", False)))

@@ -331,7 +331,12 @@ class EtcdReader:
         revision: int,
         new_index: dict[bytes, _Known],
     ) -> tuple[int, HistoryCompactedError | None]:
-        pages_send, pages_recv = trio.open_memory_channel[RangePage](0)
+        # One page of room, filled without a checkpoint: the fetcher hands page
+        # k over and sends the request for page k+1 before the consumer runs,
+        # so etcd reads k+1 while k is decoded and handed on. (A plain
+        # ``await send`` lets the woken consumer decode first, and the next
+        # request waits for it: no overlap.) At most two pages are held.
+        pages_send, pages_recv = trio.open_memory_channel[RangePage](1)
         pinned = revision
         failure: Exception | None = None
 
@@ -347,10 +352,14 @@ class EtcdReader:
                         )
                         if not pinned:
                             pinned = page.revision
-                        await pages_send.send(page)
-                        if not page.more or not page.kvs:
+                        try:
+                            pages_send.send_nowait(page)
+                        except trio.WouldBlock:
+                            await pages_send.send(page)
+                        last = page.last_key
+                        if not page.more or last is None:
                             return
-                        key = page.kvs[-1].key + b"\0"
+                        key = last + b"\0"
                 except Exception as exc:  # noqa: BLE001 - re-raised by the caller, unwrapped (no ExceptionGroup)
                     failure = exc
 
@@ -360,7 +369,7 @@ class EtcdReader:
                 async for page in pages_recv:
                     entries = self._entries_from_kvs(r, page.kvs, change, new_index)
                     if change is _ADD:
-                        self._listed += len(page.kvs)
+                        self._listed += len(page)
                     if entries:
                         await self._hand_on(send, pinned, r, entries)
                     if self.progress is not None and change is _ADD:
