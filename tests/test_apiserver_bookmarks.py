@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
@@ -98,3 +99,27 @@ async def test_stale_stored_version_relists(server: RunningServer, tmp_path: Pat
                 ("snapshot", "pods/default/pod-00001"), ("snapshot", "pods/default/pod-00002")]
             assert h.counters["reader.apiserver.expired"] == 1
     assert int(json.loads((tmp_path / "rv.json").read_text())["pods"]) == c.rv
+
+
+async def test_configmap_store_rereads_once_on_a_conflict(server: RunningServer) -> None:
+    c = server.cluster
+    c.create("configmaps", {"metadata": {"name": "marks"}, "data": {"nodes": "3"}})
+    puts = 0
+
+    async def meddle(request: Any) -> None:
+        nonlocal puts
+        if request.method == "PUT":
+            puts += 1
+            if puts == 1:  # somebody else writes between our read and our write
+                cm = c.get("configmaps", "marks")
+                assert cm is not None
+                c.update("configmaps", {**cm, "data": {**cm["data"], "pods": "1"}})
+
+    http = httpx.AsyncClient(base_url=server.url, event_hooks={"request": [meddle]})
+    store = ConfigMapBookmarkStore(APIClient(http=http), namespace="default", name="marks")
+    with trio.fail_after(30):
+        await store.save("pods", "99")
+    await http.aclose()
+    assert puts == 2
+    cm = c.get("configmaps", "marks")
+    assert cm is not None and cm["data"] == {"nodes": "3", "pods": "99"}
