@@ -148,15 +148,48 @@ async def test_stop_after_a_duration_cuts_open_streams(autojump_clock: trio.test
     assert recorder.interactions[1][1]["body"]["string"].encode() == CREATED + event_line(11, b"x")
 
 
-async def test_requests_after_stop_wait_and_are_not_recorded(autojump_clock: trio.testing.MockClock) -> None:
+async def test_after_stop_watches_wait_but_lists_go_on(autojump_clock: trio.testing.MockClock) -> None:
     fake = FakeEtcd([CREATED])
     recorder = Recorder(scrub_value=scrub, scrub_object=lambda o: o)
     recorder.stop()
     async with httpx.AsyncClient(transport=recorder.transport(httpx.MockTransport(fake))) as client:
+        # A list's next page (a unary request) still goes through, recorded: a replay never ends mid-list.
+        r = await client.post(f"{BASE}/v3/kv/range", content=b'{"key":"AA=="}')
+        assert r.status_code == 200
+        # A watch (a reconnect after the cut) waits until cancelled and is not recorded.
         with trio.move_on_after(100) as scope:
-            await client.post(f"{BASE}/v3/kv/range", content=b"{}")
+            await client.post(f"{BASE}/v3/watch", content=b"{}")
     assert scope.cancelled_caught
-    assert fake.requests == [] and recorder.interactions == []
+    assert [r.url.path for r in fake.requests] == ["/v3/kv/range"]
+    assert [req["uri"] for req, _ in recorder.interactions] == [f"{BASE}/v3/kv/range"]
+
+
+async def test_settled_waits_for_the_list_in_flight() -> None:
+    page_sent = trio.Event()
+    finish_page = trio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        page_sent.set()
+        await finish_page.wait()
+        return httpx.Response(200, json={"header": {"revision": "1"}})
+
+    recorder = Recorder(scrub_value=scrub, scrub_object=lambda o: o)
+    settled_at: list[int] = []
+
+    async def settle() -> None:
+        await recorder.settled(cushion=0.0)
+        settled_at.append(len(recorder.interactions))
+
+    async with httpx.AsyncClient(transport=recorder.transport(httpx.MockTransport(slow))) as client, \
+            trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: client.post(f"{BASE}/v3/kv/range", content=b"{}"))
+        await page_sent.wait()
+        recorder.stop()
+        nursery.start_soon(settle)
+        await trio.testing.wait_all_tasks_blocked()
+        assert settled_at == []  # the page is still in flight
+        finish_page.set()
+    assert settled_at == [1]
 
 
 async def test_hold_parks_matching_requests_until_release() -> None:

@@ -171,7 +171,8 @@ async def _run_until_stopped(
         if duration is not None:
             nursery.start_soon(recorder.stop_after, duration)
         task_status.started(recorder)
-        await recorder.stopped.wait()
+        # Lists in flight finish (and are recorded); then only watch reconnects are left.
+        await recorder.settled()
         nursery.cancel_scope.cancel()
     logger.info("recording stopped by %s: %d watch events, %d entries read",
                 recorder.stopped_by, recorder.watch_events, counters["recorded.entries"])

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import trio
+import trio.testing
 
 from tattler_etcd.errors import RecordingError
 from tattler_etcd.replay._redact import (
@@ -69,8 +70,12 @@ class Recorder:
         max_events: stop once this many watch events went through (a line
             boundary, so the count may go past it within one watch message).
 
-    Requests that arrive after the recorder stopped wait until cancelled: the
-    reader never sees an answer the file does not hold.
+    Stopping cuts the watches, not the lists: a watch request that arrives
+    after the recorder stopped (a reconnect) waits until cancelled, so the
+    reader never sees an answer the file does not hold; unary requests (a
+    list's next page, a relist) still go through and are recorded, so a
+    replay never stops halfway through a list. :meth:`settled` says when
+    the reader has nothing left to ask but watches.
     """
 
     def __init__(
@@ -94,6 +99,8 @@ class Recorder:
         self._gates: list[Gate] = []
         self._initial_states = 0
         self._initial_changed = trio.Event()
+        self._unary_in_flight = 0
+        self._unary_done = trio.Event()
 
     # --- what the caller sees -----------------------------------------------------
 
@@ -114,6 +121,20 @@ class Recorder:
         for tee in list(self._open.values()):
             tee.finish()
         self.stopped.set()
+
+    async def settled(self, cushion: float = 0.05) -> None:
+        """After :meth:`stop`: wait until no unary request is in flight and every task is blocked.
+
+        Then the reader waits on a cut watch's reconnect (held here) or a
+        back-off, and cancelling it loses nothing the file should hold.
+        """
+        await self.stopped.wait()
+        while True:
+            while self._unary_in_flight:
+                await self._unary_done.wait()
+            await trio.testing.wait_all_tasks_blocked(cushion)
+            if not self._unary_in_flight:
+                return
 
     async def stop_after(self, seconds: float) -> None:
         """Sleep ``seconds``, then :meth:`stop` with reason ``"duration"`` (run it in a nursery)."""
@@ -147,7 +168,7 @@ class Recorder:
         for gate in list(self._gates):
             if gate.predicate(request):
                 await gate._wait()
-        if self.stopped.is_set():
+        if self.stopped.is_set() and is_watch_request(request):
             await trio.sleep_forever()
 
     def _add(self, seq: int, request: dict[str, Any], response: dict[str, Any]) -> None:
@@ -198,6 +219,19 @@ class RecordingTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         rec = self.recorder
         await rec._gate(request)
+        if is_watch_request(request):
+            return await self._handle(request)
+        rec._unary_in_flight += 1
+        try:
+            return await self._handle(request)
+        finally:
+            rec._unary_in_flight -= 1
+            if not rec._unary_in_flight:
+                rec._unary_done.set()
+                rec._unary_done = trio.Event()
+
+    async def _handle(self, request: httpx.Request) -> httpx.Response:
+        rec = self.recorder
         body = await request.aread()
         seq = next(rec._seq)
         vcr_request = {
