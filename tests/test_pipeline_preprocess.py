@@ -75,10 +75,10 @@ async def test_a_raising_preprocessor_drops_that_entry_only(
     assert [x.uid for x in out.entries] == ["u0", "u2", "u4"]
     assert runner.counters["preprocess.dropped.error"] == 2
     assert [r.getMessage() for r in caplog.records] == [
-        "preprocess: dropped ConfigMap/ns/u1: preprocessor test_a_raising_preprocessor_drops_that_entry_only."
-        "<locals>.picky raised KeyError: 'spec'",
-        "preprocess: dropped ConfigMap/ns/u3: preprocessor test_a_raising_preprocessor_drops_that_entry_only."
-        "<locals>.wrong_type raised TypeError: returned str, not an Entry or None",
+        ("preprocess: dropped ConfigMap/ns/u1: preprocessor test_a_raising_preprocessor_drops_that_entry_only."
+         "<locals>.picky raised KeyError: 'spec'"),
+        ("preprocess: dropped ConfigMap/ns/u3: preprocessor test_a_raising_preprocessor_drops_that_entry_only."
+         "<locals>.wrong_type raised TypeError: returned str, not an Entry or None"),
     ]
 
 

@@ -301,3 +301,13 @@ async def test_memory_reader_chunks() -> None:
     got = [[x.uid for x in chunk] async for chunk in receive]
     assert got == [["a", "b"], ["c"], ["d"], ["f"]]
     assert counters.prefixed("reader.m") == {"chunks": 4, "entries": 5}
+
+
+def test_pipeline_all_is_complete() -> None:
+    from tattler_etcd import pipeline
+
+    public = {n for n in vars(pipeline) if not n.startswith("_")} - {
+        "annotations", "batching", "preprocess", "processors", "routing", "runner", "safety",
+    }
+    # (its order is ruff's RUF022)
+    assert set(pipeline.__all__) == public

@@ -56,7 +56,8 @@ async def run_preprocess(
         async for chunk in receive:
             out: list[Entry] = []
             for entry in chunk:
-                current: Entry | None = entry
+                current: Entry = entry
+                kept = True
                 for fn, name in fns:
                     key = current.key
                     try:
@@ -65,20 +66,20 @@ async def run_preprocess(
                             result = await result
                         if result is not None and not isinstance(result, Entry):
                             raise TypeError(f"returned {type(result).__name__}, not an Entry or None")
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 - user code: drop the entry, go on
                         counters.add("preprocess.dropped.error")
                         logger.warning(
                             "preprocess: dropped %s: preprocessor %s raised %s: %s",
                             key, name, type(exc).__name__, str(exc)[:256],
                         )
-                        current = None
+                        kept = False
                         break
                     if result is None:
                         counters.add("preprocess.dropped.filtered")
-                        current = None
+                        kept = False
                         break
                     current = result
-                if current is not None:
+                if kept:
                     out.append(current)
             counters.add("preprocess.in", len(chunk))
             if out:

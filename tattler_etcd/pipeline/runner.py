@@ -235,7 +235,7 @@ class Runner:
         try:
             async with send:
                 await reader.run(send, self.counters, task_status=status)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - kept, and raised by run() after the drain
             self.counters.add(f"reader.{reader.name}.failed")
             logger.error("reader %s failed: %s: %s", reader.name, type(exc).__name__, str(exc)[:256])
             self._reader_errors.append(exc)

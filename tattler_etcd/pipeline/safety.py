@@ -350,7 +350,7 @@ async def run_safety(
             for entry in chunk:
                 try:
                     n = scrub_entry(entry, allow_secrets=allow_secrets)
-                except Exception as exc:  # fail closed: anything unexpected drops the entry
+                except Exception as exc:  # noqa: BLE001 - fail closed: anything unexpected drops the entry
                     counters.add("safety.dropped.unsafe")
                     reason = str(exc) if isinstance(exc, TattlerError) else type(exc).__name__
                     logger.warning("safety: dropped %s: cannot inspect it (%s)", entry.key, reason)
