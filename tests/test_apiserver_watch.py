@@ -72,3 +72,24 @@ def test_frame_length_over_the_limit() -> None:
     with pytest.raises(TransientReaderError,
                        match=r"^watch pods: a watch frame of 300 bytes, over the 100 limit$"):
         p.feed(FRAME_STREAM)
+
+
+def test_gc_paused_restores_the_collector_state() -> None:
+    import gc
+
+    from tattler_etcd.readers.apiserver.watch import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # the application's choice stands
+    finally:
+        gc.enable()
+    with pytest.raises(ValueError), gc_paused():
+        raise ValueError
+    assert gc.isenabled()

@@ -44,7 +44,7 @@ from tattler_etcd.errors import (
     TransientReaderError,
 )
 from tattler_etcd.readers.apiserver.config import ClusterConfig
-from tattler_etcd.readers.apiserver.watch import FrameParser, JsonLinesParser
+from tattler_etcd.readers.apiserver.watch import FrameParser, JsonLinesParser, gc_paused
 
 __all__ = [
     "ACCEPT_JSON",
@@ -423,7 +423,8 @@ class APIClient:
             return ListPage(str(list_meta.get("resourceVersion") or ""), str(list_meta.get("continue") or ""),
                             list[WatchObject](envelopes), True, list_meta.get("remainingItemCount"))
         try:
-            doc = json.loads(body)
+            with gc_paused():
+                doc = json.loads(body)
         except ValueError as exc:
             raise TransientReaderError(f"{what}: the list is not JSON") from exc
         meta = doc.get("metadata") or {}

@@ -14,17 +14,42 @@ does) lets the parsers be tested byte by byte, with no server at all.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from tattler_etcd.errors import TransientReaderError
 
-__all__ = ["MAX_EVENT_BYTES", "FrameParser", "JsonLinesParser"]
+__all__ = ["MAX_EVENT_BYTES", "FrameParser", "JsonLinesParser", "gc_paused"]
 
 #: Refuse a single event larger than this. etcd caps a value at 1.5 MiB by
 #: default and a watch event carries one object, so 64 MiB only trips on a
 #: corrupt length prefix, before it makes us buffer gigabytes.
 MAX_EVENT_BYTES = 64 * 1024 * 1024
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector around a burst of JSON parsing.
+
+    A page of 500 objects is some 10,000 new dicts and lists; every 700 of
+    them start a collection, and once the reader holds a large cluster's
+    objects the older generations those collections walk are every object it
+    holds. Parsing creates no cycles, so pausing the collector for a parse (a
+    synchronous call: nothing else runs on this thread meanwhile) loses
+    nothing; it made the JSON LIST path about twice as fast at 20,000 Pods.
+    A collector the application turned off stays off.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 class JsonLinesParser:
@@ -53,9 +78,10 @@ class JsonLinesParser:
         complete = bytes(self._buf[:end])
         del self._buf[: end + 1]
         events: list[dict[str, Any]] = []
-        for line in complete.split(b"\n"):
-            if line.strip():
-                events.append(self._parse(line))
+        with gc_paused():
+            for line in complete.split(b"\n"):
+                if line.strip():
+                    events.append(self._parse(line))
         return events
 
     def close(self) -> list[dict[str, Any]]:
