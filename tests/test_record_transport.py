@@ -156,12 +156,14 @@ async def test_after_stop_watches_wait_but_lists_go_on(autojump_clock: trio.test
         # A list's next page (a unary request) still goes through, recorded: a replay never ends mid-list.
         r = await client.post(f"{BASE}/v3/kv/range", content=b'{"key":"AA=="}')
         assert r.status_code == 200
-        # A watch (a reconnect after the cut) waits until cancelled and is not recorded.
-        with trio.move_on_after(100) as scope:
-            await client.post(f"{BASE}/v3/watch", content=b"{}")
-    assert scope.cancelled_caught
+        # A watch is never sent: the caller waits until cancelled; the file holds it as ending at once.
+        for _ in range(2):
+            with trio.move_on_after(100) as scope:
+                await client.post(f"{BASE}/v3/watch", content=b"{}")
+            assert scope.cancelled_caught
     assert [r.url.path for r in fake.requests] == ["/v3/kv/range"]
-    assert [req["uri"] for req, _ in recorder.interactions] == [f"{BASE}/v3/kv/range"]
+    (_, _), (watch_req, watch_resp) = recorder.interactions  # asked twice, recorded once
+    assert watch_req["uri"] == f"{BASE}/v3/watch" and watch_resp["body"]["string"] == ""
 
 
 async def test_settled_waits_for_the_list_in_flight() -> None:
@@ -267,3 +269,28 @@ async def test_gzip_bodies_stored_plain_bad_protobuf_withheld_other_types_refuse
     assert resp1["body"]["string"] == '{"header":{"revision":"3"},"kvs":[]}'
     assert "content-encoding" not in resp1["headers"]
     assert resp2["status"]["code"] == 404 and resp2["body"]["string"] == '{"error":"no such path"}'
+
+
+async def test_a_stop_during_the_list_still_gives_a_replayable_file(tmp_path: Path) -> None:
+    fake = FakeEtcd([CREATED, event_line(11, b"x")])
+    recorder = Recorder(scrub_value=scrub, scrub_object=lambda o: o)
+    lists = recorder.hold(lambda r: r.url.path.endswith("/range"))
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(record_exchange, fake, recorder)
+            await lists.wait_held(1)
+            recorder.stop("duration")  # the limit is reached while the list is in flight
+            lists.release()
+            await recorder.settled(cushion=0.0)
+            nursery.cancel_scope.cancel()
+    assert [r.url.path for r in fake.requests] == ["/v3/kv/range"]  # the watch was never sent
+    path = tmp_path / "mid-list.yaml"
+    dump_cassette(path, recorder.interactions, RecordingInfo(source="etcd", resources=("pods",), endpoint=BASE))
+    with playback(path):
+        async with httpx.AsyncClient() as client:
+            r = await client.post(f"{BASE}/v3/kv/range", content=b'{"key":"AA=="}',
+                                  headers={"content-type": "application/json"})
+            assert len(r.json()["kvs"]) == 2
+            async with client.stream("POST", f"{BASE}/v3/watch", content=b'{"create_request":{"key":"AA=="}}',
+                                     headers={"content-type": "application/json"}) as resp:
+                assert [line async for line in resp.aiter_lines()] == []  # the watch ends at once

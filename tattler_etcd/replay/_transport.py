@@ -70,12 +70,13 @@ class Recorder:
         max_events: stop once this many watch events went through (a line
             boundary, so the count may go past it within one watch message).
 
-    Stopping cuts the watches, not the lists: a watch request that arrives
-    after the recorder stopped (a reconnect) waits until cancelled, so the
-    reader never sees an answer the file does not hold; unary requests (a
-    list's next page, a relist) still go through and are recorded, so a
-    replay never stops halfway through a list. :meth:`settled` says when
-    the reader has nothing left to ask but watches.
+    Stopping cuts the watches, not the lists: unary requests (a list's next
+    page, a relist) still go through and are recorded, so a replay never
+    stops halfway through a list; a watch asked for after the stop is never
+    sent: it is recorded as a watch that ends at once, and the live reader
+    waits for it until cancelled, so it never sees an answer the file does
+    not hold. :meth:`settled` says when the reader has nothing left to ask
+    but watches.
     """
 
     def __init__(
@@ -100,6 +101,7 @@ class Recorder:
         self._initial_states = 0
         self._initial_changed = trio.Event()
         self._unary_in_flight = 0
+        self._unsent: set[tuple[str, str, str]] = set()
         self._unary_done = trio.Event()
 
     # --- what the caller sees -----------------------------------------------------
@@ -168,8 +170,25 @@ class Recorder:
         for gate in list(self._gates):
             if gate.predicate(request):
                 await gate._wait()
-        if self.stopped.is_set() and is_watch_request(request):
-            await trio.sleep_forever()
+
+    async def _unsent_watch(self, request: httpx.Request, vcr_request: dict[str, Any], seq: int) -> None:
+        """A watch asked for after the stop: recorded as one that ends at once, never sent, never answered.
+
+        In a replay the reader does not reconnect, so the only watches it asks
+        for are the ones that follow a list; one that followed a list still in
+        progress at the stop must be in the file, or the replay would fail
+        there. It ends at once (an empty body). A reconnect recorded this way
+        is never asked for on replay, which is harmless. The live reader gets
+        no answer: it waits until the recording run is cancelled.
+        """
+        key = (vcr_request["method"], vcr_request["uri"], vcr_request["body"])
+        if key not in self._unsent:
+            self._unsent.add(key)
+            accept = request.headers.get("accept", "")
+            ctype = accept if accept and "," not in accept and "*" not in accept else "application/json"
+            self._add(seq, vcr_request, {"status": {"code": 200, "message": "OK"},
+                                         "headers": {"content-type": [ctype]}, "body": {"string": ""}})
+        await trio.sleep_forever()
 
     def _add(self, seq: int, request: dict[str, Any], response: dict[str, Any]) -> None:
         self._done.append((seq, request, response))
@@ -241,6 +260,8 @@ class RecordingTransport(httpx.AsyncBaseTransport):
             "body": body.decode("utf-8"),
             "headers": {k: [v] for k, v in request.headers.items() if k.lower() not in FILTERED_HEADERS},
         }
+        if rec.stopped.is_set() and is_watch_request(request):
+            await rec._unsent_watch(request, vcr_request, seq)
         response = await self.inner.handle_async_request(request)
         try:
             decoder = _decoder(response, request)
