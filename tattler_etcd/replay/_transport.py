@@ -28,7 +28,7 @@ import httpx
 import trio
 import trio.testing
 
-from tattler_etcd.errors import RecordingError
+from tattler_etcd.errors import ConfigError, RecordingError
 from tattler_etcd.replay._redact import (
     WITHHELD,
     ObjectScrubber,
@@ -87,7 +87,7 @@ class Recorder:
         max_events: int | None = None,
     ) -> None:
         if max_events is not None and max_events < 1:
-            raise ValueError("max_events must be at least 1")
+            raise ConfigError(f"max_events must be at least 1, not {max_events!r}")
         self.scrub_value = scrub_value
         self.scrub_object = scrub_object
         self.max_events = max_events
@@ -116,7 +116,7 @@ class Recorder:
         return [(req, resp) for _, req, resp in sorted(self._done, key=lambda t: t[0])]
 
     def stop(self, reason: str = "stop") -> None:
-        """Stop recording: cut every open stream after its last whole line, refuse new requests."""
+        """Stop recording: cut every open watch after its last whole line; later watches are never sent."""
         if self.stopped.is_set():
             return
         self.stopped_by = reason
