@@ -70,9 +70,9 @@ def bundled_recording() -> Path:
 def check_resources(info: RecordingInfo, requested: Iterable[str] | None, path: str) -> tuple[str, ...]:
     """The resources to replay: ``requested`` when they are the recorded ones (in any order), else an error.
 
-    ``None`` means "whatever was recorded". A subset is refused too: the
-    reader would ask for other things than the recording holds (its watch
-    merging and request order depend on the whole set).
+    ``None`` means "whatever was recorded". A subset is refused too: a
+    replay reproduces the recorded run (to see fewer kinds, filter with a
+    preprocessor), and readers are free to ask for their resources together.
 
     Raises:
         RecordingError: the recording was made for other resources (named).
