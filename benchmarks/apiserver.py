@@ -18,6 +18,10 @@ wire format, best of ``--repeat`` runs:
 * **+ dict**: like *reader*, and then every entry's ``raw`` dict is built (a
   consumer that needs the whole object in Python).
 
+Then the same through a streaming WatchList (``sendInitialEvents``): one
+request, the Pods as watch events (JSON lines, or length-prefixed protobuf
+frames), ending at the ``k8s.io/initial-events-end`` bookmark.
+
 The reader lists with a consistent read (``resourceVersion=""``), the paged
 path a big cluster takes; the first list of client-go (``resourceVersion=0``)
 is one unpaged response from the APIServer's cache.
@@ -50,9 +54,9 @@ PODS = ResourceRef("", "v1", "pods", "Pod", True)
 ACCEPT = {"json": "application/json", "protobuf": "application/vnd.kubernetes.protobuf, application/json"}
 
 
-def make_reader(url: str, fmt: str, page_size: int) -> APIServerReader:
+def make_reader(url: str, fmt: str, page_size: int, watch_list: bool = False) -> APIServerReader:
     return APIServerReader([PODS], config=ClusterConfig(url), content_type=fmt,  # type: ignore[arg-type]
-                           page_size=page_size, watch_list=False, once=True, consistent_first_list=True)
+                           page_size=page_size, watch_list=watch_list, once=True, consistent_first_list=True)
 
 
 def serve(pods: int, conn: Any) -> None:
@@ -100,8 +104,9 @@ async def baseline(url: str, fmt: str, page_size: int) -> int:
     return await _paged_urls(url, fmt, page_size, _count_page)
 
 
-async def reader_only(url: str, fmt: str, page_size: int, build_dicts: bool = False) -> int:
-    reader = make_reader(url, fmt, page_size)
+async def reader_only(url: str, fmt: str, page_size: int, build_dicts: bool = False,
+                      watch_list: bool = False) -> int:
+    reader = make_reader(url, fmt, page_size, watch_list)
     send, recv = trio.open_memory_channel[list[Entry]](0)
     n = 0
     async with trio.open_nursery() as nursery:
@@ -114,8 +119,8 @@ async def reader_only(url: str, fmt: str, page_size: int, build_dicts: bool = Fa
     return n
 
 
-async def pipeline(url: str, fmt: str, page_size: int) -> int:
-    reader = make_reader(url, fmt, page_size)
+async def pipeline(url: str, fmt: str, page_size: int, watch_list: bool = False) -> int:
+    reader = make_reader(url, fmt, page_size, watch_list)
     count = 0
 
     async def proc(batch: Any) -> None:
@@ -155,16 +160,23 @@ def main() -> None:
         # Warm the fake's response cache (encoding is the fake's cost, not ours).
         for fmt in ("json", "protobuf"):
             trio.run(baseline, url, fmt, args.page_size)
+            trio.run(reader_only, url, fmt, args.page_size, False, True)
         print(f"{args.pods} pods, pages of {args.page_size}, best of {args.repeat}; objects/s")
-        print(f"{'format':<9} {'baseline':>10} {'reader':>10} {'pipeline':>10} {'+ dict':>10}")
-        for fmt in ("json", "protobuf"):
-            row = []
-            for fn, extra in ((baseline, ()), (reader_only, ()), (pipeline, ()), (reader_only, (True,))):
-                secs, n = timed(fn, url, fmt, args.page_size, *extra, repeat=args.repeat)
-                if n != args.pods:
-                    raise SystemExit(f"{fmt} {fn.__name__}: got {n} objects, wanted {args.pods}")
-                row.append(n / secs)
-            print(f"{fmt:<9} " + " ".join(f"{r:>10,.0f}" for r in row))
+        print(f"{'path':<10} {'format':<9} {'baseline':>10} {'reader':>10} {'pipeline':>10} {'+ dict':>10}")
+        for path, wl in (("LIST", False), ("WatchList", True)):
+            for fmt in ("json", "protobuf"):
+                row = []
+                runs = ((reader_only, (False, wl)), (pipeline, (wl,)), (reader_only, (True, wl)))
+                if not wl:
+                    runs = ((baseline, ()), *runs)
+                for fn, extra in runs:
+                    secs, n = timed(fn, url, fmt, args.page_size, *extra, repeat=args.repeat)
+                    if n != args.pods:
+                        raise SystemExit(f"{fmt} {fn.__name__}: got {n} objects, wanted {args.pods}")
+                    row.append(f"{n / secs:>10,.0f}")
+                if wl:
+                    row.insert(0, f"{'-':>10}")
+                print(f"{path:<10} {fmt:<9} " + " ".join(row))
     finally:
         parent.send("stop")
         proc.join(30)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
 from tattler_etcd.errors import TransientReaderError
-from tattler_etcd.readers.apiserver.watch import FrameParser, JsonLinesParser
+from tattler_etcd.readers.apiserver.watch import FrameParser, JsonLinesParser, split_watch_event
 
 EVENTS = [
     {"type": "ADDED", "object": {"kind": "Pod", "metadata": {"name": "a", "resourceVersion": "1"}}},
@@ -93,3 +94,27 @@ def test_gc_paused_restores_the_collector_state() -> None:
     with pytest.raises(ValueError), gc_paused():
         raise ValueError
     assert gc.isenabled()
+
+
+@pytest.mark.parametrize("kind", ["ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"])
+def test_split_watch_event_agrees_with_the_codec(kind: str, testdata: Any) -> None:
+    from tattler_etcd import codec
+    from tests.fake_apiserver import encode_event
+
+    obj = json.loads((testdata / "core.v1.Pod.json").read_text())
+    if kind == "ERROR":
+        obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": 410}
+    frame = encode_event(kind, obj, True)[4:]
+    assert frame[:4] != b"k8s\x00"  # bare, as the APIServer sends it
+    assert split_watch_event(frame) == codec.decode_watch_event(codec.wrap("v1", "WatchEvent", frame))
+
+
+@pytest.mark.parametrize("frame", [
+    b"k8s\x00\x0a\x00",  # enveloped: the codec's job
+    b"\x08\x01",  # a varint field: not a WatchEvent
+    b"\x0a\x05ADD",  # cut short
+    b"\x12\x00",  # no type
+    b"\x0a\x02\xff\xfe",  # a type that is not UTF-8
+])
+def test_split_watch_event_leaves_the_unusual_to_the_codec(frame: bytes) -> None:
+    assert split_watch_event(frame) is None

@@ -163,6 +163,7 @@ class FakeCluster:
         self._bookmark_gen = 0
         self._close_gen = 0
         self._cache: dict[tuple[Any, ...], bytes] = {}
+        self._event_cache: dict[tuple[Any, ...], bytes] = {}
         #: How many watch streams are open now.
         self.open_watches = 0
         #: Raw payloads (already framed) the next watch of a resource sends first.
@@ -259,6 +260,15 @@ class FakeCluster:
                 and (plural is None or p.endswith("/" + plural))]
 
     # -- request handling --------------------------------------------------
+
+    def _encoded_event(self, kind: str, obj: dict[str, Any], protobuf: bool) -> bytes:
+        # Objects are never edited in place (every change stores a new dict),
+        # so (type, object identity, format) names one encoding for good.
+        key = (kind, id(obj), obj["metadata"]["resourceVersion"], protobuf)
+        data = self._event_cache.get(key)
+        if data is None:
+            data = self._event_cache[key] = encode_event(kind, obj, protobuf)
+        return data
 
     def _take_fault(self, plural: str | None, watch: bool) -> Fault | None:
         for fault in self.faults:
@@ -661,7 +671,7 @@ class _Server:
             # The current state as synthetic ADDED events, then the changes after it.
             since = c.rv
             objs = self._selected(res, namespace)
-            batch = [encode_event("ADDED", o, protobuf) for o in objs]
+            batch = [c._encoded_event("ADDED", o, protobuf) for o in objs]
             for i in range(0, len(batch), 100):
                 await emit(b"".join(batch[i : i + 100]))
             if initial:
@@ -676,7 +686,7 @@ class _Server:
             changed = c._changed
             pending = [(rv, kind, obj) for (rv, kind, obj) in store.events if rv > since and selected(obj)]
             if pending:
-                await emit(b"".join(encode_event(kind, obj, protobuf) for (_rv, kind, obj) in pending))
+                await emit(b"".join(c._encoded_event(kind, obj, protobuf) for (_rv, kind, obj) in pending))
                 since = pending[-1][0]
             if c._close_gen != close_gen:
                 return
