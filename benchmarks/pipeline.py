@@ -7,9 +7,10 @@ the same reader sending the same chunks over one bare trio memory channel to
 one task that only counts them. The ratio is what the stages cost.
 
 The entries are built before the clock starts: 500,000 Entry objects with
-unique UIDs over a pool of distinct Pod dicts (2 containers x 5 env vars,
-a last-applied annotation on every tenth), so the figure is the pipeline's
-and not the generator's. Scrubbing is done in place, so every run redacts the
+unique UIDs over a pool of distinct Pod dicts (2 containers x 5 env vars), so
+the figure is the pipeline's and not the generator's. ``--applied-every N``
+gives every Nth Pod a last-applied annotation (which the stage parses and
+rewrites as JSON); Pods made by controllers have none, so the default is 0. Scrubbing is done in place, so every run redacts the
 same number of values. ``--protobuf`` gives the entries protobuf bytes
 (``codec.encode``) instead of dicts, to measure the safety stage's bytes path.
 """
@@ -31,7 +32,7 @@ from tattler_etcd.readers.memory import MemoryReader
 from tattler_etcd.stats import Counters
 
 
-def make_pod(i: int) -> dict[str, Any]:
+def make_pod(i: int, applied_every: int = 0) -> dict[str, Any]:
     def container(c: int) -> dict[str, Any]:
         return {
             "name": f"app-{c}",
@@ -61,7 +62,7 @@ def make_pod(i: int) -> dict[str, Any]:
         },
         "status": {"phase": "Running", "podIP": f"10.0.{i % 250}.{i % 200}"},
     }
-    if i % 10 == 0:
+    if applied_every and i % applied_every == 0:
         applied = {k: v for k, v in pod.items() if k != "status"}
         pod["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = (
             json.dumps(applied, separators=(",", ":")) + "\n"
@@ -69,8 +70,8 @@ def make_pod(i: int) -> dict[str, Any]:
     return pod
 
 
-def make_entries(n: int, pool: int, protobuf: bool) -> list[Entry]:
-    pods = [make_pod(i) for i in range(pool)]
+def make_entries(n: int, pool: int, protobuf: bool, applied_every: int = 0) -> list[Entry]:
+    pods = [make_pod(i, applied_every) for i in range(pool)]
     encoded: list[bytes] = []
     if protobuf:
         from tattler_etcd import codec
@@ -136,12 +137,15 @@ def main() -> int:
     ap.add_argument("--chunk", type=int, default=500, help="entries per reader chunk")
     ap.add_argument("--processors", type=int, default=4)
     ap.add_argument("--protobuf", action="store_true", help="entries hold protobuf bytes (needs the codec)")
+    ap.add_argument("--applied-every", type=int, default=0, metavar="N",
+                    help="give every Nth Pod a last-applied annotation (default: none)")
     args = ap.parse_args()
 
-    entries = make_entries(args.entries, args.pool, args.protobuf)
+    entries = make_entries(args.entries, args.pool, args.protobuf, args.applied_every)
     chunks = chunked(entries, args.chunk)
     form = "protobuf" if args.protobuf else "dict"
-    print(f"{args.entries:,} Pod entries ({form}, 2 containers x 5 env vars), chunks of {args.chunk}, "
+    applied = f", last-applied on 1 in {args.applied_every}" if args.applied_every else ""
+    print(f"{args.entries:,} Pod entries ({form}, 2 containers x 5 env vars{applied}), chunks of {args.chunk}, "
           f"{args.processors} null processors, Python {sys.version.split()[0]}, trio {trio.__version__}")
 
     t_base, seen = timed(baseline, chunks)

@@ -215,8 +215,8 @@ def _scrub_pod_spec(spec: dict[str, Any]) -> int:
                 raise _Unsafe(f"{field}[].env")
             for var in env:
                 if type(var) is dict:
-                    v = var.get("value")
-                    if v is not None and v != "":
+                    # Truthiness: an empty value (or a falsy non-string) has nothing to hide.
+                    if var.get("value"):
                         var["value"] = REDACTED
                         n += 1
                 elif var is not None:
@@ -311,20 +311,27 @@ def scrub_entry(entry: Entry, *, allow_secrets: bool = False) -> int | None:
         raise UnsafeObjectError("no kind")
     if kind == _SECRET_KIND and not allow_secrets:
         return None
-    value = entry.value
-    if value is not None and not entry.has_raw():
-        from tattler_etcd import codec
+    if not entry.has_raw():
+        value = entry.value
+        if value is not None:
+            from tattler_etcd import codec
 
-        if not codec.is_json(value):
-            new, n = scrub_value(value, kind)
-            if n:
-                entry.replace_value(new)
-            return n
+            if not codec.is_json(value):
+                new, n = scrub_value(value, kind)
+                if n:
+                    entry.replace_value(new)
+                return n
+        try:
+            entry.raw  # noqa: B018 - builds the dict (JSON values, or an entry made without one)
+        except TattlerError as exc:
+            raise UnsafeObjectError(f"cannot decode: {type(exc).__name__}: {str(exc)[:200]}") from exc
+    raw = entry.raw
+    if type(raw) is not dict:
+        raise UnsafeObjectError(f"not a JSON object but {type(raw).__name__}")
     try:
-        raw = entry.raw
-    except TattlerError as exc:
-        raise UnsafeObjectError(f"cannot decode: {type(exc).__name__}: {str(exc)[:200]}") from exc
-    n = scrub_dict(raw, kind=kind)
+        n = _scrub_object(raw, kind, 0)
+    except _Unsafe as exc:
+        raise UnsafeObjectError(f"unexpected shape at {exc}") from None
     if n:
         # Drops the stored bytes (they still hold the clear values) and any model built from them.
         entry.replace_raw(raw)
