@@ -102,19 +102,20 @@ def test_record_then_replay_the_apiserver_reader(tmp_path: Path, watch_list: boo
 def test_record_cli_with_a_kubeconfig_then_replay(tmp_path: Path) -> None:
     from tattler_etcd.cli import main
     from tests.fake_apiserver import run_in_thread
-    from tests.test_apiserver_cli import kubeconfig
-
-    def fake() -> FakeCluster:
-        c = cluster()
-        c.token = "t0ken"  # what tests.test_apiserver_cli.kubeconfig carries
-        return c
 
     out = tmp_path / "cli.yaml"
-    with run_in_thread(fake) as server:
-        rc = main(["record", "--kubeconfig", str(kubeconfig(tmp_path, server.url)), "--resources", "pods,nodes",
+    with run_in_thread(cluster) as server:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": server.url}}],
+            "users": [{"name": "u", "user": {"token": TOKEN}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
+        }))
+        rc = main(["record", "--kubeconfig", str(kubeconfig), "--resources", "pods,nodes",
                    "--out", str(out), "--duration", "0.5"])
     assert rc == 0
-    assert b"t0ken" not in out.read_bytes()
+    assert TOKEN.encode() not in out.read_bytes()
     jsonl = tmp_path / "out.jsonl"
     assert main(["run", "--replay", str(out), "-o", str(jsonl)]) == 0
     docs = [json.loads(line) for line in jsonl.read_text().splitlines()]
