@@ -91,14 +91,16 @@ async def test_list_is_one_snapshot_while_writes_land_between_pages(etcd: EtcdSe
                 nursery.start_soon(tracker.consume, recv)
                 await nursery.start(reader.run, send, Counters())
                 listed = dict(tracker.state)
-                pinned = max(int(rv) for rv in listed.values())
                 assert ranges >= 8, "writes landed between pages"
                 # The list equals etcd's state at the first page's revision, not a mix.
-                at_start = etcd.call("/v3/kv/range", {
-                    "key": "L3JlZ2lzdHJ5L3BvZHMv", "range_end": "L3JlZ2lzdHJ5L3BvZHMw",
-                    "revision": _first_revision(transport)})
-                assert len(listed) == len(at_start["kvs"]) == 40
-                assert pinned <= _first_revision(transport)
+                at_start = await trio.to_thread.run_sync(lambda: etcd.call("/v3/kv/range", {
+                    "key": base64.b64encode(b"/registry/pods/").decode(),
+                    "range_end": base64.b64encode(b"/registry/pods0").decode(),
+                    "revision": _first_revision(transport)}))
+                assert listed == {base64.b64decode(kv["key"]).decode(): kv["mod_revision"]
+                                  for kv in at_start["kvs"]}
+                assert len(listed) == 40
+                assert listed != etcd_state(etcd, ["/registry/pods/"]), "etcd moved on during the list"
                 # Then the watch brings every write made meanwhile.
                 await tracker.wait_for(lambda: tracker.state == etcd_state(etcd, ["/registry/pods/"]))
                 nursery.cancel_scope.cancel()

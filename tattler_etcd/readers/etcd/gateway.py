@@ -53,7 +53,12 @@ __all__ = [
     "ssl_context",
 ]
 
-_b64decode = base64.b64decode
+try:
+    # SIMD base64: ~1 us for a 3 KB value where the standard library takes
+    # ~8 us, the biggest share of the reader's own cost in a large list.
+    from pybase64 import b64decode as _b64decode
+except ImportError:  # pragma: no cover - pybase64 is a dependency; stay correct without it
+    _b64decode = base64.b64decode  # type: ignore[assignment]
 
 #: gRPC status codes the gateway puts in error bodies and watch error lines.
 _GRPC_DEADLINE_EXCEEDED = 4
