@@ -84,10 +84,11 @@ def redact(
     env = _envelope(value)
     api_version, kind = env.typeMeta.apiVersion, env.typeMeta.kind
     name = _message_for(api_version, kind)
+    walker = _walker(name, paths)
+    if walker is None:
+        return value, 0
     msg = _parse_typed(name, env.raw, f"{api_version} {kind}")
-    changed = 0
-    for path in paths:
-        changed += _walk_message(msg, name, path, 0, fn)
+    changed = walker(msg, fn)
     if not changed:
         return value, 0
     return wrap(api_version, kind, msg.SerializeToString(deterministic=True)), changed
@@ -104,115 +105,204 @@ def _apply(old: Leaf, fn: Fn, want_bytes: bool) -> tuple[Leaf, bool]:
     return new, new != old
 
 
-def _walk_message(msg: Any, name: str, path: tuple[str, ...], i: int, fn: Fn) -> int:
-    if i >= len(path):
-        return 0
-    chain = _lookup(name, path[i])
-    if chain is None:
-        return 0
-    for f in chain[:-1]:  # inline structs: only through present ones
-        if not msg.HasField(f.proto_name):
+Walker = Callable[[Any, Fn], int]
+_END = object()  # marks where a path ends in the trie
+Node = dict[Any, Any]
+
+#: (message name, paths) -> the compiled walker (None: no path reaches anything).
+_compiled: dict[tuple[str, tuple[tuple[str, ...], ...]], Walker | None] = {}
+
+
+def _trie(paths: Sequence[tuple[str, ...]]) -> Node:
+    root: Node = {}
+    for path in paths:
+        node = root
+        for elem in path:
+            node = node.setdefault(elem, {})
+        node[_END] = True
+    return root
+
+
+def _walker(name: str, paths: Sequence[tuple[str, ...]]) -> Walker | None:
+    """The paths compiled for one message type: closures that know every field (built once)."""
+    key = (name, tuple(tuple(p) for p in paths))
+    try:
+        return _compiled[key]
+    except KeyError:
+        pass
+    walker = _message_walker(name, _trie(paths))
+    _compiled[key] = walker
+    return walker
+
+
+def _message_walker(name: str, node: Node) -> Walker | None:
+    steps: list[Walker] = []
+    for elem, child in node.items():
+        if elem is _END:
+            continue
+        chain = _lookup(name, elem)
+        if chain is None:
+            continue
+        step = _field_walker(chain[-1], child)
+        if step is None:
+            continue
+        for f in reversed(chain[:-1]):  # inline structs: only through present ones
+            step = _through(f.proto_name, step)
+        steps.append(step)
+    if not steps:
+        return None
+    if len(steps) == 1:
+        return steps[0]
+
+    def walk(msg: Any, fn: Fn) -> int:
+        n = 0
+        for step in steps:
+            n += step(msg, fn)
+        return n
+    return walk
+
+
+def _through(pname: str, step: Walker) -> Walker:
+    def through(msg: Any, fn: Fn) -> int:
+        if not msg.HasField(pname):
             return 0
-        msg = getattr(msg, f.proto_name)
-    return _walk_field(msg, chain[-1], path, i + 1, fn)
+        return step(getattr(msg, pname), fn)
+    return through
 
 
-def _walk_field(msg: Any, f: Field, path: tuple[str, ...], i: int, fn: Fn) -> int:
+def _leaf_setter(want_bytes: bool) -> Callable[[Any, Any, Fn], int]:
+    """Apply fn to container[k] (a repeated field or a map)."""
+    def set_leaf(container: Any, k: Any, fn: Fn) -> int:
+        new, diff = _apply(container[k], fn, want_bytes)
+        if diff:
+            container[k] = new
+            return 1
+        return 0
+    return set_leaf
+
+
+def _field_walker(f: Field, node: Node) -> Walker | None:
     pname = f.proto_name
-    last = i >= len(path)
-    if f.label == "map":
-        m = getattr(msg, pname)
-        if not m:
-            return 0
-        if last:
-            keys = list(m.keys())
-        elif path[i] == "*":
-            keys = list(m.keys())
-            i += 1
-        else:
-            keys = [path[i]] if path[i] in m else []
-            i += 1
-        n = 0
-        for k in keys:
-            if f.is_message:
-                n += _walk_value(m[k], f.type, path, i, fn)
-            elif i >= len(path) and f.type in ("string", "bytes"):
-                new, diff = _apply(m[k], fn, f.type == "bytes")
-                if diff:
-                    m[k] = new
-                    n += 1
-        return n
-    if f.label == "rep":
-        seq = getattr(msg, pname)
-        if not seq:
-            return 0
-        if last or path[i] == "*":
-            indices = range(len(seq))
-            i = i if last else i + 1
-        elif path[i].isdigit():
-            indices = range(int(path[i]), int(path[i]) + 1) if int(path[i]) < len(seq) else range(0)
-            i += 1
-        else:
-            return 0
-        n = 0
-        for j in indices:
-            if f.is_message:
-                n += _walk_value(seq[j], f.type, path, i, fn)
-            elif i >= len(path) and f.type in ("string", "bytes"):
-                new, diff = _apply(seq[j], fn, f.type == "bytes")
-                if diff:
-                    seq[j] = new
-                    n += 1
-        return n
-    if not msg.HasField(pname):
-        return 0
+    leaf_type = f.type in ("string", "bytes")
+    want_bytes = f.type == "bytes"
+    if f.label in ("map", "rep"):
+        is_map = f.label == "map"
+        # what applies to every element, and to chosen keys/indices
+        every: list[Node] = [node] if _END in node else []
+        if "*" in node:
+            every.append(node["*"])
+        chosen = {k: v for k, v in node.items() if k is not _END and k != "*"}
+        if not is_map:
+            chosen = {int(k): v for k, v in chosen.items() if k.isdigit()}
+        if f.is_message:
+            def sub(n: Node) -> Walker | None:
+                # the END of the container's own node is not a leaf inside its elements
+                return _value_walker(f.type, n if n is not node else {k: v for k, v in n.items() if k is _END})
+            every_w = [w for w in (sub(n) for n in every) if w is not None]
+            chosen_w = {k: w for k, w in ((k, sub(n)) for k, n in chosen.items()) if w is not None}
+            if not every_w and not chosen_w:
+                return None
+
+            def walk_msgs(msg: Any, fn: Fn) -> int:
+                container = getattr(msg, pname)
+                if not container:
+                    return 0
+                n = 0
+                if every_w:
+                    for x in (container.values() if is_map else container):
+                        for w in every_w:
+                            n += w(x, fn)
+                for k, w in chosen_w.items():
+                    if (k in container) if is_map else (k < len(container)):
+                        n += w(container[k], fn)
+                return n
+            return walk_msgs
+        if not leaf_type:
+            return None
+        all_leaves = any(_END in n for n in every)
+        chosen_leaves = [k for k, n in chosen.items() if _END in n]
+        if not all_leaves and not chosen_leaves:
+            return None
+        set_leaf = _leaf_setter(want_bytes)
+
+        def walk_leaves(msg: Any, fn: Fn) -> int:
+            container = getattr(msg, pname)
+            if not container:
+                return 0
+            n = 0
+            if all_leaves:
+                for k in (list(container) if is_map else range(len(container))):
+                    n += set_leaf(container, k, fn)
+            for k in chosen_leaves:
+                if (k in container) if is_map else (k < len(container)):
+                    n += set_leaf(container, k, fn)
+            return n
+        return walk_leaves
     if f.is_message:
-        return _walk_value(getattr(msg, pname), f.type, path, i, fn)
-    if last and f.type in ("string", "bytes"):
-        new, diff = _apply(getattr(msg, pname), fn, f.type == "bytes")
+        sub_w = _value_walker(f.type, node)
+        if sub_w is None:
+            return None
+
+        def walk_msg(msg: Any, fn: Fn) -> int:
+            if not msg.HasField(pname):
+                return 0
+            return sub_w(getattr(msg, pname), fn)
+        return walk_msg
+    if not leaf_type or _END not in node:
+        return None
+
+    def walk_scalar(msg: Any, fn: Fn) -> int:
+        if not msg.HasField(pname):
+            return 0
+        new, diff = _apply(getattr(msg, pname), fn, want_bytes)
         if diff:
             setattr(msg, pname, new)
             return 1
-    return 0
+        return 0
+    return walk_scalar
 
 
-def _walk_value(msg: Any, name: str, path: tuple[str, ...], i: int, fn: Fn) -> int:
-    """A message value reached by the path: a struct to walk on, or a special leaf."""
+def _value_walker(name: str, node: Node) -> Walker | None:
+    """A message value reached by a path: a struct to walk on, or a special leaf."""
     special = SCHEMA.messages[name].special
     if special is None:
-        return _walk_message(msg, name, path, i, fn)
-    if i < len(path) and special != "stringlist":
-        return 0
+        return _message_walker(name, node)
+    if special == "stringlist":
+        if _END not in node and _END not in node.get("*", {}):
+            return None
+        set_leaf = _leaf_setter(False)
+
+        def walk_items(msg: Any, fn: Fn) -> int:
+            seq = msg.items
+            n = 0
+            for j in range(len(seq)):
+                n += set_leaf(seq, j, fn)
+            return n
+        return walk_items
+    if _END not in node:
+        return None
     if special == "quantity":
         attr, as_bytes = "string", False
     elif special == "intorstring":
-        if msg.type != 1:
-            return 0
         attr, as_bytes = "strVal", False
     elif special == "rawextension":
         attr, as_bytes = "raw", True
     elif special == "fieldsv1":
         attr, as_bytes = "Raw", True
-    elif special == "stringlist":
-        seq = msg.items
-        if i < len(path) and path[i] != "*":
-            return 0
-        n = 0
-        for j in range(len(seq)):
-            new, diff = _apply(seq[j], fn, False)
-            if diff:
-                seq[j] = new
-                n += 1
-        return n
     else:
-        return 0  # times and durations are not text in protobuf
-    if not msg.HasField(attr):
+        return None  # times and durations are not text in protobuf
+
+    def walk_special(msg: Any, fn: Fn) -> int:
+        if special == "intorstring" and msg.type != 1:
+            return 0
+        if not msg.HasField(attr):
+            return 0
+        new, diff = _apply(getattr(msg, attr), fn, as_bytes)
+        if diff:
+            setattr(msg, attr, new)
+            return 1
         return 0
-    new, diff = _apply(getattr(msg, attr), fn, as_bytes)
-    if diff:
-        setattr(msg, attr, new)
-        return 1
-    return 0
+    return walk_special
 
 
 def _redact_json(value: bytes, paths: Sequence[tuple[str, ...]], fn: Fn) -> tuple[bytes, int]:
