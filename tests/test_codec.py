@@ -504,3 +504,52 @@ def test_invalid_utf8_strings_come_back_as_go_serves_them() -> None:
     assert codec.peek(value).name == "\ufffd\ufffdab"
     new, n = codec.redact(value, [("metadata", "name")], lambda s: "x")
     assert n == 1 and codec.decode(new)["metadata"]["name"] == "x"
+
+
+# ---------------------------------------------------------------- redact: path shapes
+
+
+def redacted(obj: dict[str, Any], paths: list[tuple[str, ...]]) -> tuple[dict[str, Any], int]:
+    new, n = codec.redact(codec.encode(obj), paths, lambda s: b"R" if isinstance(s, bytes) else "R")
+    return codec.decode(new), n
+
+
+def test_redact_indices_keys_and_overlaps() -> None:
+    obj = pod(containers=[{"name": "a", "args": ["x", "y"]}, {"name": "b", "args": ["z"]}])
+    got, n = redacted(obj, [("spec", "containers", "1", "args", "0")])
+    assert n == 1 and [c["args"] for c in got["spec"]["containers"]] == [["x", "y"], ["R"]]
+    got, n = redacted(obj, [("spec", "containers", "*", "args")])  # a path ending at a list of strings
+    assert n == 3 and [c["args"] for c in got["spec"]["containers"]] == [["R", "R"], ["R"]]
+    got, n = redacted(obj, [("spec", "containers", "*", "args", "*"), ("spec", "containers", "0", "args", "1")])
+    assert n == 3  # the second path meets an already-redacted leaf: no change counted
+    got, n = redacted(obj, [("spec", "containers", "9", "args"), ("spec", "nope"), ("spec", "containers", "x")])
+    assert n == 0
+
+
+def test_redact_special_leaves_and_inline() -> None:
+    obj = pod(containers=[{"name": "c", "resources": {"limits": {"cpu": "1"}},
+                           "livenessProbe": {"httpGet": {"port": "http", "path": "/p"}}}],
+              volumes=[{"name": "v", "secret": {"secretName": "s"}}, {"name": "w", "emptyDir": {}}])
+    got, n = redacted(obj, [("spec", "containers", "*", "resources", "limits"),
+                            ("spec", "containers", "*", "livenessProbe", "httpGet", "port"),
+                            ("spec", "volumes", "*", "secret", "secretName")])
+    c = got["spec"]["containers"][0]
+    assert n == 3
+    assert c["resources"]["limits"] == {"cpu": "R"}
+    assert c["livenessProbe"]["httpGet"] == {"port": "R", "path": "/p"}  # inline ProbeHandler is transparent
+    assert got["spec"]["volumes"][0]["secret"]["secretName"] == "R"
+    assert got["spec"]["volumes"][1] == {"name": "w", "emptyDir": {}}
+    # an int IntOrString is not text: untouched
+    obj["spec"]["containers"][0]["livenessProbe"]["httpGet"]["port"] = 8080
+    _, n = redacted(obj, [("spec", "containers", "*", "livenessProbe", "httpGet", "port")])
+    assert n == 0
+
+
+def test_redact_string_list_wrappers_and_maps_of_lists() -> None:
+    review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "metadata": {},
+              "spec": {"token": "secret-token"},
+              "status": {"user": {"username": "u", "extra": {"scopes": ["a", "b"], "other": ["c"]}}}}
+    got, n = redacted(review, [("spec", "token"), ("status", "user", "extra", "scopes")])
+    assert n == 3
+    assert got["spec"]["token"] == "R"
+    assert got["status"]["user"]["extra"] == {"scopes": ["R", "R"], "other": ["c"]}

@@ -285,15 +285,17 @@ def decode(value: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> dict[str, Any]:
     msg = _parse_typed(name, env.raw, f"{api_version} {kind}")
     conv = converter(name)
     try:
-        d: dict[str, Any] = {"apiVersion": api_version, "kind": kind} if kind else {}
+        if kind and conv.fills_all:
+            d: dict[str, Any] = {"apiVersion": api_version, "kind": kind}
+            conv.fill(d, msg)
+            return d
         body: dict[str, Any] = conv.value(msg)
     except DecodeError:
         raise
     except (*_PARSE_ERRORS, KeyError) as exc:
         raise DecodeError(f"{api_version} {kind}: cannot convert ({type(exc).__name__}: {str(exc)[:120]})") from None
-    if d:
-        d.update(body)
-        return d
+    if kind:
+        return {"apiVersion": api_version, "kind": kind, **body}
     return body
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import binascii
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +37,8 @@ from tattler_etcd.codec._schema import SCHEMA, Field, Message
 from tattler_etcd.stats import Counters
 
 __all__ = ["UNKNOWN_KEY", "Converter", "converter", "counters", "unknown_wire_bytes"]
+
+_log = logging.getLogger(__name__)
 
 #: Where unknown protobuf fields of a message are kept in its dict.
 UNKNOWN_KEY = "$unknown"
@@ -58,7 +61,7 @@ class Converter:
     ``d`` (used for inline structs and for the top-level object).
     """
 
-    __slots__ = ("dyn", "fill", "message", "static", "value")
+    __slots__ = ("dyn", "fill", "fills_all", "message", "static", "value")
 
     def __init__(self, message: Message) -> None:
         self.message = message
@@ -66,6 +69,8 @@ class Converter:
         self.dyn: list[tuple[str, Callable[[], Any]]] = []
         self.fill: Callable[[dict[str, Any], Any], None] = _not_ready
         self.value: Callable[[Any], Any] = _not_ready
+        #: fill() writes every field, defaults included (generated converters)
+        self.fills_all = False
 
 
 def _not_ready(*args: Any) -> Any:  # pragma: no cover - replaced during preparation
@@ -125,7 +130,10 @@ def _wire_field(out: bytearray, number: int, wire_type: int, data: Any) -> None:
 def _keep_unknown(d: dict[str, Any], msg: Any) -> None:
     raw = unknown_wire_bytes(msg)
     if raw:
+        numbers = sorted({f.field_number for f in UnknownFieldSet(msg)})
         counters.add("codec.unknown_fields", len(UnknownFieldSet(msg)))
+        # names and numbers only: logs never carry values
+        _log.info("unknown fields %s in %s kept under %r", numbers, msg.DESCRIPTOR.full_name, UNKNOWN_KEY)
         d[UNKNOWN_KEY] = _b64s(raw)
 
 
@@ -357,6 +365,7 @@ def _generate(conv: Converter) -> None:
     exec(code, env)  # noqa: S102 - our own generated source, from the schema only
     conv.value = env["value"]
     conv.fill = env["fill"]
+    conv.fills_all = True
 
 
 def _attr(f: Field) -> str:
