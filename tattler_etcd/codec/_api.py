@@ -328,7 +328,7 @@ def encode(obj: dict[str, Any], *, api_version: str | None = None, kind: str | N
         if name == _WATCH_EVENT:
             _fill_watch_event(msg, obj)
         else:
-            fill_message(msg, name, obj, top=True)
+            fill_message(msg, name, obj)
         raw = msg.SerializeToString(deterministic=True)
     except EncodeFailure as exc:
         where = ".".join(exc.path) or "(object)"

@@ -2,11 +2,14 @@
 
 Why it is built this way: upb parses a Pod in a few microseconds; building the
 Python dict is what costs. So each message type gets a converter prepared once
-(on first use) from the schema: a table from field descriptor to a small
-closure, plus the defaults for fields the Go encoder always writes. At run time
-the converter asks upb for the fields actually present (``ListFields()``,
-implemented in C), dispatches each to its closure, and copies the prepared
-defaults for the rest. No reflection on names happens in the loop.
+(on first use) from the schema, with no reflection on names at run time:
+
+- most types get Python source generated from the schema (one statement per
+  field, keys in Go's order) and compiled: non-pointer fields need no presence
+  check, because upb's default for an absent field is Go's zero value;
+- sparse types (mostly pointers, few set, e.g. VolumeSource) ask upb for the
+  present fields only (``ListFields()``, in C), dispatch each through a
+  prepared table and copy prepared defaults for the rest.
 
 The Go rules that decide the JSON shape (see ``docs/codec.md``):
 

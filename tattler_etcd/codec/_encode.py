@@ -34,11 +34,10 @@ class EncodeFailure(ValueError):
 
 
 class _Encoder:
-    __slots__ = ("fields", "known", "message", "steps")
+    __slots__ = ("known", "message", "steps")
 
     def __init__(self, message: Message) -> None:
         self.message = message
-        self.fields: list[Field] = list(message.fields)
         self.known: frozenset[str] = frozenset()
         self.steps: list[Callable[[Any, dict[str, Any]], None]] = []
 
@@ -65,7 +64,7 @@ def _known_keys(message: Message) -> set[str]:
     return keys
 
 
-def fill_message(msg: Any, name: str, d: Any, *, top: bool = False) -> None:
+def fill_message(msg: Any, name: str, d: Any) -> None:
     """Set on ``msg`` (an instance of message ``name``) the fields Go would write for ``d``."""
     if not isinstance(d, dict):
         raise EncodeFailure([], f"expected an object, got {type(d).__name__}")
