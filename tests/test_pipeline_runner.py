@@ -311,3 +311,24 @@ def test_pipeline_all_is_complete() -> None:
     }
     # (its order is ruff's RUF022)
     assert set(pipeline.__all__) == public
+
+
+class BrokenPipeOut(io.StringIO):
+    def write(self, s: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+async def test_json_lines_stops_the_runner_when_the_output_goes_away(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    runner = Runner(batch_size=1)
+    runner.add_reader(MemoryReader([e("a"), e("b")], chunk_size=1, linger=True))
+    proc = JsonLinesProcessor(BrokenPipeOut(), on_closed=runner.stop)
+    runner.add_processor("output", proc)
+    with trio.fail_after(60):
+        await runner.run()  # a lingering reader: only on_closed ends this run
+    assert proc.closed
+    assert proc.written == 0
+    # Every entry that reached it was lost, none written, and nothing reported as an error.
+    assert proc.lost == runner.counters["processor.output.entries"] >= 1
+    assert runner.errors == []

@@ -91,7 +91,7 @@ async def _run_pipeline(readers: list[Any], args: argparse.Namespace) -> int:
         )
         for reader in readers:
             runner.add_reader(reader)
-        runner.add_processor("output", JsonLinesProcessor(out))
+        runner.add_processor("output", JsonLinesProcessor(out, on_closed=runner.stop))
         await runner.run()
     finally:
         if out is not sys.stdout:
@@ -188,7 +188,7 @@ def _replay(args: argparse.Namespace, resources: list[str]) -> int:
             runner = Runner(
                 batch_window=args.batch_window, batch_size=args.batch_size, allow_secrets=args.allow_secrets,
             )
-            runner.add_processor("output", JsonLinesProcessor(out))
+            runner.add_processor("output", JsonLinesProcessor(out, on_closed=runner.stop))
             await replay_into(runner, path, resources=requested, once=args.once)
         finally:
             if out is not sys.stdout:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 import trio
@@ -32,15 +33,28 @@ class JsonLinesProcessor:
 
     An entry whose object cannot be decoded is skipped (logged with its key,
     counted in :attr:`skipped`) so one bad value does not lose the batch.
+
+    When the output goes away (a broken pipe: ``tattler-etcd run | head``),
+    the processor logs it once, calls ``on_closed`` (the CLI passes
+    :meth:`Runner.stop <tattler_etcd.pipeline.Runner.stop>`) and from then on
+    only counts what it could not write (:attr:`lost`), rather than failing
+    on every batch.
     """
 
-    def __init__(self, out: TextIO | None = None, *, flush: bool = True) -> None:
+    def __init__(
+        self, out: TextIO | None = None, *, flush: bool = True, on_closed: Callable[[], None] | None = None,
+    ) -> None:
         self._out = out
         self._flush = flush
+        self._on_closed = on_closed
         #: Entries skipped because their object could not be decoded.
         self.skipped = 0
         #: Lines written.
         self.written = 0
+        #: Lines not written because the output had gone away.
+        self.lost = 0
+        #: True once the output has gone away.
+        self.closed = False
 
     async def __call__(self, batch: Batch) -> None:
         lines: list[str] = []
@@ -51,10 +65,21 @@ class JsonLinesProcessor:
                 self.skipped += 1
                 logger.warning("json-lines: skipped %s: %s", entry.key, str(exc)[:256])
         out = self._out if self._out is not None else sys.stdout
-        if lines:
+        if lines and self.closed:
+            self.lost += len(lines)
+        elif lines:
+            n = len(lines)
             lines.append("")
-            out.write("\n".join(lines))
-            if self._flush:
-                out.flush()
-            self.written += len(lines) - 1
+            try:
+                out.write("\n".join(lines))
+                if self._flush:
+                    out.flush()
+            except BrokenPipeError:
+                self.closed = True
+                self.lost += n
+                logger.warning("json-lines: the output was closed; no more lines will be written")
+                if self._on_closed is not None:
+                    self._on_closed()
+            else:
+                self.written += n
         await trio.lowlevel.checkpoint()
