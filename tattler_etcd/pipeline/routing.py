@@ -14,7 +14,7 @@ holding up to ``buffer`` batches besides the one it is working on (default 0).
 
 A processor that raises is reported as a
 :class:`~tattler_etcd.errors.ProcessorError` naming it (logged, counted under
-``processor.<name>.errors``, handed to the runner's ``on_error``) and keeps
+``processor.<name>.errors``, kept in :attr:`Runner.errors`) and keeps
 receiving the next batches; the other processors never notice.
 """
 
