@@ -255,3 +255,12 @@ async def test_stage_fails_closed_on_a_value_it_cannot_decode() -> None:
     got, counters = await _through_safety([[ent]])
     assert got == []
     assert counters["safety.dropped.unsafe"] == 1
+
+
+def test_scrub_entry_refuses_a_kind_mismatch() -> None:
+    # A reader bug must not let a Secret through under another name.
+    o = obj("Secret", data={"k": "dg=="})
+    ent = Entry(change=ChangeType.ADD, source=SourceType.ETCD, uid="u", api_version="v1", kind="ConfigMap",
+                namespace="ns", name="x", resource_version="1", raw=o)
+    with pytest.raises(UnsafeObjectError, match=r"^the object is a 'Secret', the entry says 'ConfigMap'$"):
+        scrub_entry(ent)

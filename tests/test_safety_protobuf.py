@@ -133,3 +133,11 @@ def test_upstream_secret_fixture(testdata: Path) -> None:
     assert scrub_entry(ent, allow_secrets=True)
     data = codec.decode(ent.value)["data"] if ent.value is not None else ent.raw["data"]
     assert data and set(data.values()) <= {REDACTED_DATA, ""}
+
+
+def test_bytes_of_another_kind_than_the_entry_says_fail_closed() -> None:
+    value = codec.encode(obj("Pod", spec=pod_spec(SECRET)))
+    ent = Entry(change=ChangeType.ADD, source=SourceType.ETCD, uid="u", api_version="v1", kind="ConfigMap",
+                namespace="ns", name="x", resource_version="1", value=value)
+    with pytest.raises(UnsafeObjectError, match=r"^the value holds a 'Pod', the entry says 'ConfigMap'$"):
+        scrub_entry(ent)

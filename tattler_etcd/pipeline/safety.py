@@ -29,7 +29,8 @@ built (or the value is JSON), else the protobuf bytes through
 ``tattler_etcd.codec.redact``, which walks the paths without building the dict.
 
 It fails closed. An object whose shape does not match (a ``containers`` that is
-not a list, a value that does not decode, a kind it cannot read) does not pass:
+not a list, a value that does not decode, a kind it cannot read, an entry whose
+kind is not its object's) does not pass:
 the drop is counted under ``safety.dropped.unsafe`` and logged with the entry's
 key, never its body.
 """
@@ -317,6 +318,15 @@ def scrub_entry(entry: Entry, *, allow_secrets: bool = False) -> int | None:
             from tattler_etcd import codec
 
             if not codec.is_json(value):
+                # The rules follow the kind, so the kind the bytes carry must be the
+                # entry's: a mismatch (a reader bug) could let a Secret or a Pod through
+                # under another name.
+                try:
+                    stored = codec.peek(value).kind
+                except TattlerError as exc:
+                    raise UnsafeObjectError(f"cannot decode: {type(exc).__name__}: {str(exc)[:200]}") from exc
+                if stored != kind:
+                    raise UnsafeObjectError(f"the value holds a {stored!r}, the entry says {kind!r}")
                 new, n = scrub_value(value, kind)
                 if n:
                     entry.replace_value(new)
@@ -328,6 +338,9 @@ def scrub_entry(entry: Entry, *, allow_secrets: bool = False) -> int | None:
     raw = entry.raw
     if type(raw) is not dict:
         raise UnsafeObjectError(f"not a JSON object but {type(raw).__name__}")
+    stored = raw.get("kind")
+    if stored is not None and stored != kind:
+        raise UnsafeObjectError(f"the object is a {stored!r}, the entry says {kind!r}")
     try:
         n = _scrub_object(raw, kind, 0)
     except _Unsafe as exc:
