@@ -338,9 +338,9 @@ def scrub_entry(entry: Entry, *, allow_secrets: bool = False) -> int | None:
     raw = entry.raw
     if type(raw) is not dict:
         raise UnsafeObjectError(f"not a JSON object but {type(raw).__name__}")
-    stored = raw.get("kind")
-    if stored is not None and stored != kind:
-        raise UnsafeObjectError(f"the object is a {stored!r}, the entry says {kind!r}")
+    raw_kind = raw.get("kind")
+    if raw_kind is not None and raw_kind != kind:
+        raise UnsafeObjectError(f"the object is a {raw_kind!r}, the entry says {kind!r}")
     try:
         n = _scrub_object(raw, kind, 0)
     except _Unsafe as exc:
