@@ -28,7 +28,8 @@ shape and that everything derived from it is in step):
 - ``meta_package``: the package of meta/v1, whose kinds (Status, WatchEvent,
   ListOptions...) every group-version serves.
 - ``messages``: ``{full name: {"special": tag or null, "fields": [...]}}``, each
-  field ``[number, proto_name, json_name, type, label, flags]``: type is a
+  field ``[number, proto_name, json_name, type, label, flags]``, in Go's
+  declaration order (the order of the JSON keys): type is a
   scalar (``string int32 int64 bool bytes``) or a full message name; label is
   ``opt``, ``rep`` or ``map`` (keys are strings, type is the value type);
   flags letters: ``o`` omitempty, ``z`` omitzero, ``p`` Go pointer, ``i`` inline
@@ -197,6 +198,7 @@ def parse_go(
                 "omitzero": "omitzero" in opts,
                 "pointer": go_type.startswith("*"),
                 "inline": inline,
+                "order": len(structs[current]),
             }
     return structs, wrappers, defined
 
@@ -249,6 +251,9 @@ def read_source(api_dir: Path, am_dir: Path) -> dict[str, Any]:
             special = SPECIAL_BY_NAME.get(full)
             if special is None and name in wrappers and [f[1:5] for f in out_fields] == [["items", "items", "string", "rep"]]:
                 special = "stringlist"
+            # Go's declaration order: the order encoding/json writes keys in
+            order = {n: facts["order"] for n, facts in go.items()}
+            out_fields.sort(key=lambda f: (order.get(f[0], len(order)), f[0]))
             messages[full] = {"special": special, "fields": out_fields}
         register = proto_file.parent / "register.go"
         if register.is_file() and proto_file.is_relative_to(api_dir):
@@ -277,7 +282,6 @@ def merge(sources: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
                 if field[0] not in numbers:
                     # removed since: written only when present, never defaulted
                     have["fields"].append(field[:5] + [field[5] + "r"])
-            have["fields"].sort(key=lambda f: f[0])
         for api_version, package in src["groups"].items():
             groups.setdefault(api_version, package)
     return {

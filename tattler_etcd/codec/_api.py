@@ -286,7 +286,7 @@ def decode(value: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> dict[str, Any]:
     conv = converter(name)
     try:
         if kind and conv.fills_all:
-            d: dict[str, Any] = {"apiVersion": api_version, "kind": kind}
+            d: dict[str, Any] = {"kind": kind, "apiVersion": api_version}  # Go's TypeMeta order
             conv.fill(d, msg)
             return d
         body: dict[str, Any] = conv.value(msg)
@@ -295,7 +295,7 @@ def decode(value: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> dict[str, Any]:
     except (*_PARSE_ERRORS, KeyError) as exc:
         raise DecodeError(f"{api_version} {kind}: cannot convert ({type(exc).__name__}: {str(exc)[:120]})") from None
     if kind:
-        return {"apiVersion": api_version, "kind": kind, **body}
+        return {"kind": kind, "apiVersion": api_version, **body}
     return body
 
 

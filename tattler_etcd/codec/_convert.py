@@ -262,59 +262,38 @@ def _prepare(conv: Converter) -> None:
         if ufs(msg):
             _keep_unknown(d, msg)
 
-    # value() repeats fill()'s loop instead of calling it: one call less per message.
-    if has_dyn:
-        def value(msg: Any) -> dict[str, Any]:
-            d = static.copy()
-            for fd, v in msg.ListFields():
-                h = get(fd)
-                if h is None:
-                    continue
-                code, key, sub = h
-                if code == 0:
-                    d[key] = v
-                elif code == 1:
-                    if v:
-                        d[key] = v
-                elif code == 2:
-                    d[key] = sub.value(v)
-                elif code == 3:
-                    sv = sub.value
-                    d[key] = [sv(x) for x in v]
-                else:
-                    sub(d, v)
-            if ufs(msg):
-                _keep_unknown(d, msg)
+    # Keys come out as: defaults first, then present fields by number. Where
+    # that differs from Go's order, put them back in Go's order (sparse types
+    # are few per object, so this costs little).
+    order = _key_order(message)
+    numbers = [f.number for f in message.fields]
+    reorder: tuple[str, ...] | None = order if (static or dyn or numbers != sorted(numbers)) else None
+
+    def value(msg: Any) -> dict[str, Any]:
+        d = static.copy()
+        fill(d, msg)
+        if has_dyn:
             for key, factory in dyn:
                 if key not in d:
                     d[key] = factory()
-            return d
-    else:
-        def value(msg: Any) -> dict[str, Any]:
-            d = static.copy()
-            for fd, v in msg.ListFields():
-                h = get(fd)
-                if h is None:
-                    continue
-                code, key, sub = h
-                if code == 0:
-                    d[key] = v
-                elif code == 1:
-                    if v:
-                        d[key] = v
-                elif code == 2:
-                    d[key] = sub.value(v)
-                elif code == 3:
-                    sv = sub.value
-                    d[key] = [sv(x) for x in v]
-                else:
-                    sub(d, v)
-            if ufs(msg):
-                _keep_unknown(d, msg)
-            return d
+        if reorder is not None:
+            d = {k: d[k] for k in reorder if k in d}
+        return d
 
     conv.fill = fill
     conv.value = value
+
+
+def _key_order(message: Message) -> tuple[str, ...]:
+    """The JSON keys of a message in Go's order (inline structs expanded), then ``$unknown``."""
+    keys: list[str] = []
+    for f in message.fields:
+        if f.inline:
+            keys.extend(k for k in _key_order(SCHEMA.messages[f.type]) if k != UNKNOWN_KEY)
+        else:
+            keys.append(f.json_name)
+    keys.append(UNKNOWN_KEY)
+    return tuple(dict.fromkeys(keys))
 
 
 def _needs_presence(f: Field) -> bool:
@@ -360,8 +339,16 @@ def _generate(conv: Converter) -> None:
     body.append("if _ufs(m):")
     body.append("    _keep(d, m)")
     indented = "\n".join("    " + line for line in body)
+    # An inline sparse struct (VolumeSource in Volume) fills its keys in field
+    # number order; where Go's order differs, put the keys back in Go's order.
+    ret = "    return d\n"
+    for f in message.fields:
+        if f.inline and _is_sparse(SCHEMA.messages[f.type]):
+            numbers = [g.number for g in SCHEMA.messages[f.type].fields]
+            if numbers != sorted(numbers):
+                ret = f"    return {{k: d[k] for k in {ref(_key_order(message))} if k in d}}\n"
     src = (
-        f"def value(m):\n    d = {{}}\n{indented}\n    return d\n"
+        f"def value(m):\n    d = {{}}\n{indented}\n{ret}"
         f"def fill(d, m):\n{indented}\n"
     )
     code = compile(src, f"<codec converter {message.name}>", "exec")
