@@ -107,6 +107,7 @@ class EtcdServer:
                 return
             except OSError:
                 time.sleep(0.05)  # polling a real process coming up, not settling test state
+        self.kill()  # never leave a process behind that nobody will stop
         raise RuntimeError(f"etcd did not answer within {timeout}s; log: {self.log_path}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
