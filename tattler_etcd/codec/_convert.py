@@ -256,7 +256,7 @@ def _prepare(conv: Converter) -> None:
                 d[key] = sub.value(v)
             elif code == 3:
                 sv = sub.value
-                d[key] = [sv(x) for x in v]
+                d[key] = list(map(sv, v))
             else:
                 sub(d, v)
         if ufs(msg):
@@ -390,7 +390,7 @@ def _field_code(f: Field, ref: Callable[[Any], str], ref_value: Callable[[Conver
         if f.type == "bytes":
             expr = "[_b64s(x) for x in v]"
         elif f.is_message:
-            expr = "[sv(x) for x in v]"
+            expr = "list(map(sv, v))"  # no comprehension frame: faster on 3.11
         else:
             expr = "list(v)"
         pre = [f"    sv = {ref_value(converter(f.type))}"] if f.is_message else []
@@ -518,7 +518,7 @@ def _handler(f: Field) -> Callable[[dict[str, Any], Any], None]:
 
         def h_rep_msg(d: dict[str, Any], v: Any) -> None:
             sv = sub.value
-            d[key] = [sv(x) for x in v]
+            d[key] = list(map(sv, v))
         return h_rep_msg
     if f.inline:
         sub = converter(f.type)
