@@ -323,6 +323,20 @@ async def test_in_stream_410_relists(server: RunningServer, autojump_clock: Any)
             assert h.counters["reader.apiserver.expired"] == 1
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+async def test_in_stream_server_error_backs_off_and_rewatches_from_the_same_version(
+        server: RunningServer, fmt: str, autojump_clock: Any) -> None:
+    c = server.cluster
+    c.create("pods", make_pod(1))
+    c.fail(500, plural="pods", watch=True, in_stream=True, message="etcd is sad")
+    with trio.fail_after(GUARD):
+        async with run_reader(reader_for(server, content_type=fmt, watch_list=False)) as h:
+            c.create("pods", make_pod(2))
+            assert keys(await h.take(1)) == [("add", "pods/default/pod-00002")]
+            assert h.counters["reader.apiserver.retries"] == 1
+            assert [q["resourceVersion"] for q in c.watch_requests("pods")] == ["1001", "1001"]
+
+
 async def test_periodic_relist(server: RunningServer, autojump_clock: Any) -> None:
     c = server.cluster
     c.create("pods", make_pod(1))
