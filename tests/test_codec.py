@@ -556,3 +556,27 @@ def test_redact_string_list_wrappers_and_maps_of_lists() -> None:
     assert n == 3
     assert got["spec"]["token"] == "R"
     assert got["status"]["user"]["extra"] == {"scopes": ["R", "R"], "other": ["c"]}
+
+
+def test_first_use_from_many_threads(testdata: Path) -> None:
+    """Converters are prepared on first use; threads racing on it all get whole results."""
+    import concurrent.futures
+
+    from tattler_etcd.codec import _convert, _encode
+
+    saved = dict(_convert._converters), dict(_convert._zeros), dict(_encode._encoders)
+    _convert._converters.clear()
+    _convert._zeros.clear()
+    _encode._encoders.clear()
+    try:
+        names = [n for n in FIXTURES if n.startswith(("core.v1.", "apps.v1."))]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda n: (codec.decode(load(testdata, n)[0]), codec.encode(load(testdata, n)[1])),
+                                    names * 3))
+        for name, (decoded, encoded) in zip(names * 3, results, strict=True):
+            pb, expected = load(testdata, name)
+            assert decoded == expected and encoded == pb, name
+    finally:
+        _convert._converters.update(saved[0])
+        _convert._zeros.update(saved[1])
+        _encode._encoders.update(saved[2])

@@ -30,6 +30,7 @@ from __future__ import annotations
 import binascii
 import json
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -87,14 +88,29 @@ _converters: dict[str, Converter] = {}
 FORCE_STRATEGY: str | None = None
 
 
+#: Preparation happens once per type, under this lock (decode may run in
+#: threads); a type being prepared is visible only to the preparing thread.
+_lock = threading.RLock()
+_preparing: dict[str, Converter] = {}
+
+
 def converter(name: str) -> Converter:
     """The converter for a full message name, prepared on first use."""
     conv = _converters.get(name)
-    if conv is None:
+    if conv is not None:
+        return conv
+    with _lock:
+        conv = _converters.get(name) or _preparing.get(name)
+        if conv is not None:
+            return conv  # ready, or being prepared by this thread (recursive types)
         conv = Converter(SCHEMA.messages[name])
-        _converters[name] = conv  # registered first: message types can be recursive
-        _prepare(conv)
-    return conv
+        _preparing[name] = conv
+        try:
+            _prepare(conv)
+        finally:
+            del _preparing[name]
+        _converters[name] = conv
+        return conv
 
 
 def unknown_wire_bytes(msg: Any) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import binascii
 import json
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -45,13 +46,26 @@ class _Encoder:
 _encoders: dict[str, _Encoder] = {}
 
 
+_lock = threading.RLock()
+_preparing: dict[str, _Encoder] = {}
+
+
 def _encoder(name: str) -> _Encoder:
     enc = _encoders.get(name)
-    if enc is None:
+    if enc is not None:
+        return enc
+    with _lock:  # prepared once, visible to other threads only when ready
+        enc = _encoders.get(name) or _preparing.get(name)
+        if enc is not None:
+            return enc
         enc = _Encoder(SCHEMA.messages[name])
+        _preparing[name] = enc
+        try:
+            _prepare(enc)
+        finally:
+            del _preparing[name]
         _encoders[name] = enc
-        _prepare(enc)
-    return enc
+        return enc
 
 
 def _known_keys(message: Message) -> set[str]:
