@@ -580,3 +580,14 @@ def test_first_use_from_many_threads(testdata: Path) -> None:
         _convert._converters.update(saved[0])
         _convert._zeros.update(saved[1])
         _encode._encoders.update(saved[2])
+
+
+def test_epoch_time_is_not_mistaken_for_an_empty_time() -> None:
+    obj = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "creationTimestamp": "1970-01-01T00:00:00Z"},
+           "spec": {"containers": None},
+           "status": {"conditions": [{"type": "Ready", "status": "True", "lastProbeTime": "1970-01-01T00:00:00Z",
+                                      "lastTransitionTime": None}]}}
+    got = codec.decode(codec.encode(obj))
+    assert got["metadata"]["creationTimestamp"] == "1970-01-01T00:00:00Z"
+    assert got["status"]["conditions"][0]["lastProbeTime"] == "1970-01-01T00:00:00Z"
+    assert got["status"]["conditions"][0]["lastTransitionTime"] is None

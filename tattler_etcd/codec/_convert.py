@@ -421,9 +421,19 @@ def _field_code(f: Field, ref: Callable[[Any], str], ref_value: Callable[[Conver
             if f.omitempty:
                 return [f"v = {a}.items", "if v:", f"    d[{k}] = list(v)"]
             return [f"if {has}:", f"    d[{k}] = list({a}.items)", "else:", f"    d[{k}] = None"]
+        if special == "time":
+            # inlined (a Pod has a dozen): seconds first, presence only for 0
+            fmt = ref(_gotime.format_time)
+            code = [f"x = {a}", "s = x.seconds",
+                    "t = " + fmt + "(s) if s or x.HasField('seconds') or x.HasField('nanos') else None"]
+            if f.omitzero:
+                return [*code, "if t is not None:", f"    d[{k}] = t"]
+            return [*code, f"d[{k}] = t"]
         if f.omitzero:
             zero = ref(_SPECIAL_ZERO[special] if special else _zero_json(sub_conv))
             return [f"x = {sub}({a})", f"if x != {zero}:", f"    d[{k}] = x"]
+        if special == "quantity":
+            return [f"d[{k}] = {a}.string or '0'"]
         return [f"d[{k}] = {sub}({a})"]
     if f.type == "bytes":
         if f.omitempty and not f.pointer and not f.removed:
