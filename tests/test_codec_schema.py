@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -155,3 +156,44 @@ def test_codec_all_is_complete_and_sorted() -> None:
         return (0 if n.isupper() else 1 if n[0].isupper() else 2, n)
 
     assert list(codec_pkg.__all__) == sorted(codec_pkg.__all__, key=key)
+
+
+def _matches_across_releases(got: Any, now: Any, then: Any) -> bool:
+    """``got`` equals what today's APIServer serves (``now``), except for fields
+    removed since, which we keep as the old release served them (``then``)."""
+    if isinstance(got, dict) and isinstance(now, dict):
+        then_d = then if isinstance(then, dict) else {}
+        for k in set(got) | set(now):
+            if k not in now:
+                if k not in then_d or got[k] != then_d[k]:
+                    return False
+            elif k not in got or not _matches_across_releases(got[k], now[k], then_d.get(k)):
+                return False
+        return True
+    if isinstance(got, list) and isinstance(now, list):
+        then_l = then if isinstance(then, list) and len(then) == len(now) else [None] * len(now)
+        return len(got) == len(now) and all(_matches_across_releases(a, b, c) for a, b, c in zip(got, now, then_l))
+    return bool(got == now)
+
+
+@pytest.mark.skipif(not os.environ.get("TATTLER_K8S_API"),
+                    reason="set TATTLER_K8S_API to a k8s.io/api checkout to decode its older releases' test data")
+def test_older_releases_test_data_decodes() -> None:
+    """k8s.io/api keeps the objects of past releases (testdata/v1.x.0): each decodes to what
+    today's APIServer serves (``*.after_roundtrip.json`` when upstream wrote one), keeping
+    the fields removed since as the old release served them."""
+    from tattler_etcd import codec
+
+    base = Path(os.environ["TATTLER_K8S_API"]) / "testdata"
+    checked = 0
+    for release in sorted(p for p in base.iterdir() if p.name.startswith("v1.")):
+        for pb in sorted(release.glob("*.pb")):
+            if pb.name.endswith(".after_roundtrip.pb"):
+                continue
+            then = json.loads(pb.with_suffix(".json").read_text())
+            after = pb.with_name(pb.name[:-3] + ".after_roundtrip.json")
+            now = json.loads(after.read_text()) if after.exists() else then
+            got = codec.decode(pb.read_bytes())
+            assert _matches_across_releases(got, now, then), f"{release.name}/{pb.name}"
+            checked += 1
+    assert checked > 500
