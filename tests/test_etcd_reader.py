@@ -226,13 +226,6 @@ async def test_compaction_relists_with_snapshot_and_deletes_the_vanished(etcd: E
     assert tracker.entries[-1].change is UPDATE
 
 
-# When etcd dies while httpcore is sending a request body, httpcore leaves the
-# body's one-chunk async generator (httpx's ByteStream) suspended for the
-# garbage collector, and trio reports that. It is httpcore's iterator, not one
-# the reader could close; the reader's own streams are closed (see gateway._abandon).
-@pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <async_generator object ByteStream.__aiter__:pytest.PytestUnraisableExceptionWarning"
-)
 async def test_etcd_killed_and_restarted_mid_watch_loses_and_repeats_nothing(etcd: EtcdServer) -> None:
     seed_cluster(etcd)
     written: dict[str, list[int]] = {}

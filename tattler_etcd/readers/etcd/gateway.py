@@ -327,11 +327,9 @@ class Gateway:
 
     async def _post(self, path: str, doc: Mapping[str, Any]) -> dict[str, Any]:
         url = self.url(path)
+        request = _request(self.client, url, doc, {"content-type": "application/json"}, self.request_timeout)
         try:
-            resp = await self.client.post(
-                url, content=_body(doc), headers={"content-type": "application/json"},
-                timeout=self.request_timeout,
-            )
+            resp = await self.client.send(request)
         except httpx.TransportError as exc:
             self._next_endpoint()
             raise TransientReaderError(f"etcd {url}: {_transport_text(exc)}") from exc
@@ -397,21 +395,60 @@ class Gateway:
         headers = {"content-type": "application/json"}
         if timeout is not None:
             headers["grpc-timeout"] = f"{max(1, int(timeout * 1000))}m"
+        request = _request(self.client, url, doc, headers,
+                           httpx.Timeout(self.request_timeout, read=self.watch_read_timeout))
         try:
-            async with self.client.stream(
-                "POST", url, content=_body(doc), headers=headers,
-                timeout=httpx.Timeout(self.request_timeout, read=self.watch_read_timeout),
-            ) as resp:
+            resp = await self.client.send(request, stream=True)
+            lines = resp.aiter_lines()
+            try:
                 if resp.status_code != 200:
                     raise _status_error(url, resp.status_code, await resp.aread())
-                lines = resp.aiter_lines()
-                try:
-                    yield _Messages(lines)
-                finally:
-                    await _abandon(resp, lines)
+                yield _Messages(lines)
+            finally:
+                await _abandon(resp, lines)
         except httpx.TransportError as exc:
             self._next_endpoint()
             raise TransientReaderError(f"etcd {url}: {_transport_text(exc)}") from exc
+
+
+def _request(
+    client: httpx.AsyncClient, url: str, doc: Mapping[str, Any], headers: dict[str, str], timeout: Any,
+) -> httpx.Request:
+    """A POST of ``doc`` whose body stream is not an async generator.
+
+    httpx's own body stream is a one-chunk async generator; when a request is
+    cut while httpcore sends it (a cancellation, etcd dying), httpcore leaves
+    that generator suspended for the garbage collector, which trio reports.
+    ``request.content`` stays the bytes, for recorders that read it.
+    """
+    body = _body(doc)
+    request = client.build_request("POST", url, content=body, headers=headers, timeout=timeout)
+    request.stream = _OneChunk(body)
+    return request
+
+
+class _OneChunk(httpx.AsyncByteStream):
+    """A request body of one chunk, iterated by a plain object (nothing to finalize)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _Once(self._data)
+
+
+class _Once:
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __aiter__(self) -> _Once:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._data is None:
+            raise StopAsyncIteration
+        data, self._data = self._data, None
+        return data
 
 
 async def _abandon(resp: httpx.Response, lines: AsyncIterator[str]) -> None:
