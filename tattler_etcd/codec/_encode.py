@@ -35,12 +35,16 @@ class EncodeFailure(ValueError):
 
 
 class _Encoder:
-    __slots__ = ("known", "message", "steps")
+    __slots__ = ("fn", "known", "message")
 
     def __init__(self, message: Message) -> None:
         self.message = message
         self.known: frozenset[str] = frozenset()
-        self.steps: list[Callable[[Any, dict[str, Any]], None]] = []
+        self.fn: Callable[[Any, dict[str, Any]], None] = _not_ready
+
+
+def _not_ready(msg: Any, d: dict[str, Any]) -> None:  # pragma: no cover - replaced during preparation
+    raise RuntimeError("encoder used before it was prepared")
 
 
 _encoders: dict[str, _Encoder] = {}
@@ -82,13 +86,11 @@ def fill_message(msg: Any, name: str, d: Any) -> None:
     """Set on ``msg`` (an instance of message ``name``) the fields Go would write for ``d``."""
     if not isinstance(d, dict):
         raise EncodeFailure([], f"expected an object, got {type(d).__name__}")
-    enc = _encoder(name)
+    enc = _encoders.get(name) or _encoder(name)
     if not enc.known.issuperset(d):
-        extra = sorted(k for k in d if k not in enc.known and k not in _TYPE_META and k != UNKNOWN_KEY)
-        if extra:
-            raise EncodeFailure([extra[0]], f"no such field in {name.rsplit('.', 1)[1]}")
-    for step in enc.steps:
-        step(msg, d)
+        extra = sorted(k for k in d if k not in enc.known)
+        raise EncodeFailure([extra[0]], f"no such field in {name.rsplit('.', 1)[1]}")
+    enc.fn(msg, d)
     raw = d.get(UNKNOWN_KEY)
     if raw is not None:
         try:
@@ -98,9 +100,104 @@ def fill_message(msg: Any, name: str, d: Any) -> None:
 
 
 def _prepare(enc: _Encoder) -> None:
-    enc.known = frozenset(_known_keys(enc.message))
+    """Generate this message's encoder: one block of statements per field.
+
+    Every field of the message is visited (Go writes non-pointer fields even
+    when zero); the common type checks are inline, the rest call prepared
+    converters. One try/except per message turns failures into an
+    :class:`EncodeFailure` naming the JSON key.
+    """
+    # apiVersion/kind (TypeMeta, never a field) and "$unknown" are accepted everywhere
+    enc.known = frozenset(_known_keys(enc.message)) | _TYPE_META | {UNKNOWN_KEY}
+    env: dict[str, Any] = {"_EF": EncodeFailure, "_ERRS": (TypeError, ValueError, OverflowError, binascii.Error)}
+
+    def ref(obj: Any) -> str:
+        name = f"_r{len(env)}"
+        env[name] = obj
+        return name
+
+    body: list[str] = []
     for f in enc.message.fields:
-        enc.steps.append(_step(f))
+        body.extend(_field_code(f, ref))
+    inner = "\n".join("        " + line for line in body) or "        pass"
+    src = (
+        "def enc(m, d):\n"
+        "    k = None\n"
+        "    try:\n"
+        f"{inner}\n"
+        "    except _EF as exc:\n"
+        "        if k is not None and (not exc.path or exc.path[0] != k):\n"
+        "            exc.path.insert(0, k)\n"
+        "        raise\n"
+        "    except _ERRS as exc:\n"
+        "        raise _EF([k] if k is not None else [], str(exc)[:200]) from exc\n"
+    )
+    code = compile(src, f"<codec encoder {enc.message.name}>", "exec")
+    exec(code, env)  # noqa: S102 - our own generated source, from the schema only
+    enc.fn = env["enc"]
+
+
+_KEYWORDS = frozenset(__import__("keyword").kwlist)
+_PY_TYPE = {"string": "str", "bool": "bool", "int32": "int", "int64": "int", "uint32": "int", "uint64": "int"}
+
+
+def _field_code(f: Field, ref: Callable[[Any], str]) -> list[str]:
+    p = f.proto_name
+    ok_name = p.isidentifier() and p not in _KEYWORDS
+    get = f"m.{p}" if ok_name else f"getattr(m, {p!r})"
+
+    def put(expr: str) -> str:
+        return f"m.{p} = {expr}" if ok_name else f"setattr(m, {p!r}, {expr})"
+
+    key = f.json_name
+    k = repr(key)
+    if f.inline:
+        sub = ref(_encoder(f.type))
+        out = ["k = None"]
+        if f.pointer or f.removed:  # a nil embedded pointer is not written
+            out += [f"if {ref(frozenset(_known_keys(SCHEMA.messages[f.type])))} & d.keys():",
+                    f"    x = {get}", f"    {sub}.fn(x, d)", "    x.SetInParent()"]
+        else:
+            out += [f"x = {get}", f"{sub}.fn(x, d)", "x.SetInParent()"]
+        return out
+    head = [f"k = {k}", f"v = d.get({k})"]
+    if f.label == "map":
+        check = ["if v is not None:", "    if v.__class__ is not dict:",
+                 f"        raise _EF([{k}], 'expected an object')", f"    t = {get}"]
+        if f.is_message:
+            setter = ref(_message_setter(f.type))
+            return head + check + [
+                "    for kk, x in v.items():", "        try:", f"            {setter}(t[kk], x)",
+                "        except _EF as exc:", "            exc.path.insert(0, kk)", "            raise"]
+        conv = ref(_scalar(f))
+        return head + check + ["    for kk, x in v.items():", f"        t[kk] = {conv}(x)"]
+    if f.label == "rep":
+        check = ["if v is not None:", "    if v.__class__ is not list:",
+                 f"        raise _EF([{k}], 'expected a list')"]
+        if f.is_message:
+            setter = ref(_message_setter(f.type))
+            return head + check + [
+                f"    t = {get}", "    for i, x in enumerate(v):", "        try:",
+                f"            {setter}(t.add(), x)", "        except _EF as exc:",
+                "            exc.path.insert(0, str(i))", "            raise"]
+        conv = ref(_scalar(f))
+        return head + check + [f"    {get}.extend(map({conv}, v))"]
+    if f.is_message:
+        setter = ref(_message_setter(f.type))
+        special = SCHEMA.messages[f.type].special
+        if f.pointer or f.removed or special == "stringlist":  # nil pointer / nil slice: not written
+            return head + ["if v is not None:", f"    {setter}({get}, v)"]
+        return head + [f"{setter}({get}, v)"]
+    conv = ref(_scalar(f))
+    if f.type == "bytes":
+        return head + ["if v is not None:", f"    {put(f'{conv}(v)')}"]  # nil []byte is not written
+    pytype = _PY_TYPE.get(f.type)
+    value = f"v if v.__class__ is {pytype} else {conv}(v)" if pytype else f"{conv}(v)"
+    if f.pointer or f.removed:
+        return head + ["if v is not None:", f"    {put(value)}"]
+    zero = {"string": "''", "bool": "False"}.get(f.type, "0")
+    return head + ["if v is None:", f"    {put(zero)}", "else:", f"    {put(value)}"]
+
 
 
 def _scalar(f: Field) -> Callable[[Any], Any]:
@@ -129,135 +226,6 @@ def _scalar(f: Field) -> Callable[[Any], Any]:
             raise TypeError(f"expected an integer, got {v!r}"[:80])
         return int(v)
     return to_int
-
-
-def _step(f: Field) -> Callable[[Any, dict[str, Any]], None]:
-    pname = f.proto_name
-    key = f.json_name
-    if f.inline:
-        sub_name = f.type
-
-        def inline(msg: Any, d: dict[str, Any]) -> None:
-            sub = getattr(msg, pname)
-            if (f.pointer or f.removed) and not (_known_keys(SCHEMA.messages[sub_name]) & d.keys()):
-                return
-            _fill_inline(sub, sub_name, d)
-            sub.SetInParent()
-        return inline
-
-    special = SCHEMA.messages[f.type].special if f.is_message else None
-
-    if f.label == "map":
-        if f.is_message:
-            put = _message_setter(f.type)
-
-            def map_msg(msg: Any, d: dict[str, Any]) -> None:
-                v = d.get(key)
-                if v is None:
-                    return
-                if not isinstance(v, dict):
-                    raise EncodeFailure([key], "expected an object")
-                target = getattr(msg, pname)
-                for k, x in v.items():
-                    try:
-                        put(target[k], x)
-                    except EncodeFailure as exc:
-                        exc.path.insert(0, k)
-                        raise
-            return _guard(key, map_msg)
-        conv = _scalar(f)
-
-        def map_scalar(msg: Any, d: dict[str, Any]) -> None:
-            v = d.get(key)
-            if v is None:
-                return
-            if not isinstance(v, dict):
-                raise EncodeFailure([key], "expected an object")
-            target = getattr(msg, pname)
-            for k, x in v.items():
-                target[k] = conv(x)
-        return _guard(key, map_scalar)
-
-    if f.label == "rep":
-        if f.is_message:
-            put = _message_setter(f.type)
-
-            def rep_msg(msg: Any, d: dict[str, Any]) -> None:
-                v = d.get(key)
-                if v is None:
-                    return
-                if not isinstance(v, list):
-                    raise EncodeFailure([key], "expected a list")
-                target = getattr(msg, pname)
-                for i, x in enumerate(v):
-                    try:
-                        put(target.add(), x)
-                    except EncodeFailure as exc:
-                        exc.path.insert(0, str(i))
-                        raise
-            return _guard(key, rep_msg)
-        conv = _scalar(f)
-
-        def rep_scalar(msg: Any, d: dict[str, Any]) -> None:
-            v = d.get(key)
-            if v is None:
-                return
-            if not isinstance(v, list):
-                raise EncodeFailure([key], "expected a list")
-            getattr(msg, pname).extend(conv(x) for x in v)
-        return _guard(key, rep_scalar)
-
-    if f.is_message:
-        put = _message_setter(f.type)
-        pointer = f.pointer or f.removed
-        slice_like = special == "stringlist"
-
-        def single_msg(msg: Any, d: dict[str, Any]) -> None:
-            v = d.get(key)
-            if v is None and (pointer or slice_like):
-                return  # nil pointer / nil slice: not written
-            put(getattr(msg, pname), v)
-        return _guard(key, single_msg)
-
-    conv = _scalar(f)
-    if f.type == "bytes":
-        def bytes_field(msg: Any, d: dict[str, Any]) -> None:
-            v = d.get(key)
-            if v is None:
-                return  # nil []byte is not written
-            setattr(msg, pname, conv(v))
-        return _guard(key, bytes_field)
-    zero = {"string": "", "bool": False}.get(f.type, 0)
-    if f.pointer or f.removed:
-        def pointer_scalar(msg: Any, d: dict[str, Any]) -> None:
-            v = d.get(key)
-            if v is not None:
-                setattr(msg, pname, conv(v))
-        return _guard(key, pointer_scalar)
-
-    def scalar(msg: Any, d: dict[str, Any]) -> None:
-        v = d.get(key)
-        setattr(msg, pname, zero if v is None else conv(v))
-    return _guard(key, scalar)
-
-
-def _fill_inline(sub: Any, name: str, d: dict[str, Any]) -> None:
-    enc = _encoder(name)
-    for step in enc.steps:
-        step(sub, d)
-
-
-def _guard(key: str, step: Callable[[Any, dict[str, Any]], None]) -> Callable[[Any, dict[str, Any]], None]:
-    def guarded(msg: Any, d: dict[str, Any]) -> None:
-        try:
-            step(msg, d)
-        except EncodeFailure as exc:
-            if not exc.path or exc.path[0] != key:
-                exc.path.insert(0, key)
-            raise
-        except (TypeError, ValueError, OverflowError, binascii.Error) as exc:
-            raise EncodeFailure([key], str(exc)[:200]) from exc
-    return guarded
 
 
 def _message_setter(name: str) -> Callable[[Any, Any], None]:
