@@ -591,3 +591,20 @@ def test_epoch_time_is_not_mistaken_for_an_empty_time() -> None:
     assert got["metadata"]["creationTimestamp"] == "1970-01-01T00:00:00Z"
     assert got["status"]["conditions"][0]["lastProbeTime"] == "1970-01-01T00:00:00Z"
     assert got["status"]["conditions"][0]["lastTransitionTime"] is None
+
+
+def test_watch_and_list_helpers_refuse_bad_input(testdata: Path) -> None:
+    pod_pb = (testdata / "core.v1.Pod.pb").read_bytes()
+    with pytest.raises(DecodeError, match=r"^v1 Pod: not a WatchEvent$"):
+        codec.decode_watch_event(pod_pb)
+    frame = (testdata / "core.v1.WatchEvent.pb").read_bytes()
+    with pytest.raises(TruncatedValueError):
+        codec.decode_watch_event(frame[:20])
+    with pytest.raises(DecodeError, match=r"^WatchEvent without a type$"):
+        codec.decode_watch_event(codec.wrap("", "", b""))
+    lst = codec.encode({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []})
+    assert codec.split_list(lst) == ({}, [])
+    with pytest.raises(TruncatedValueError):
+        codec.split_list(lst[:-6])
+    with pytest.raises(UnknownKindError):
+        codec.split_list(codec.wrap("v1", "GadgetList", b""))
