@@ -608,3 +608,14 @@ def test_watch_and_list_helpers_refuse_bad_input(testdata: Path) -> None:
         codec.split_list(lst[:-6])
     with pytest.raises(UnknownKindError):
         codec.split_list(codec.wrap("v1", "GadgetList", b""))
+
+
+def test_bytearray_and_memoryview_values(testdata: Path) -> None:
+    pb, expected = load(testdata, "core.v1.Pod")
+    cr = b'{"apiVersion": "example.com/v1", "kind": "W", "metadata": {"name": "w"}}'
+    for wrapper in (bytearray, memoryview):
+        assert codec.decode(wrapper(pb)) == expected
+        assert codec.peek(wrapper(pb)).name == expected["metadata"]["name"]
+        assert codec.decode(wrapper(cr))["kind"] == "W"
+    with pytest.raises(DecodeError, match=r"^expected bytes, got str$"):
+        codec.decode("k8s")  # type: ignore[arg-type]

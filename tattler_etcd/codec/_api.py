@@ -169,11 +169,14 @@ def is_json(value: bytes) -> bool:
     return False
 
 
-def _check(value: bytes, max_size: int) -> None:
-    if not isinstance(value, (bytes, bytearray, memoryview)):
+def _check(value: bytes, max_size: int) -> bytes:
+    """Refuse what must not be parsed (too large, encrypted); give plain bytes."""
+    if type(value) is not bytes and not isinstance(value, (bytes, bytearray, memoryview)):
         raise DecodeError(f"expected bytes, got {type(value).__name__}")
-    if len(value) > max_size:
+    if len(value) > max_size:  # before any copy or parse
         raise ValueTooLargeError(f"value of {len(value)} bytes is over the limit of {max_size} bytes")
+    if type(value) is not bytes:
+        value = bytes(value)
     if value[:8] == _ENC_PREFIX:
         parts = bytes(value[:256]).split(b":")
         provider = parts[2].decode("ascii", "replace") if len(parts) > 2 else "?"
@@ -183,6 +186,7 @@ def _check(value: bytes, max_size: int) -> None:
             "decoding it needs the cluster's encryption key",
             provider=provider,
         )
+    return value
 
 
 def _wire_problem(buf: bytes) -> str | None:
@@ -269,7 +273,7 @@ def decode(value: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> dict[str, Any]:
     JSON object. Raises a :class:`~tattler_etcd.errors.DecodeError` subclass
     for anything else.
     """
-    _check(value, max_size)
+    value = _check(value, max_size)
     if is_json(value):
         try:
             obj = json.loads(value)
@@ -379,7 +383,7 @@ def peek(value: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Meta:
     Protobuf values are parsed with a narrow view that declares only the
     envelope and ObjectMeta's identity fields; JSON values are parsed whole.
     """
-    _check(value, max_size)
+    value = _check(value, max_size)
     if is_json(value):
         obj = decode(value, max_size=max_size)
         meta = obj.get("metadata")
@@ -432,7 +436,7 @@ def split_list(value: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> tuple[dict[
     :func:`decode`/:func:`peek`, typed with the list's apiVersion and its kind
     without the ``List`` suffix.
     """
-    _check(value, max_size)
+    value = _check(value, max_size)
     env = _envelope(value)
     api_version, kind = env.typeMeta.apiVersion, env.typeMeta.kind
     if not kind.endswith("List") or len(kind) <= 4:
@@ -454,7 +458,7 @@ def decode_watch_event(frame: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> tup
     for protobuf streams (JSON bytes if it embedded JSON), ready for
     :func:`decode`/:func:`peek`.
     """
-    _check(frame, max_size)
+    frame = _check(frame, max_size)
     env = _envelope(frame)
     tm = env.typeMeta
     if tm.kind not in ("", "WatchEvent"):

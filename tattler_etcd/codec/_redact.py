@@ -76,9 +76,10 @@ def redact(
     built) and re-serialized as the APIServer would; JSON values are decoded
     and re-encoded compactly.
     """
-    _check(value, max_size)
+    original = value
+    value = _check(value, max_size)
     if not paths:
-        return value, 0
+        return original, 0
     if is_json(value):
         return _redact_json(value, paths, fn)
     env = _envelope(value)
@@ -86,11 +87,11 @@ def redact(
     name = _message_for(api_version, kind)
     walker = _walker(name, paths)
     if walker is None:
-        return value, 0
+        return original, 0
     msg = _parse_typed(name, env.raw, f"{api_version} {kind}")
     changed = walker(msg, fn)
     if not changed:
-        return value, 0
+        return original, 0
     return wrap(api_version, kind, msg.SerializeToString(deterministic=True)), changed
 
 
