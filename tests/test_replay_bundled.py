@@ -192,12 +192,6 @@ def test_the_readme_main_command_works_from_a_clean_clone(tmp_path: Path) -> Non
     assert [json.loads(line) for line in lines] == [json.loads(line) for line in here]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="codec.decode builds protobuf maps (labels, annotations...) in upb's iteration order, which "
-           "changes from process to process; the APIServer serves them with sorted keys. Fixed in the "
-           "codec by sorting map keys (tattler_etcd/codec/_convert.py map converters).",
-)
 def test_replays_in_separate_processes_agree_byte_for_byte(tmp_path: Path) -> None:
     outs = []
     for i in range(3):

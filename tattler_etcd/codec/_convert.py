@@ -393,13 +393,13 @@ def _field_code(f: Field, ref: Callable[[Any], str], ref_value: Callable[[Conver
         return [f"{sub}.fill(d, {a})"]
     if f.label == "map":
         if f.type == "bytes":
-            expr = "{kk: _b64s(v[kk]) for kk in v}"
+            expr = "{kk: _b64s(v[kk]) for kk in sorted(v)}"
         elif f.is_message:
-            expr = "{kk: sv(v[kk]) for kk in v}"
+            expr = "{kk: sv(v[kk]) for kk in sorted(v)}"
         else:
-            expr = "{kk: v[kk] for kk in v}"  # faster than dict(v) on upb maps
+            expr = "{kk: v[kk] for kk in sorted(v)}"  # Go writes map keys sorted
         if f.is_message and SCHEMA.messages[f.type].special == "quantity":
-            expr = '{kk: v[kk].string or "0" for kk in v}'
+            expr = '{kk: v[kk].string or "0" for kk in sorted(v)}'
         pre = [f"    sv = {ref_value(converter(f.type))}"] if f.is_message else []
         return [f"v = {a}", "if v:", *pre, f"    d[{k}] = {expr}", *(["else:", *absent] if absent else [])]
     if f.label == "rep":
@@ -519,17 +519,17 @@ def _handler(f: Field) -> Callable[[dict[str, Any], Any], None]:
     if f.label == "map":
         if f.type == "bytes":
             def h_map_bytes(d: dict[str, Any], v: Any) -> None:
-                d[key] = {k: _b64s(x) for k, x in v.items()}
+                d[key] = {k: _b64s(v[k]) for k in sorted(v)}
             return h_map_bytes
         if not f.is_message:
             def h_map(d: dict[str, Any], v: Any) -> None:
-                d[key] = dict(v)
+                d[key] = {k: v[k] for k in sorted(v)}
             return h_map
         sub = converter(f.type)
 
         def h_map_msg(d: dict[str, Any], v: Any) -> None:
             sv = sub.value
-            d[key] = {k: sv(x) for k, x in v.items()}
+            d[key] = {k: sv(v[k]) for k in sorted(v)}
         return h_map_msg
     if f.label == "rep":
         if f.type == "bytes":
