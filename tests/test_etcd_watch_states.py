@@ -353,3 +353,48 @@ async def test_progress_callback_counts_the_initial_list(autojump_clock: trio.ab
                             progress=lambda n, done=False: calls.append((n, done)))
         await reader.run(trio.open_memory_channel[list[Entry]](10)[0], Counters())
     assert calls == [(2, False), (4, False), (5, False), (5, True)]
+
+
+async def test_messages_that_arrived_together_go_on_as_one_chunk(autojump_clock: trio.abc.Clock) -> None:
+    gw = FakeGateway(4, {P1: obj("pods", "p1", "ns")}, {"pods": [
+        created(4) + events(5, put(P2, obj("pods", "p2", "ns"), 5, 5))
+        + events(6, put(P3, obj("pods", "p3", "ns"), 6, 6)) + events(7, delete(P2, 7, None)),
+    ]})
+    tracker = Tracker()
+    async with gw.client() as client:
+        reader = EtcdReader("http://etcd:2379", resources=["pods"], client=client)
+        await run_until(reader, tracker, lambda: P3 in tracker.state and P2 not in tracker.state, gw)
+    assert tracker.chunks == 2  # the list's page, then the three watch messages together
+    # The DELETE without prev_kv found P2 among the not yet applied updates of the same chunk.
+    assert [(e.key, e.change) for e in tracker.entries[1:]] == [(P2, ADD), (P3, ADD), (P2, DELETE)]
+
+
+class _Pieces:
+    """An async iterable of byte pieces (a plain object: nothing left to finalize)."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self._pieces = list(pieces)
+
+    def __aiter__(self) -> _Pieces:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if not self._pieces:
+            raise StopAsyncIteration
+        return self._pieces.pop(0)
+
+
+async def test_lines_are_split_on_newlines_not_on_http_chunks() -> None:
+    from tattler_etcd.readers.etcd.gateway import Gateway, endpoint_client
+
+    body = created(4) + events(5, put(P1, obj("pods", "p1", "ns"), 5, 5)) + progress(9).rstrip(b"\n")
+    pieces = [body[i:i + 7] for i in range(0, len(body), 7)]  # lines cut anywhere; no final newline
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=_Pieces(pieces))
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as client:
+        gw = Gateway(client, [endpoint_client("http://etcd:2379")], api_path="/v3/")
+        async with gw.watch(b"/registry/pods/", b"/registry/pods0", 5) as stream:
+            kinds = [(m.kind, m.revision) async for m in stream]
+    assert kinds == [("created", 4), ("events", 5), ("progress", 9)]

@@ -21,6 +21,7 @@ This module is sans-policy: it translates replies and transport errors into
 from __future__ import annotations
 
 import base64
+import collections
 import dataclasses
 import json
 import os
@@ -49,6 +50,7 @@ __all__ = [
     "TLSFiles",
     "WatchEvent",
     "WatchMessage",
+    "WatchStream",
     "endpoint_client",
     "ssl_context",
 ]
@@ -374,12 +376,11 @@ class Gateway:
     @asynccontextmanager
     async def watch(
         self, key: bytes, range_end: bytes, start_revision: int, *, timeout: float | None = None,
-    ) -> AsyncIterator[AsyncIterator[WatchMessage]]:
+    ) -> AsyncIterator[WatchStream]:
         """Open a watch of ``[key, range_end)`` from ``start_revision``, with prev_kv and progress.
 
-        Yields an async iterator of :class:`WatchMessage`, one per line (lines
-        are split on newlines, never on HTTP chunks: a catch-up can be one
-        multi-megabyte line). The iterator ends when the HTTP body ends.
+        Yields a :class:`WatchStream` of :class:`WatchMessage`, one per line.
+        It ends when the HTTP body ends.
         ``timeout`` asks the gateway to end the stream after that many seconds
         (``Grpc-Timeout``; the stream then ends with a deadline-exceeded error line).
 
@@ -399,11 +400,11 @@ class Gateway:
                            httpx.Timeout(self.request_timeout, read=self.watch_read_timeout))
         try:
             resp = await self.client.send(request, stream=True)
-            lines = resp.aiter_lines()
+            lines = resp.aiter_bytes()
             try:
                 if resp.status_code != 200:
                     raise _status_error(url, resp.status_code, await resp.aread())
-                yield _Messages(lines)
+                yield WatchStream(lines)
             finally:
                 await _abandon(resp, lines)
         except httpx.TransportError as exc:
@@ -451,7 +452,7 @@ class _Once:
         return data
 
 
-async def _abandon(resp: httpx.Response, lines: AsyncIterator[str]) -> None:
+async def _abandon(resp: httpx.Response, lines: AsyncIterator[bytes]) -> None:
     """Close a watch response we stop reading, and finish its iterators.
 
     httpx reads a body through a chain of async generators (httpx, then
@@ -470,20 +471,54 @@ async def _abandon(resp: httpx.Response, lines: AsyncIterator[str]) -> None:
             pass
 
 
-class _Messages:
-    """Parses lines as they are read; not an async generator, so nothing is left to finalize."""
+class WatchStream:
+    """Splits the body into lines and parses each; not an async generator, so nothing is left to finalize.
 
-    def __init__(self, lines: AsyncIterator[str]) -> None:
-        self._lines = lines
+    Lines are split on newlines, never on HTTP chunks (a catch-up can be one
+    multi-megabyte line); :meth:`buffered` says whether a complete line is
+    already here, so the reader can hand on together what arrived together.
+    """
 
-    def __aiter__(self) -> _Messages:
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self._parts: list[bytes] = []
+        self._lines: collections.deque[bytes] = collections.deque()
+        self._eof = False
+
+    def __aiter__(self) -> WatchStream:
         return self
 
+    def buffered(self) -> bool:
+        """True when the next message can be had without waiting for input."""
+        return bool(self._lines)
+
     async def __anext__(self) -> WatchMessage:
+        while not self._lines:
+            if self._eof:
+                raise StopAsyncIteration
+            try:
+                chunk = await self._chunks.__anext__()
+            except StopAsyncIteration:
+                self._eof = True
+                self._split(b"\n")  # a last line without its newline
+                continue
+            self._split(chunk)
+        return WatchMessage.parse(self._lines.popleft())
+
+    def _split(self, chunk: bytes) -> None:
+        start = 0
         while True:
-            line = await self._lines.__anext__()
+            i = chunk.find(b"\n", start)
+            if i < 0:
+                if start < len(chunk):
+                    self._parts.append(chunk[start:])
+                return
+            self._parts.append(chunk[start:i])
+            line = b"".join(self._parts)
+            self._parts = []
             if line.strip():
-                return WatchMessage.parse(line)
+                self._lines.append(line)
+            start = i + 1
 
 
 def _transport_text(exc: httpx.TransportError) -> str:

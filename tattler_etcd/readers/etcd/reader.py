@@ -534,19 +534,46 @@ class EtcdReader:
     ) -> tuple[bool, bool]:
         """One watch stream of ``r`` from ``r.revision + 1``.
 
+        Messages already received together (a consumer that fell behind, a
+        catch-up) go on as one chunk; a lone message goes on at once. Nothing
+        waits for more input, so this adds no latency, and it holds only what
+        one read brought in.
+
         Returns (progressed, timed_out): whether the stream moved ``r.revision``
         on, and whether it ended by our own ``watch_timeout`` (not a fault).
-        Raises HistoryCompactedError or TransientReaderError.
+        Raises HistoryCompactedError or TransientReaderError, after handing on
+        what came before the cancel or error line. (A broken connection can
+        only surface while waiting for input, when nothing is pending.)
         """
         progressed = False
+        entries: list[Entry] = []
+        revisions: list[int] = []
+        updates: dict[bytes, _Known | None] = {}
+        top = r.revision
+
+        async def flush() -> None:
+            nonlocal entries, revisions, updates, progressed
+            if isinstance(send, list):
+                send.extend((rev, r.order, [e]) for rev, e in zip(revisions, entries, strict=True))
+            elif entries:
+                await send.send(entries)
+                self._count("entries", len(entries))
+            # Only once handed on: a cancelled send leaves the index and the revision as they were.
+            for key, known in updates.items():
+                if known is None:
+                    r.index.pop(key, None)
+                else:
+                    r.index[key] = known
+            if top > r.revision:
+                r.revision = top
+                progressed = True
+                self._note(r)
+            entries, revisions, updates = [], [], {}
+
         async with gw.watch(r.key_prefix, r.range_end, r.revision + 1, timeout=self.watch_timeout) as messages:
             async for msg in messages:
                 kind = msg.kind
                 if kind == "events":
-                    entries: list[Entry] = []
-                    revisions: list[int] = []
-                    updates: list[tuple[bytes, _Known | None]] = []
-                    top = r.revision
                     for ev in msg.events:
                         top = max(top, ev.kv.mod_revision)
                         entry = self._event_entry(r, ev.type, ev.kv, ev.prev_kv, updates)
@@ -554,29 +581,13 @@ class EtcdReader:
                             entries.append(entry)
                             revisions.append(ev.kv.mod_revision)
                     self._count("events", len(msg.events))
-                    if isinstance(send, list):
-                        send.extend((rev, r.order, [e]) for rev, e in zip(revisions, entries))
-                    elif entries:
-                        await send.send(entries)
-                        self._count("entries", len(entries))
-                    # Only once handed on: a cancelled send leaves the index as it was.
-                    for key, known in updates:
-                        if known is None:
-                            r.index.pop(key, None)
-                        else:
-                            r.index[key] = known
-                    r.revision = top
-                    progressed = True
-                    self._note(r)
                 elif kind == "progress":
                     self._count("progress_notifications")
-                    if msg.revision > r.revision:
-                        r.revision = msg.revision
-                        progressed = True
-                        self._note(r)
+                    top = max(top, msg.revision)
                 elif kind == "created":
-                    continue
+                    pass
                 elif kind == "canceled":
+                    await flush()  # what came before the cancel is good
                     if msg.compact_revision:
                         raise HistoryCompactedError(
                             f"etcd watch of {r.spec.name} from revision {r.revision + 1}: compacted "
@@ -586,6 +597,7 @@ class EtcdReader:
                 else:  # error line
                     # Our own Grpc-Timeout: etcd 3.4's gateway reports it as code 2
                     # "context deadline exceeded", later ones as code 4.
+                    await flush()  # what came before the error is good
                     if self.watch_timeout is not None and (
                         msg.grpc_code == 4 or "deadline exceeded" in msg.detail
                     ):
@@ -593,6 +605,9 @@ class EtcdReader:
                     raise TransientReaderError(
                         f"etcd watch of {r.spec.name}: error line (grpc code {msg.grpc_code}): {msg.detail}"
                     )
+                if not messages.buffered():
+                    await flush()
+            await flush()
         return progressed, False
 
     def _event_entry(
@@ -601,13 +616,13 @@ class EtcdReader:
         type_: str,
         kv: KeyValue,
         prev: KeyValue | None,
-        updates: list[tuple[bytes, _Known | None]],
+        updates: dict[bytes, _Known | None],
     ) -> Entry | None:
-        """The entry for one event; the index change it implies goes to ``updates``."""
+        """The entry for one event; the index change it implies goes to ``updates`` (read first)."""
         key = kv.key
         if type_ == "DELETE":
-            known = r.index.get(key)
-            updates.append((key, None))
+            known = updates[key] if key in updates else r.index.get(key)
+            updates[key] = None
             if prev is not None and prev.value:
                 return self._entry(r, key, prev.value, _DELETE, kv.mod_revision)
             # prev_kv is missing when its revision was compacted away: the
@@ -620,10 +635,7 @@ class EtcdReader:
             return self._vanished_entry(key, known, kv.mod_revision)
         change = _ADD if kv.create_revision == kv.mod_revision else _UPDATE
         entry = self._entry(r, key, kv.value, change, kv.mod_revision)
-        if entry is None:
-            updates.append((key, None))
-        else:
-            updates.append((key, (entry.uid, kv.mod_revision, entry.api_version, entry.kind)))
+        updates[key] = None if entry is None else (entry.uid, kv.mod_revision, entry.api_version, entry.kind)
         return entry
 
     # --- handing on ------------------------------------------------------------------
