@@ -135,3 +135,30 @@ def test_cli_once_writes_one_json_line_per_entry(
 def test_cli_refuses_a_bad_endpoint_before_any_io(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["run", "--etcd-endpoints", "etcd:2379", "--once"]) == 2
     assert "give http://HOST:PORT" in capsys.readouterr().err
+
+
+def test_cli_progress_line_only_for_a_long_list() -> None:
+    import io
+
+    from tattler_etcd.cli._run import _ListProgress
+
+    now = [0.0]
+    out = io.StringIO()
+    progress = _ListProgress(out)
+    progress._clock = lambda: now[0]
+    progress._start = 0.0
+    now[0] = 0.5
+    progress(500)
+    progress(500, done=True)
+    assert out.getvalue() == ""  # a short list prints nothing
+    progress = _ListProgress(out)
+    progress._clock = lambda: now[0]
+    progress._start = 0.0
+    for t, n in ((1.0, 10_000), (1.1, 11_000), (2.0, 20_000)):
+        now[0] = t
+        progress(n)
+    progress(25_000, done=True)
+    assert out.getvalue() == (
+        "\rlisted 10,000 objects (10,000/s)\rlisted 20,000 objects (10,000/s)"
+        "\rlisted 25,000 objects (12,500/s)\n"
+    )
