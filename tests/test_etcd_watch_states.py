@@ -398,3 +398,25 @@ async def test_lines_are_split_on_newlines_not_on_http_chunks() -> None:
         async with gw.watch(b"/registry/pods/", b"/registry/pods0", 5) as stream:
             kinds = [(m.kind, m.revision) async for m in stream]
     assert kinds == [("created", 4), ("events", 5), ("progress", 9)]
+
+
+async def test_a_refused_endpoint_moves_to_the_next(autojump_clock: trio.abc.Clock) -> None:
+    gw = FakeGateway(4, {P1: obj("pods", "p1", "ns")}, {})
+    hosts: list[str] = []
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        hosts.append(request.url.host)
+        if request.url.host == "etcd-a":
+            raise httpx.ConnectError("connection refused", request=request)
+        return await gw.handle(request)
+
+    tracker, counters = Tracker(), Counters()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as client:
+        reader = EtcdReader("http://etcd-a:2379,http://etcd-b:2379", resources=["pods"], client=client, once=True)
+        send, recv = trio.open_memory_channel[list[Entry]](0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(tracker.consume, recv)
+            await reader.run(send, counters)
+    assert list(tracker.state) == [P1]
+    assert hosts[0] == "etcd-a" and set(hosts[1:]) == {"etcd-b"}
+    assert counters["reader.etcd.retries"] == 1
