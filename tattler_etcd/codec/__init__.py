@@ -4,8 +4,9 @@ etcd holds built-in kinds in the APIServer's protobuf storage encoding
 (``k8s\\0`` + ``runtime.Unknown``) and custom resources as JSON. This package
 reads and writes both, for every built-in kind of every release our schema
 covers (``_generated/schema.json``, made by ``tools/gen_schema.py``), with
-cheap partial reads (:func:`peek`) and in-place redaction (:func:`redact`) for
-the pipeline. See ``docs/codec.md``.
+cheap partial reads (:func:`peek`) and in-place redaction (:func:`redact`, or
+:func:`parse` + :func:`redact_parsed` to keep the parsed object) for the
+pipeline. See ``docs/codec.md``.
 
 Errors are the :class:`tattler_etcd.errors.CodecError` family; nothing else
 escapes for bad input.
@@ -16,29 +17,39 @@ from __future__ import annotations
 from tattler_etcd.codec._api import DEFAULT_MAX_SIZE as DEFAULT_MAX_SIZE
 from tattler_etcd.codec._api import MAGIC as MAGIC
 from tattler_etcd.codec._api import Meta as Meta
+from tattler_etcd.codec._api import Parsed as Parsed
 from tattler_etcd.codec._api import decode as decode
 from tattler_etcd.codec._api import decode_watch_event as decode_watch_event
 from tattler_etcd.codec._api import encode as encode
 from tattler_etcd.codec._api import is_json as is_json
+from tattler_etcd.codec._api import parse as parse
 from tattler_etcd.codec._api import peek as peek
 from tattler_etcd.codec._api import split_list as split_list
+from tattler_etcd.codec._api import to_bytes as to_bytes
+from tattler_etcd.codec._api import to_dict as to_dict
 from tattler_etcd.codec._api import wrap as wrap
 from tattler_etcd.codec._convert import UNKNOWN_KEY as UNKNOWN_KEY
 from tattler_etcd.codec._convert import counters as counters
 from tattler_etcd.codec._redact import redact as redact
+from tattler_etcd.codec._redact import redact_parsed as redact_parsed
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
     "MAGIC",
     "UNKNOWN_KEY",
     "Meta",
+    "Parsed",
     "counters",
     "decode",
     "decode_watch_event",
     "encode",
     "is_json",
+    "parse",
     "peek",
     "redact",
+    "redact_parsed",
     "split_list",
+    "to_bytes",
+    "to_dict",
     "wrap",
 ]

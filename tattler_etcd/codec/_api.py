@@ -24,12 +24,16 @@ __all__ = [
     "DEFAULT_MAX_SIZE",
     "MAGIC",
     "Meta",
+    "Parsed",
     "decode",
     "decode_watch_event",
     "encode",
     "is_json",
+    "parse",
     "peek",
     "split_list",
+    "to_bytes",
+    "to_dict",
     "wrap",
 ]
 
@@ -254,6 +258,50 @@ def _envelope(value: bytes) -> Any:
         raise _parse_error("envelope", body, exc) from None
 
 
+#: What may follow ``raw`` in an envelope for the quick split to take it:
+#: nothing, or the empty contentEncoding/contentType the APIServer writes.
+_ENVELOPE_TAILS = frozenset((b"", b"\x1a\x00\x22\x00", b"\x1a\x00", b"\x22\x00"))
+#: ``k8s\0`` + typeMeta, as seen in values upb has already read -> (apiVersion, kind).
+_envelope_heads: dict[bytes, tuple[str, str]] = {}
+
+
+def _split_envelope(value: bytes) -> tuple[str, str, bytes]:
+    """(apiVersion, kind, raw) of a ``k8s\\0`` envelope; ``value`` has passed :func:`_check`.
+
+    Why not always upb: every object of a kind starts with the same bytes
+    (magic and typeMeta), so once upb has read one, the others are split by
+    a dict lookup and a length, cheaper than a upb parse of the envelope plus
+    the copies. Anything else (a typeMeta not seen yet or over 127 bytes,
+    another layout, unknown fields, truncation) goes to upb, so results and
+    errors are upb's.
+    """
+    try:
+        end = 6 + value[5]
+        known = _envelope_heads.get(value[:end])
+        if known is not None and value[end] == 0x12:
+            c = value[end + 1]
+            if c < 0x80:
+                i, length = end + 2, c
+            else:
+                c2 = value[end + 2]
+                i, length = end + 3, (c & 0x7F) | (c2 << 7)
+                if c2 >= 0x80:
+                    i = -1  # a longer size: upb reads it
+            j = i + length
+            if i > 0 and j <= len(value) and value[j:] in _ENVELOPE_TAILS:
+                return known[0], known[1], value[i:j]
+    except IndexError:
+        pass
+    env = _envelope(value)
+    tm = env.typeMeta
+    api_version, kind = tm.apiVersion, tm.kind
+    if value[4:5] == b"\x0a" and len(_envelope_heads) < 4096:  # bounded: kinds come from the data
+        head = MAGIC + _ld(1, _ld(1, api_version.encode("utf-8")) + _ld(2, kind.encode("utf-8")))
+        if len(head) < 134 and value.startswith(head):
+            _envelope_heads[head] = (api_version, kind)
+    return api_version, kind, env.raw
+
+
 def _message_for(api_version: str, kind: str) -> str:
     if not kind and not api_version:
         return _WATCH_EVENT  # the one type the APIServer frames without TypeMeta
@@ -282,11 +330,12 @@ def decode(value: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> dict[str, Any]:
         if not isinstance(obj, dict):
             raise DecodeError("a JSON value that is not an object")
         return obj
-    env = _envelope(value)
-    tm = env.typeMeta
-    api_version, kind = tm.apiVersion, tm.kind
+    api_version, kind, raw = _split_envelope(value)
     name = _message_for(api_version, kind)
-    msg = _parse_typed(name, env.raw, f"{api_version} {kind}")
+    return _to_dict(api_version, kind, name, _parse_typed(name, raw, f"{api_version} {kind}"))
+
+
+def _to_dict(api_version: str, kind: str, name: str, msg: Any) -> dict[str, Any]:
     conv = converter(name)
     try:
         if kind and conv.fills_all:
@@ -301,6 +350,82 @@ def decode(value: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> dict[str, Any]:
     if kind:
         return {"kind": kind, "apiVersion": api_version, **body}
     return body
+
+
+class Parsed:
+    """A protobuf object parsed once, so it can be edited and read without parsing it again.
+
+    Made by :func:`parse`; edited by :func:`~tattler_etcd.codec.redact_parsed`;
+    read by :func:`to_dict` and :func:`to_bytes`. Why: the pipeline's safety
+    stage edits a few leaves of most objects, and re-serializing them at once
+    (then parsing them again when somebody wants the dict) cost more than the
+    edit itself; a Parsed is serialized only if and when its bytes are asked
+    for.
+
+    ``api_version`` and ``kind`` are the envelope's. The rest is opaque. The
+    typed message is parsed on first need: a kind check, or a redaction whose
+    paths reach nothing in the kind, reads only the envelope. Until a leaf is
+    changed the original bytes are kept, so :func:`to_bytes` gives them back
+    unchanged; after a change no form of the original bytes is kept.
+    """
+
+    __slots__ = ("_message", "_name", "_raw", "_source", "api_version", "kind")
+
+    def __init__(self, api_version: str, kind: str, name: str, raw: bytes, source: bytes) -> None:
+        self.api_version = api_version
+        self.kind = kind
+        self._name = name
+        self._raw: bytes | None = raw
+        self._source: bytes | None = source
+        self._message: Any = None
+
+    def _typed(self) -> Any:
+        """The upb message (parsed now if not yet); the typed bytes are dropped once parsed."""
+        msg = self._message
+        if msg is None:
+            assert self._raw is not None
+            msg = _parse_typed(self._name, self._raw, f"{self.api_version} {self.kind}")
+            self._message = msg
+            self._raw = None
+        return msg
+
+    def _changed(self) -> None:
+        """A leaf was edited: the original bytes no longer match (and may hold what was removed)."""
+        self._source = None
+        self._raw = None
+
+    def __repr__(self) -> str:
+        # Never the body: a repr can end up in a log.
+        return f"Parsed({self.api_version} {self.kind})"
+
+
+def parse(value: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Parsed:
+    """A protobuf value (``k8s\\0`` envelope) read into a :class:`Parsed`, for editing in place.
+
+    Only protobuf: a JSON value has no message to hold (use :func:`decode`).
+    The envelope is read now (so an unknown kind or a broken envelope raises
+    here); the object itself when first needed, raising the same errors as
+    :func:`decode` then.
+    """
+    value = _check(value, max_size)
+    if is_json(value):
+        raise DecodeError("a JSON value cannot be parsed as protobuf (decode it instead)")
+    api_version, kind, raw = _split_envelope(value)
+    name = _message_for(api_version, kind)
+    return Parsed(api_version, kind, name, raw, value)
+
+
+def to_dict(parsed: Parsed) -> dict[str, Any]:
+    """The object as :func:`decode` gives it (a new dict on every call), from the parsed message."""
+    return _to_dict(parsed.api_version, parsed.kind, parsed._name, parsed._typed())
+
+
+def to_bytes(parsed: Parsed) -> bytes:
+    """The object as the APIServer would store it: the original bytes if nothing changed, else re-serialized."""
+    source = parsed._source
+    if source is not None:
+        return source
+    return wrap(parsed.api_version, parsed.kind, parsed._typed().SerializeToString(deterministic=True))
 
 
 def _type_of(obj: dict[str, Any], api_version: str | None, kind: str | None) -> tuple[str, str, str]:
@@ -371,10 +496,27 @@ def _ld(number: int, payload: bytes) -> bytes:
     return bytes((number << 3 | 2,)) + _varint(len(payload)) + payload
 
 
+#: (apiVersion, kind) -> the envelope's bytes up to raw's tag (a few dozen kinds in practice).
+_wrap_heads: dict[tuple[str, str], bytes] = {}
+_ENVELOPE_TAIL = b"\x1a\x00\x22\x00"
+
+
 def wrap(api_version: str, kind: str, raw: bytes) -> bytes:
     """The ``k8s\\0`` envelope around a typed message's bytes, as the APIServer writes it."""
-    type_meta = _ld(1, api_version.encode("utf-8")) + _ld(2, kind.encode("utf-8"))
-    return MAGIC + _ld(1, type_meta) + _ld(2, bytes(raw)) + b"\x1a\x00\x22\x00"
+    head = _wrap_heads.get((api_version, kind))
+    if head is None:
+        type_meta = _ld(1, api_version.encode("utf-8")) + _ld(2, kind.encode("utf-8"))
+        head = MAGIC + _ld(1, type_meta) + b"\x12"
+        if len(_wrap_heads) < 4096:  # bounded: kinds come from the data
+            _wrap_heads[(api_version, kind)] = head
+    n = len(raw)
+    if n < 0x80:
+        size = bytes((n,))
+    elif n < 0x4000:
+        size = bytes((n & 0x7F | 0x80, n >> 7))
+    else:
+        size = _varint(n)
+    return b"".join((head, size, raw, _ENVELOPE_TAIL))
 
 
 def peek(value: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Meta:

@@ -18,22 +18,24 @@ as in JSON. A path ending at a list or map of strings reaches each of them.
 from __future__ import annotations
 
 import json
+import keyword
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from tattler_etcd.codec._api import (
     DEFAULT_MAX_SIZE,
+    Parsed,
     _check,
-    _envelope,
     _message_for,
     _parse_typed,
+    _split_envelope,
     is_json,
     wrap,
 )
 from tattler_etcd.codec._schema import SCHEMA, Field
 from tattler_etcd.errors import DecodeError, EncodeError
 
-__all__ = ["redact"]
+__all__ = ["redact", "redact_parsed"]
 
 Leaf = str | bytes
 Fn = Callable[[Leaf], Leaf]
@@ -82,27 +84,59 @@ def redact(
         return original, 0
     if is_json(value):
         return _redact_json(value, paths, fn)
-    env = _envelope(value)
-    api_version, kind = env.typeMeta.apiVersion, env.typeMeta.kind
+    api_version, kind, raw = _split_envelope(value)
     name = _message_for(api_version, kind)
     walker = _walker(name, paths)
     if walker is None:
         return original, 0
-    msg = _parse_typed(name, env.raw, f"{api_version} {kind}")
+    msg = _parse_typed(name, raw, f"{api_version} {kind}")
     changed = walker(msg, fn)
     if not changed:
         return original, 0
     return wrap(api_version, kind, msg.SerializeToString(deterministic=True)), changed
 
 
-def _apply(old: Leaf, fn: Fn, want_bytes: bool) -> tuple[Leaf, bool]:
-    new = fn(old)
+def redact_parsed(parsed: Parsed, paths: Sequence[tuple[str, ...]], fn: Fn) -> int:
+    """:func:`redact` on a :class:`~tattler_etcd.codec.Parsed`, in place: the number of leaves changed.
+
+    Nothing is serialized; :func:`~tattler_etcd.codec.to_bytes` does that
+    when the bytes are wanted. Paths that reach nothing in the kind cost no
+    parse of the object. Once a leaf changed, the parsed object keeps no copy
+    of the original bytes.
+    """
+    if not isinstance(parsed, Parsed):
+        raise TypeError(f"redact_parsed: expected a Parsed, got {type(parsed).__name__}")
+    if not paths:
+        return 0
+    walker = _walker(parsed._name, paths)
+    if walker is None:
+        return 0
+    msg = parsed._typed()
+    try:
+        changed = walker(msg, fn)
+    except BaseException:
+        # fn or a coercion failed part-way: some leaves may already be edited,
+        # so the original bytes no longer describe the message.
+        parsed._changed()
+        raise
+    if changed:
+        parsed._changed()
+    return changed
+
+
+def _coerce(new: Any, want_bytes: bool) -> Leaf:
+    """What ``fn`` returned, as the field's type (str for strings, bytes for bytes)."""
     if want_bytes and isinstance(new, str):
         new = new.encode("utf-8")
     elif not want_bytes and isinstance(new, (bytes, bytearray)):
         new = bytes(new).decode("utf-8", "replace")
     if not isinstance(new, (str, bytes)):
         raise EncodeError(f"redact: fn returned {type(new).__name__}, not str or bytes")
+    return new
+
+
+def _apply(old: Leaf, fn: Fn, want_bytes: bool) -> tuple[Leaf, bool]:
+    new = _coerce(fn(old), want_bytes)
     return new, new != old
 
 
@@ -124,16 +158,171 @@ def _trie(paths: Sequence[tuple[str, ...]]) -> Node:
     return root
 
 
+#: (message name, id(paths)) -> (paths, walker), for callers that pass the same
+#: tuple every time (the safety stage): found without hashing every path.
+#: Holding ``paths`` keeps its id from being reused; only deeply immutable
+#: tuples go in, and the table is bounded since callers may make new ones.
+_by_identity: dict[tuple[str, int], tuple[Sequence[tuple[str, ...]], Walker | None]] = {}
+
+
 def _walker(name: str, paths: Sequence[tuple[str, ...]]) -> Walker | None:
-    """The paths compiled for one message type: closures that know every field (built once)."""
+    """The paths compiled for one message type (built once per type and paths)."""
+    hit = _by_identity.get((name, id(paths)))
+    if hit is not None and hit[0] is paths:
+        return hit[1]
     key = (name, tuple(tuple(p) for p in paths))
     try:
-        return _compiled[key]
+        walker = _compiled[key]
     except KeyError:
-        pass
-    walker = _message_walker(name, _trie(paths))
-    _compiled[key] = walker
+        walker = _generated_walker(name, _trie(paths))
+        _compiled[key] = walker
+    if (type(paths) is tuple and len(_by_identity) < 4096
+            and all(type(p) is tuple and all(type(e) is str for e in p) for p in paths)):
+        _by_identity[(name, id(paths))] = (paths, walker)
     return walker
+
+
+# -- generated walkers ---------------------------------------------------------
+#
+# Why: the closures below cost a Python call per message and per leaf on the
+# way down (a Pod's env values took ~10 us, more than upb's parse). For the
+# shapes every path of the safety stage has (singular messages, every element
+# of a list of messages, a string or bytes leaf) one function is generated
+# per (type, paths), with the loops nested inline; any other step (maps,
+# chosen keys or indices, lists of strings, the special types) calls the
+# closure for that field, so both share one definition of what a path means.
+#
+# Reading a singular message field that is absent gives upb's empty default
+# without marking it present, so the generated code reads through without
+# asking HasField: an absent message has no leaves, and leaves are only ever
+# set when present, so nothing absent is ever made present.
+
+
+class _Gen:
+    def __init__(self) -> None:
+        self.consts: dict[str, Any] = {"_coerce": _coerce}
+        self._n = 0
+
+    def name(self, prefix: str) -> str:
+        self._n += 1
+        return f"{prefix}{self._n}"
+
+    def const(self, value: Any) -> str:
+        name = self.name("w")
+        self.consts[name] = value
+        return name
+
+
+def _attr(var: str, pname: str) -> str:
+    if pname.isidentifier() and not keyword.iskeyword(pname):
+        return f"{var}.{pname}"
+    return f"getattr({var}, {pname!r})"
+
+
+def _generated_walker(name: str, node: Node) -> Walker | None:
+    gen = _Gen()
+    body = _gen_message(gen, name, node, "m", "    ")
+    if not body:
+        return None
+    src = "\n".join(["def walk(m, fn):", "    n = 0", *body, "    return n", ""])
+    ns = dict(gen.consts)
+    exec(compile(src, f"<redact walker {name}>", "exec"), ns)  # noqa: S102 - our own generated code
+    walker: Walker = ns["walk"]
+    return walker
+
+
+def _gen_message(gen: _Gen, name: str, node: Node, var: str, ind: str) -> list[str]:
+    lines: list[str] = []
+    for elem, child in node.items():
+        if elem is _END:
+            continue
+        chain = _lookup(name, elem)
+        if chain is None:
+            continue
+        f = chain[-1]
+        if _field_walker(f, child) is None:
+            continue  # nothing this path reaches can exist
+        body: list[str] = []
+        v = var
+        for inline in chain[:-1]:  # inline structs: read through (see above)
+            nv = gen.name("s")
+            body.append(f"{ind}{nv} = {_attr(v, inline.proto_name)}")
+            v = nv
+        field_lines = _gen_field(gen, f, child, v, ind)
+        if field_lines:
+            lines += body + field_lines
+    return lines
+
+
+def _gen_field(gen: _Gen, f: Field, node: Node, var: str, ind: str) -> list[str]:
+    plain_message = f.is_message and SCHEMA.messages[f.type].special is None
+    if f.label == "opt" and plain_message:
+        sv = gen.name("s")
+        sub = _gen_message(gen, f.type, node, sv, ind)
+        return [f"{ind}{sv} = {_attr(var, f.proto_name)}", *sub] if sub else []
+    if f.label == "rep" and plain_message and set(node) <= {"*", _END}:
+        if "*" not in node:
+            return []
+        xv, lv = gen.name("x"), gen.name("l")
+        sub = _gen_message(gen, f.type, node["*"], xv, ind + "        ")
+        if not sub:
+            return []
+        # The test first: a upb iterator costs more than the emptiness check,
+        # and most lists on the way are empty (initContainers, a container's env).
+        return [f"{ind}{lv} = {_attr(var, f.proto_name)}", f"{ind}if {lv}:", f"{ind}    for {xv} in {lv}:", *sub]
+    if f.label == "opt" and f.type in ("string", "bytes") and _END in node:
+        want = f.type
+        ov, nv = gen.name("o"), gen.name("v")
+        get = _attr(var, f.proto_name)
+        set_ = (f"{var}.{f.proto_name} = {nv}" if get.startswith(f"{var}.")
+                else f"setattr({var}, {f.proto_name!r}, {nv})")
+        check = "str" if want == "string" else "bytes"
+        return [
+            f"{ind}{ov} = {get}",
+            # A non-empty value is present; an empty one may be present (set to "").
+            f"{ind}if {ov} or {var}.HasField({f.proto_name!r}):",
+            f"{ind}    {nv} = fn({ov})",
+            f"{ind}    if type({nv}) is not {check}:",
+            f"{ind}        {nv} = _coerce({nv}, {want == 'bytes'})",
+            f"{ind}    if {nv} != {ov}:",
+            f"{ind}        {set_}",
+            f"{ind}        n += 1",
+        ]
+    if (f.label == "map" and f.type in ("string", "bytes") and _END not in node
+            and all(k is not _END and _END in c for k, c in node.items())):
+        # A map of strings, at chosen keys or every key ("*"): metadata.annotations, Secret.data.
+        return _gen_map_leaves(gen, f, node, var, ind)
+    step = _field_walker(f, node)
+    if step is None:
+        return []
+    return [f"{ind}n += {gen.const(step)}({var}, fn)"]
+
+
+def _gen_map_leaves(gen: _Gen, f: Field, node: Node, var: str, ind: str) -> list[str]:
+    lv, kv, ov, nv = gen.name("l"), gen.name("k"), gen.name("o"), gen.name("v")
+    check, want_bytes = ("bytes", True) if f.type == "bytes" else ("str", False)
+
+    def apply(key: str, ind2: str) -> list[str]:
+        return [
+            f"{ind2}{nv} = fn({ov})",
+            f"{ind2}if type({nv}) is not {check}:",
+            f"{ind2}    {nv} = _coerce({nv}, {want_bytes})",
+            f"{ind2}if {nv} != {ov}:",
+            f"{ind2}    {lv}[{key}] = {nv}",
+            f"{ind2}    n += 1",
+        ]
+
+    lines = [f"{ind}{lv} = {_attr(var, f.proto_name)}", f"{ind}if {lv}:"]
+    if "*" in node:
+        # A list of the keys first: setting a value while iterating a map is not allowed.
+        lines += [f"{ind}    for {kv} in list({lv}):", f"{ind}        {ov} = {lv}[{kv}]",
+                  *apply(kv, ind + "        ")]
+    for key in node:
+        if key == "*":
+            continue
+        lines += [f"{ind}    {ov} = {lv}.get({key!r})", f"{ind}    if {ov} is not None:",
+                  *apply(repr(key), ind + "        ")]
+    return lines
 
 
 def _message_walker(name: str, node: Node) -> Walker | None:

@@ -254,6 +254,8 @@ def _scrub_last_applied(text: Any, depth: int) -> tuple[Any, int]:
 
 
 def _redact_leaf(v: Any) -> Any:
+    if type(v) is str:  # the common case first: this runs for every env value
+        return REDACTED if v else v
     if isinstance(v, (bytes, bytearray)):
         return _REDACTED_BYTES if v else v
     if isinstance(v, str):
@@ -269,6 +271,34 @@ def _redact_applied_leaf(v: Any) -> Any:
     return new if changed else v
 
 
+#: kind -> its paths (kinds come from the data, hence the bound).
+_paths_cache: dict[str, tuple[tuple[str, ...], ...]] = {}
+_LAST_APPLIED_PATHS: Final = (LAST_APPLIED,)
+
+
+def _scrub_parsed(parsed: Any, kind: str, value: bytes) -> int:
+    """Redact a parsed protobuf object (``value``: its bytes) in place; how many values changed."""
+    from tattler_etcd import codec
+
+    paths = _paths_cache.get(kind)
+    if paths is None:
+        paths = paths_for(kind)
+        if len(_paths_cache) < 1024:
+            _paths_cache[kind] = paths
+    # The annotation needs its own pass (its leaf is scrubbed as JSON, not
+    # replaced). When the kind has paths the object is parsed by now and the
+    # pass is a map lookup (~0.3 us). Otherwise nothing needs the object
+    # parsed (~4 us for a Pod-sized one) unless the annotation is there; a map
+    # key is stored verbatim, so when its name is not in the bytes it is not
+    # there (the scan: ~0.2 us per KB).
+    if paths:
+        n = codec.redact_parsed(parsed, paths, _redact_leaf)
+        return n + codec.redact_parsed(parsed, _LAST_APPLIED_PATHS, _redact_applied_leaf)
+    if _LAST_APPLIED_BYTES in value:
+        return codec.redact_parsed(parsed, _LAST_APPLIED_PATHS, _redact_applied_leaf)
+    return 0
+
+
 def scrub_value(value: bytes, kind: str) -> tuple[bytes, int]:
     """Redact protobuf ``value`` (an object of ``kind``) without building its dict.
 
@@ -280,22 +310,14 @@ def scrub_value(value: bytes, kind: str) -> tuple[bytes, int]:
     """
     from tattler_etcd import codec
 
-    redact: Callable[..., tuple[bytes, int]] | None = getattr(codec, "redact", None)
-    if redact is None:
-        raise UnsafeObjectError("the codec cannot redact protobuf values")
     try:
-        n = m = 0
-        paths = paths_for(kind)
-        if paths:
-            value, n = redact(value, paths, _redact_leaf)
-        # The annotation needs its own pass (its leaf is scrubbed as JSON, not
-        # replaced); a map key is stored verbatim, so when its name is not in
-        # the bytes the annotation is not there and the pass can be skipped.
-        if _LAST_APPLIED_BYTES in value:
-            value, m = redact(value, (LAST_APPLIED,), _redact_applied_leaf)
+        parsed = codec.parse(value)
+        n = _scrub_parsed(parsed, kind, value)
+        if n:
+            value = codec.to_bytes(parsed)
     except TattlerError as exc:
         raise UnsafeObjectError(f"cannot walk the value: {type(exc).__name__}: {str(exc)[:200]}") from exc
-    return value, n + m
+    return value, n
 
 
 def scrub_entry(entry: Entry, *, allow_secrets: bool = False) -> int | None:
@@ -303,6 +325,11 @@ def scrub_entry(entry: Entry, *, allow_secrets: bool = False) -> int | None:
 
     Returns None when the entry must not pass at all (a Secret while secrets
     are not allowed).
+
+    A protobuf entry whose object changed keeps the edited object parsed
+    (:meth:`Entry.replace_parsed`): its clear bytes are dropped at once, the
+    redacted ones are serialized only if somebody reads ``entry.value``, and
+    ``entry.raw`` converts from it without parsing again.
 
     Raises:
         UnsafeObjectError: the entry cannot be inspected; it must not pass.
@@ -318,18 +345,22 @@ def scrub_entry(entry: Entry, *, allow_secrets: bool = False) -> int | None:
             from tattler_etcd import codec
 
             if not codec.is_json(value):
+                try:
+                    parsed = codec.parse(value)
+                except TattlerError as exc:
+                    raise UnsafeObjectError(f"cannot decode: {type(exc).__name__}: {str(exc)[:200]}") from exc
                 # The rules follow the kind, so the kind the bytes carry must be the
                 # entry's: a mismatch (a reader bug) could let a Secret or a Pod through
                 # under another name.
+                if parsed.kind != kind:
+                    raise UnsafeObjectError(f"the value holds a {parsed.kind!r}, the entry says {kind!r}")
                 try:
-                    stored = codec.peek(value).kind
+                    n = _scrub_parsed(parsed, kind, value)
                 except TattlerError as exc:
-                    raise UnsafeObjectError(f"cannot decode: {type(exc).__name__}: {str(exc)[:200]}") from exc
-                if stored != kind:
-                    raise UnsafeObjectError(f"the value holds a {stored!r}, the entry says {kind!r}")
-                new, n = scrub_value(value, kind)
+                    raise UnsafeObjectError(
+                        f"cannot walk the value: {type(exc).__name__}: {str(exc)[:200]}") from exc
                 if n:
-                    entry.replace_value(new)
+                    entry.replace_parsed(parsed)
                 return n
         try:
             entry.raw  # noqa: B018 - builds the dict (JSON values, or an entry made without one)
