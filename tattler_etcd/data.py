@@ -203,6 +203,11 @@ class Entry:
             from tattler_etcd import codec
 
             self._value = codec.to_bytes(self._parsed)
+            # The bytes are the compact form: an entry kept around (a reader's
+            # index, a processor's cache) should not also hold the parsed object,
+            # several times their size. A later raw parses them again (a few us
+            # of a ~100 us decode).
+            self._parsed = None
         return self._value
 
     @property
@@ -254,10 +259,13 @@ class Entry:
         The old bytes go at once (they still hold what was redacted); new
         bytes are serialized from ``parsed`` only when :attr:`value` is read.
         """
-        from tattler_etcd import codec
+        global _parsed_type
+        if type(parsed) is not _parsed_type:
+            from tattler_etcd.codec import Parsed
 
-        if not isinstance(parsed, codec.Parsed):
-            raise TypeError(f"replace_parsed: expected a codec.Parsed, got {type(parsed).__name__}")
+            _parsed_type = Parsed  # kept: an import per call would cost more than the swap
+            if type(parsed) is not Parsed:
+                raise TypeError(f"replace_parsed: expected a codec.Parsed, got {type(parsed).__name__}")
         self._parsed = parsed
         self._value = None
         self._raw = None
@@ -309,6 +317,10 @@ class Entry:
             f"Entry({self.change.value} {self.source.value} {self.kind} "
             f"{self.key} uid={self.uid} rv={self.resource_version})"
         )
+
+
+#: ``tattler_etcd.codec.Parsed`` once :meth:`Entry.replace_parsed` has seen it.
+_parsed_type: type[Any] | None = None
 
 
 def _default_key(kind: str, namespace: str | None, name: str) -> str:

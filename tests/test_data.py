@@ -95,3 +95,54 @@ def test_kinds_need_no_registration() -> None:
     o = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "uid": "u"}, "spec": {}}
     ent = Entry.from_dict(o, change=ChangeType.ADD, source=SourceType.ETCD)
     assert ent.object is o  # no model for a custom kind: the dict itself
+
+
+def _scrubbed(value: bytes) -> codec.Parsed:
+    parsed = codec.parse(value)
+    paths = [("spec", "containers", "*", "env", "*", "value")]
+    assert codec.redact_parsed(parsed, paths, lambda s: "REDACTED" if s else s) == 1
+    return parsed
+
+
+def test_replace_parsed_gives_every_form_from_the_edited_object() -> None:
+    value = codec.encode(obj("Pod", spec=pod_spec("s3cret")))
+    ent = Entry.from_value(value, change=ChangeType.ADD, source=SourceType.ETCD, resource_version="77")
+    assert ent.object.spec.containers[0].env[0].value == "s3cret"  # a model of the old bytes, to be dropped
+    ent.replace_parsed(_scrubbed(value))
+    assert not ent.has_raw()
+    assert ent.raw["spec"]["containers"][0]["env"][0]["value"] == "REDACTED"
+    assert ent.raw["metadata"]["resourceVersion"] == "77"
+    assert ent.object.spec.containers[0].env[0].value == "REDACTED"
+    out = ent.value
+    assert out is not None and ent.value is out  # serialized once, then kept
+    assert b"s3cret" not in out
+    assert codec.decode(out)["spec"]["containers"][0]["env"][0]["value"] == "REDACTED"
+
+
+def test_value_first_then_raw_from_the_bytes() -> None:
+    value = codec.encode(obj("Pod", spec=pod_spec("s3cret")))
+    ent = Entry.from_value(value, change=ChangeType.ADD, source=SourceType.ETCD, resource_version="5")
+    ent.replace_parsed(_scrubbed(value))
+    out = ent.value
+    assert out is not None and b"s3cret" not in out
+    assert ent.raw == {**codec.decode(out), "metadata": {**codec.decode(out)["metadata"], "resourceVersion": "5"}}
+
+
+def test_other_replacements_drop_the_parsed_object() -> None:
+    value = codec.encode(obj("Pod", spec=pod_spec("a")))
+    ent = Entry.from_value(value, change=ChangeType.ADD, source=SourceType.ETCD)
+    ent.replace_parsed(_scrubbed(value))
+    ent.replace_raw(obj("Pod", spec=pod_spec("c")))
+    assert ent.value is None
+    assert ent.raw["spec"]["containers"][0]["env"][0]["value"] == "c"
+    ent.replace_parsed(_scrubbed(value))
+    ent.replace_value(codec.encode(obj("Pod", spec=pod_spec("b"))))
+    assert not ent.has_raw()
+    assert ent.raw["spec"]["containers"][0]["env"][0]["value"] == "b"
+
+
+def test_replace_parsed_takes_only_a_parsed_object() -> None:
+    ent = Entry.from_dict(obj("Pod"), change=ChangeType.ADD, source=SourceType.ETCD)
+    with pytest.raises(TypeError, match=r"^replace_parsed: expected a codec.Parsed, got dict$"):
+        ent.replace_parsed({})  # type: ignore[arg-type]
+    assert ent.raw["kind"] == "Pod"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import json
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from tattler_etcd import codec
+from tattler_etcd.codec._api import _split_envelope
 from tattler_etcd.data import ChangeType, Entry, SourceType
 from tattler_etcd.errors import UnsafeObjectError
 from tattler_etcd.pipeline.safety import (
@@ -141,3 +143,102 @@ def test_bytes_of_another_kind_than_the_entry_says_fail_closed() -> None:
                 namespace="ns", name="x", resource_version="1", value=value)
     with pytest.raises(UnsafeObjectError, match=r"^the value holds a 'Pod', the entry says 'ConfigMap'$"):
         scrub_entry(ent)
+
+
+# ---------------------------------------------------------------- nothing clear stays reachable
+
+
+def _held(o: Any, seen: set[int] | None = None) -> list[Any]:
+    """Every str/bytes reachable from ``o`` through Python references (slots, dicts, lists, tuples)."""
+    seen = set() if seen is None else seen
+    if id(o) in seen:
+        return []
+    seen.add(id(o))
+    if isinstance(o, (str, bytes, bytearray)):
+        return [o]
+    if isinstance(o, (int, float, type)) or o is None:
+        return []
+    out: list[Any] = []
+    for x in gc.get_referents(o):
+        if isinstance(x, type) or callable(x) and not isinstance(x, (dict, list, tuple)):
+            continue
+        out += _held(x, seen)
+    return out
+
+
+def _leaks(ent: Entry, secret: str) -> list[str]:
+    forms = []
+    for label, text in (("value", ent.value), ("raw", json.dumps(ent.raw)), ("object", repr(ent.object))):
+        if text is not None and (secret.encode() in text if isinstance(text, bytes) else secret in text):
+            forms.append(label)
+    return forms
+
+
+ORDERS = [("value", "raw", "object"), ("raw", "value", "object"), ("object", "raw", "value")]
+
+
+@pytest.mark.parametrize("kind", WORKLOAD_KINDS)
+@pytest.mark.parametrize("order", ORDERS)
+def test_no_clear_value_reachable_after_scrub_entry(kind: str, order: tuple[str, ...]) -> None:
+    o = obj(kind, spec=pod_spec(SECRET, containers=2, lists=CONTAINER_LISTS))
+    if kind in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet"):
+        o["spec"]["selector"] = {"matchLabels": {"app": "x"}}  # the client's models require one
+    with_last_applied(o)
+    ent = from_bytes(codec.encode(copy.deepcopy(o)))
+    assert [x for x in _held(ent) if SECRET.encode() in x]  # the check sees the clear bytes while they are there
+    assert scrub_entry(ent) == 2 * len(CONTAINER_LISTS) + 1
+    # Before any form is asked for: the entry holds nothing with the clear value in it.
+    assert not [x for x in _held(ent) if (SECRET.encode() if isinstance(x, bytes) else SECRET) in x]
+    for form in order:
+        getattr(ent, form)
+        assert _leaks(ent, SECRET) == []
+    assert not [x for x in _held(ent) if (SECRET.encode() if isinstance(x, bytes) else SECRET) in x]
+
+
+def test_no_clear_value_reachable_after_scrub_entry_secret() -> None:
+    inner = obj("Secret", stringData={"token": SECRET})
+    o = with_last_applied(obj("Secret", stringData={"token": SECRET}, data={"p": "aHVudGVyMg=="}), inner)
+    ent = from_bytes(codec.encode(copy.deepcopy(o)))
+    assert scrub_entry(ent, allow_secrets=True) == 3
+    for secret in (SECRET, "hunter2"):
+        assert not [x for x in _held(ent) if (secret.encode() if isinstance(x, bytes) else secret) in x]
+        assert _leaks(ent, secret) == []
+
+
+def test_edited_protobuf_stays_unserialized_until_asked() -> None:
+    ent = from_bytes(codec.encode(obj("Pod", spec=pod_spec(SECRET))))
+    assert scrub_entry(ent) == 1
+    assert ent._value is None and isinstance(ent._parsed, codec.Parsed)  # the bytes are not made yet
+    assert ent.raw["spec"]["containers"][0]["env"][0]["value"] == REDACTED
+    assert ent._value is None  # the dict came from the parsed object
+    assert ent.value is not None and ent._parsed is None  # made, and the parsed object let go
+
+
+def test_kind_without_rules_keeps_its_bytes_unparsed() -> None:
+    value = codec.encode(obj("ConfigMap", data={"k": SECRET}))
+    ent = from_bytes(value)
+    assert scrub_entry(ent) == 0
+    assert ent.value is value and ent._parsed is None
+
+
+def test_last_applied_on_a_kind_without_rules_is_scrubbed_through_the_entry() -> None:
+    o = with_last_applied(obj("ConfigMap"), obj("Pod", spec=pod_spec(SECRET)))
+    ent = from_bytes(codec.encode(o))
+    assert scrub_entry(ent) == 1
+    applied = json.loads(ent.raw["metadata"]["annotations"][LAST_APPLIED_ANNOTATION])
+    assert applied["spec"]["containers"][0]["env"][0] == {"name": "PLAIN", "value": REDACTED}
+    assert _leaks(ent, SECRET) == []
+
+
+def test_entry_with_broken_bytes_fails_closed() -> None:
+    good = codec.encode(obj("Pod", spec=pod_spec(SECRET)))
+    cut = codec.wrap("v1", "Pod", _split_envelope(good)[2][:-3])  # the envelope is whole, the object is not
+    with pytest.raises(UnsafeObjectError, match=r"^cannot walk the value: TruncatedValueError: "):
+        scrub_entry(Entry(change=ChangeType.ADD, source=SourceType.ETCD, uid="u", api_version="v1", kind="Pod",
+                          namespace="ns", name="x", resource_version="1", value=cut))
+    with pytest.raises(UnsafeObjectError, match=r"^cannot decode: TruncatedValueError: envelope: "):
+        scrub_entry(Entry(change=ChangeType.ADD, source=SourceType.ETCD, uid="u", api_version="v1", kind="Pod",
+                          namespace="ns", name="x", resource_version="1", value=good[:-3]))
+    with pytest.raises(UnsafeObjectError, match=r"^cannot decode: DecodeError: not a Kubernetes object: "):
+        scrub_entry(Entry(change=ChangeType.ADD, source=SourceType.ETCD, uid="u", api_version="v1", kind="Pod",
+                          namespace="ns", name="x", resource_version="1", value=b"garbage"))

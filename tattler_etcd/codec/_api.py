@@ -369,12 +369,13 @@ class Parsed:
     unchanged; after a change no form of the original bytes is kept.
     """
 
-    __slots__ = ("_message", "_name", "_raw", "_source", "api_version", "kind")
+    __slots__ = ("_class", "_message", "_name", "_raw", "_source", "api_version", "kind")
 
-    def __init__(self, api_version: str, kind: str, name: str, raw: bytes, source: bytes) -> None:
+    def __init__(self, api_version: str, kind: str, name: str, cls: type[Any], raw: bytes, source: bytes) -> None:
         self.api_version = api_version
         self.kind = kind
         self._name = name
+        self._class = cls
         self._raw: bytes | None = raw
         self._source: bytes | None = source
         self._message: Any = None
@@ -383,8 +384,13 @@ class Parsed:
         """The upb message (parsed now if not yet); the typed bytes are dropped once parsed."""
         msg = self._message
         if msg is None:
-            assert self._raw is not None
-            msg = _parse_typed(self._name, self._raw, f"{self.api_version} {self.kind}")
+            raw = self._raw
+            assert raw is not None
+            try:
+                msg = self._class.FromString(raw)
+            except _PARSE_ERRORS:
+                # Again through the full path: it repairs invalid UTF-8 or raises the right error.
+                msg = _parse_typed(self._name, raw, f"{self.api_version} {self.kind}")
             self._message = msg
             self._raw = None
         return msg
@@ -407,12 +413,23 @@ def parse(value: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Parsed:
     here); the object itself when first needed, raising the same errors as
     :func:`decode` then.
     """
-    value = _check(value, max_size)
-    if is_json(value):
-        raise DecodeError("a JSON value cannot be parsed as protobuf (decode it instead)")
+    if type(value) is not bytes or value[:4] != MAGIC or len(value) > max_size:
+        # (the usual case, plain bytes in the envelope, needs none of these checks)
+        value = _check(value, max_size)
+        if is_json(value):
+            raise DecodeError("a JSON value cannot be parsed as protobuf (decode it instead)")
     api_version, kind, raw = _split_envelope(value)
-    name = _message_for(api_version, kind)
-    return Parsed(api_version, kind, name, raw, value)
+    typed = _typed_classes.get((api_version, kind))
+    if typed is None:
+        name = _message_for(api_version, kind)
+        typed = (name, SCHEMA.message_class(name))
+        if len(_typed_classes) < 4096:  # bounded: kinds come from the data
+            _typed_classes[(api_version, kind)] = typed
+    return Parsed(api_version, kind, typed[0], typed[1], raw, value)
+
+
+#: (apiVersion, kind) -> (message name, upb class), for :func:`parse`.
+_typed_classes: dict[tuple[str, str], tuple[str, type[Any]]] = {}
 
 
 def to_dict(parsed: Parsed) -> dict[str, Any]:

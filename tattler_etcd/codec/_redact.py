@@ -111,7 +111,9 @@ def redact_parsed(parsed: Parsed, paths: Sequence[tuple[str, ...]], fn: Fn) -> i
     walker = _walker(parsed._name, paths)
     if walker is None:
         return 0
-    msg = parsed._typed()
+    msg = parsed._message
+    if msg is None:
+        msg = parsed._typed()
     try:
         changed = walker(msg, fn)
     except BaseException:

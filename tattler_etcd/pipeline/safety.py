@@ -271,15 +271,29 @@ def _redact_applied_leaf(v: Any) -> Any:
     return new if changed else v
 
 
+#: ``tattler_etcd.codec``, imported on first use: importing it builds its schema
+#: (~0.2 s), which a pipeline that never sees protobuf need not pay; and a
+#: function-level import costs ~0.5 us a call on this path.
+_codec: Any = None
+
+
+def _load_codec() -> Any:
+    global _codec
+    from tattler_etcd import codec
+
+    _codec = codec
+    return codec
+
+
 #: kind -> its paths (kinds come from the data, hence the bound).
 _paths_cache: dict[str, tuple[tuple[str, ...], ...]] = {}
 _LAST_APPLIED_PATHS: Final = (LAST_APPLIED,)
+_MAGIC: Final = b"k8s\x00"  # what every protobuf value starts with (codec.MAGIC)
 
 
 def _scrub_parsed(parsed: Any, kind: str, value: bytes) -> int:
     """Redact a parsed protobuf object (``value``: its bytes) in place; how many values changed."""
-    from tattler_etcd import codec
-
+    codec = _codec or _load_codec()
     paths = _paths_cache.get(kind)
     if paths is None:
         paths = paths_for(kind)
@@ -308,8 +322,7 @@ def scrub_value(value: bytes, kind: str) -> tuple[bytes, int]:
     Raises:
         UnsafeObjectError: the codec cannot walk the value; chained to its error.
     """
-    from tattler_etcd import codec
-
+    codec = _codec or _load_codec()
     try:
         parsed = codec.parse(value)
         n = _scrub_parsed(parsed, kind, value)
@@ -342,9 +355,8 @@ def scrub_entry(entry: Entry, *, allow_secrets: bool = False) -> int | None:
     if not entry.has_raw():
         value = entry.value
         if value is not None:
-            from tattler_etcd import codec
-
-            if not codec.is_json(value):
+            codec = _codec or _load_codec()
+            if value[:4] == _MAGIC or not codec.is_json(value):
                 try:
                     parsed = codec.parse(value)
                 except TattlerError as exc:
