@@ -26,9 +26,11 @@ Two modes:
 - *live* (default): a stream that ends is a lost connection; each watch
   message is handed on as soon as it is read.
 - *finite* (``end_at_stream_end=True``, for replaying recordings): the end
-  of a watch body is the end of that watch, on purpose: no reconnect. Entries
-  of all resources' watches are merged by (revision, resource order) before
-  they are sent, so their order never depends on how trio schedules tasks.
+  of a watch body is the end of that watch, on purpose: no reconnect, and the
+  reader returns once every resource's watch has ended. Entries are handed on
+  as they are read, as in live mode: a replay paces each recorded line at the
+  (virtual) time it arrived, so the order across resources, and the batches,
+  follow the recorded run (see :mod:`tattler_etcd.replay`).
 
 All HTTP goes through one ``httpx.AsyncClient`` (see :mod:`.gateway`), which
 the caller may inject. Cancellation is prompt and no thread is ever started.
@@ -288,7 +290,7 @@ class EtcdReader:
         self,
         gw: Gateway,
         r: _Resource,
-        send: trio.MemorySendChannel[list[Entry]] | list[tuple[int, int, list[Entry]]],
+        send: trio.MemorySendChannel[list[Entry]],
         change: ChangeType,
         revision: int,
     ) -> int:
@@ -326,7 +328,7 @@ class EtcdReader:
         self,
         gw: Gateway,
         r: _Resource,
-        send: trio.MemorySendChannel[list[Entry]] | list[tuple[int, int, list[Entry]]],
+        send: trio.MemorySendChannel[list[Entry]],
         change: ChangeType,
         revision: int,
         new_index: dict[bytes, _Known],
@@ -452,14 +454,9 @@ class EtcdReader:
     # --- watching --------------------------------------------------------------------
 
     async def _follow_all(self, gw: Gateway, send: trio.MemorySendChannel[list[Entry]]) -> None:
-        if self.finite:
-            if self.relist_interval is not None:
-                log.info("reader %s: periodic relist is off in finite mode", self.name)
-            collected: list[tuple[int, int, list[Entry]]] = []
-            await self._each_resource(lambda r: self._follow(gw, r, collected))
-            await self._send_merged(send, collected)
-        else:
-            await self._each_resource(lambda r: self._follow(gw, r, send))
+        if self.finite and self.relist_interval is not None:
+            log.info("reader %s: periodic relist is off in finite mode", self.name)
+        await self._each_resource(lambda r: self._follow(gw, r, send))
 
     async def _each_resource(self, fn: Callable[[_Resource], Awaitable[None]]) -> None:
         """Run ``fn`` for every resource concurrently; the first failure stops all and is raised as is."""
@@ -484,7 +481,7 @@ class EtcdReader:
         self,
         gw: Gateway,
         r: _Resource,
-        send: trio.MemorySendChannel[list[Entry]] | list[tuple[int, int, list[Entry]]],
+        send: trio.MemorySendChannel[list[Entry]],
     ) -> None:
         """Watch one resource forever (live) or to the end of its streams (finite)."""
         attempt = 0
@@ -530,7 +527,7 @@ class EtcdReader:
         self,
         gw: Gateway,
         r: _Resource,
-        send: trio.MemorySendChannel[list[Entry]] | list[tuple[int, int, list[Entry]]],
+        send: trio.MemorySendChannel[list[Entry]],
     ) -> tuple[bool, bool]:
         """One watch stream of ``r`` from ``r.revision + 1``.
 
@@ -547,15 +544,12 @@ class EtcdReader:
         """
         progressed = False
         entries: list[Entry] = []
-        revisions: list[int] = []
         updates: dict[bytes, _Known | None] = {}
         top = r.revision
 
         async def flush() -> None:
-            nonlocal entries, revisions, updates, progressed
-            if isinstance(send, list):
-                send.extend((rev, r.order, [e]) for rev, e in zip(revisions, entries, strict=True))
-            elif entries:
+            nonlocal entries, updates, progressed
+            if entries:
                 await send.send(entries)
                 self._count("entries", len(entries))
             # Only once handed on: a cancelled send leaves the index and the revision as they were.
@@ -568,7 +562,7 @@ class EtcdReader:
                 r.revision = top
                 progressed = True
                 self._note(r)
-            entries, revisions, updates = [], [], {}
+            entries, updates = [], {}
 
         async with gw.watch(r.key_prefix, r.range_end, r.revision + 1, timeout=self.watch_timeout) as messages:
             async for msg in messages:
@@ -579,7 +573,6 @@ class EtcdReader:
                         entry = self._event_entry(r, ev.type, ev.kv, ev.prev_kv, updates)
                         if entry is not None:
                             entries.append(entry)
-                            revisions.append(ev.kv.mod_revision)
                     self._count("events", len(msg.events))
                 elif kind == "progress":
                     self._count("progress_notifications")
@@ -642,46 +635,18 @@ class EtcdReader:
 
     async def _hand_on(
         self,
-        send: trio.MemorySendChannel[list[Entry]] | list[tuple[int, int, list[Entry]]],
+        send: trio.MemorySendChannel[list[Entry]],
         revision: int,
         r: _Resource,
         entries: list[Entry],
     ) -> None:
-        if isinstance(send, list):
-            send.append((revision, r.order, entries))
-        else:
-            await send.send(entries)
-            self._count("entries", len(entries))
+        await send.send(entries)
+        self._count("entries", len(entries))
 
     def _note(self, r: _Resource) -> None:
-        if self._store is not None and not self.finite:
+        if self._store is not None:
             self._store.note(r.spec.segment, r.revision)
             self._store.flush()
-
-    async def _send_merged(
-        self, send: trio.MemorySendChannel[list[Entry]], collected: list[tuple[int, int, list[Entry]]],
-    ) -> None:
-        """Finite mode: every resource's watch entries, in (revision, resource order) order.
-
-        Within one resource the order is the stream's (a stable sort keeps it);
-        relist entries carry the relist's revision.
-        """
-        def rank(item: tuple[int, int, list[Entry]]) -> tuple[int, int]:
-            return item[0], item[1]
-
-        chunk: list[Entry] = []
-        for _rev, _order, entries in sorted(collected, key=rank):
-            chunk.extend(entries)
-            if len(chunk) >= self.page_size:
-                await send.send(chunk)
-                self._count("entries", len(chunk))
-                chunk = []
-        if chunk:
-            await send.send(chunk)
-            self._count("entries", len(chunk))
-        if self._store is not None:
-            for r in self._resources:
-                self._store.note(r.spec.segment, r.revision)
 
     # --- retrying --------------------------------------------------------------------
 
