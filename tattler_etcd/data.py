@@ -10,10 +10,7 @@ during its first list. A reader gives either the JSON-shaped dict it already
 has (:meth:`Entry.from_dict`) or the undecoded bytes from etcd plus the few
 fields it knows (:meth:`Entry.from_value`); the dict (:attr:`Entry.raw`) and
 the kubernetes client model (:attr:`Entry.object`) are built only on first
-access and then kept. The safety stage may leave a third form, a protobuf
-object it parsed and edited (:meth:`Entry.replace_parsed`): the bytes are
-then serialized only if somebody asks for :attr:`Entry.value`, and the dict
-is converted from it without parsing again.
+access and then kept.
 """
 
 from __future__ import annotations
@@ -21,10 +18,7 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from tattler_etcd.codec import Parsed
+from typing import Any
 
 __all__ = ["ChangeType", "Entry", "SourceType"]
 
@@ -71,7 +65,6 @@ class Entry:
 
     __slots__ = (
         "_object",
-        "_parsed",
         "_raw",
         "_value",
         "api_version",
@@ -113,7 +106,6 @@ class Entry:
         self.key = key or _default_key(kind, namespace, name)
         self._raw = raw
         self._value = value
-        self._parsed: Parsed | None = None
         self._object: Any = None
 
     @classmethod
@@ -194,20 +186,7 @@ class Entry:
 
     @property
     def value(self) -> bytes | None:
-        """The bytes as stored, when the entry was made from them and not replaced by a dict.
-
-        After the safety stage edited a protobuf object, these are its
-        redacted bytes, serialized on first access and then kept.
-        """
-        if self._value is None and self._parsed is not None:
-            from tattler_etcd import codec
-
-            self._value = codec.to_bytes(self._parsed)
-            # The bytes are the compact form: an entry kept around (a reader's
-            # index, a processor's cache) should not also hold the parsed object,
-            # several times their size. A later raw parses them again (a few us
-            # of a ~100 us decode).
-            self._parsed = None
+        """The bytes as stored, when the entry was made from them and not replaced by a dict."""
         return self._value
 
     @property
@@ -216,11 +195,8 @@ class Entry:
         if self._raw is None:
             from tattler_etcd import codec
 
-            if self._parsed is not None:
-                raw = codec.to_dict(self._parsed)
-            else:
-                assert self._value is not None
-                raw = codec.decode(self._value)
+            assert self._value is not None
+            raw = codec.decode(self._value)
             if self.resource_version:
                 meta = raw.get("metadata")
                 if isinstance(meta, dict):
@@ -247,27 +223,8 @@ class Entry:
         return self._raw is not None
 
     def replace_value(self, value: bytes) -> None:
-        """Swap the stored bytes; drops every other form (they described the old bytes)."""
+        """Swap the stored bytes (safety re-encodes redacted objects); drops cached forms."""
         self._value = value
-        self._parsed = None
-        self._raw = None
-        self._object = None
-
-    def replace_parsed(self, parsed: Parsed) -> None:
-        """Swap in a protobuf object the safety stage parsed and edited; drops every other form.
-
-        The old bytes go at once (they still hold what was redacted); new
-        bytes are serialized from ``parsed`` only when :attr:`value` is read.
-        """
-        global _parsed_type
-        if type(parsed) is not _parsed_type:
-            from tattler_etcd.codec import Parsed
-
-            _parsed_type = Parsed  # kept: an import per call would cost more than the swap
-            if type(parsed) is not Parsed:
-                raise TypeError(f"replace_parsed: expected a codec.Parsed, got {type(parsed).__name__}")
-        self._parsed = parsed
-        self._value = None
         self._raw = None
         self._object = None
 
@@ -275,7 +232,6 @@ class Entry:
         """Swap the dict (safety, preprocessors); the bytes no longer match, so they go."""
         self._raw = raw
         self._value = None
-        self._parsed = None
         self._object = None
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -317,10 +273,6 @@ class Entry:
             f"Entry({self.change.value} {self.source.value} {self.kind} "
             f"{self.key} uid={self.uid} rv={self.resource_version})"
         )
-
-
-#: ``tattler_etcd.codec.Parsed`` once :meth:`Entry.replace_parsed` has seen it.
-_parsed_type: type[Any] | None = None
 
 
 def _default_key(kind: str, namespace: str | None, name: str) -> str:

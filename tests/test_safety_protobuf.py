@@ -205,20 +205,20 @@ def test_no_clear_value_reachable_after_scrub_entry_secret() -> None:
         assert _leaks(ent, secret) == []
 
 
-def test_edited_protobuf_stays_unserialized_until_asked() -> None:
-    ent = from_bytes(codec.encode(obj("Pod", spec=pod_spec(SECRET))))
+def test_edited_protobuf_is_serialized_once_and_the_clear_bytes_dropped() -> None:
+    value = codec.encode(obj("Pod", spec=pod_spec(SECRET)))
+    ent = from_bytes(value)
     assert scrub_entry(ent) == 1
-    assert ent._value is None and isinstance(ent._parsed, codec.Parsed)  # the bytes are not made yet
-    assert ent.raw["spec"]["containers"][0]["env"][0]["value"] == REDACTED
-    assert ent._value is None  # the dict came from the parsed object
-    assert ent.value is not None and ent._parsed is None  # made, and the parsed object let go
+    assert not ent.has_raw(), "the bytes path must not build the dict"
+    assert ent.value is not None and ent.value is not value and SECRET.encode() not in ent.value
+    assert codec.decode(ent.value)["spec"]["containers"][0]["env"][0]["value"] == REDACTED
 
 
 def test_kind_without_rules_keeps_its_bytes_unparsed() -> None:
     value = codec.encode(obj("ConfigMap", data={"k": SECRET}))
     ent = from_bytes(value)
     assert scrub_entry(ent) == 0
-    assert ent.value is value and ent._parsed is None
+    assert ent.value is value
 
 
 def test_last_applied_on_a_kind_without_rules_is_scrubbed_through_the_entry() -> None:
@@ -242,3 +242,16 @@ def test_entry_with_broken_bytes_fails_closed() -> None:
     with pytest.raises(UnsafeObjectError, match=r"^cannot decode: DecodeError: not a Kubernetes object: "):
         scrub_entry(Entry(change=ChangeType.ADD, source=SourceType.ETCD, uid="u", api_version="v1", kind="Pod",
                           namespace="ns", name="x", resource_version="1", value=b"garbage"))
+
+
+@pytest.mark.parametrize("applied", [True, False])
+def test_large_object_annotation_is_looked_up_not_scanned(applied: bool) -> None:
+    o = obj("Pod", spec=pod_spec(SECRET), status={"message": "m" * 5000})  # over the scan limit
+    if applied:
+        with_last_applied(o, obj("Pod", spec=pod_spec(SECRET)))
+    value = codec.encode(o)
+    assert len(value) > 4096
+    ent = from_bytes(value)
+    assert scrub_entry(ent) == (2 if applied else 1)
+    assert ent.value is not None and SECRET.encode() not in ent.value
+    assert _leaks(ent, SECRET) == []

@@ -288,6 +288,8 @@ def _load_codec() -> Any:
 #: kind -> its paths (kinds come from the data, hence the bound).
 _paths_cache: dict[str, tuple[tuple[str, ...], ...]] = {}
 _LAST_APPLIED_PATHS: Final = (LAST_APPLIED,)
+#: Above this many bytes, a parsed object's annotation is looked up rather than scanned for.
+_SCAN_LIMIT: Final = 4096
 _MAGIC: Final = b"k8s\x00"  # what every protobuf value starts with (codec.MAGIC)
 
 
@@ -299,18 +301,16 @@ def _scrub_parsed(parsed: Any, kind: str, value: bytes) -> int:
         paths = paths_for(kind)
         if len(_paths_cache) < 1024:
             _paths_cache[kind] = paths
+    n = codec.redact_parsed(parsed, paths, _redact_leaf) if paths else 0
     # The annotation needs its own pass (its leaf is scrubbed as JSON, not
-    # replaced). When the kind has paths the object is parsed by now and the
-    # pass is a map lookup (~0.3 us). Otherwise nothing needs the object
-    # parsed (~4 us for a Pod-sized one) unless the annotation is there; a map
-    # key is stored verbatim, so when its name is not in the bytes it is not
-    # there (the scan: ~0.2 us per KB).
-    if paths:
-        n = codec.redact_parsed(parsed, paths, _redact_leaf)
-        return n + codec.redact_parsed(parsed, _LAST_APPLIED_PATHS, _redact_applied_leaf)
-    if _LAST_APPLIED_BYTES in value:
-        return codec.redact_parsed(parsed, _LAST_APPLIED_PATHS, _redact_applied_leaf)
-    return 0
+    # replaced). A map key is stored verbatim, so when its name is not in the
+    # bytes the annotation is not there: the scan (~0.2 us for 400 bytes,
+    # ~0.5 us for 3 KB) spares the pass, and for a kind without paths the
+    # object's parse too. For a large object already parsed the pass (~0.5 us,
+    # a map lookup) costs less than the scan.
+    if (paths and len(value) > _SCAN_LIMIT) or _LAST_APPLIED_BYTES in value:
+        n += codec.redact_parsed(parsed, _LAST_APPLIED_PATHS, _redact_applied_leaf)
+    return n
 
 
 def scrub_value(value: bytes, kind: str) -> tuple[bytes, int]:
@@ -339,10 +339,12 @@ def scrub_entry(entry: Entry, *, allow_secrets: bool = False) -> int | None:
     Returns None when the entry must not pass at all (a Secret while secrets
     are not allowed).
 
-    A protobuf entry whose object changed keeps the edited object parsed
-    (:meth:`Entry.replace_parsed`): its clear bytes are dropped at once, the
-    redacted ones are serialized only if somebody reads ``entry.value``, and
-    ``entry.raw`` converts from it without parsing again.
+    A protobuf entry is parsed once (``codec.parse``); both passes (the
+    kind's paths, the last-applied annotation) edit that parsed object, and it
+    is serialized once, only when something changed. The parsed object is not
+    kept in the entry: entries holding one (several times the size of the
+    bytes) measured slower end to end wherever entries are kept, a reader's
+    index or a batch (docs/performance.md).
 
     Raises:
         UnsafeObjectError: the entry cannot be inspected; it must not pass.
@@ -368,11 +370,12 @@ def scrub_entry(entry: Entry, *, allow_secrets: bool = False) -> int | None:
                     raise UnsafeObjectError(f"the value holds a {parsed.kind!r}, the entry says {kind!r}")
                 try:
                     n = _scrub_parsed(parsed, kind, value)
+                    new = codec.to_bytes(parsed) if n else value
                 except TattlerError as exc:
                     raise UnsafeObjectError(
                         f"cannot walk the value: {type(exc).__name__}: {str(exc)[:200]}") from exc
                 if n:
-                    entry.replace_parsed(parsed)
+                    entry.replace_value(new)  # drops the clear bytes (and any form built from them)
                 return n
         try:
             entry.raw  # noqa: B018 - builds the dict (JSON values, or an entry made without one)
