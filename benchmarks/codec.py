@@ -26,8 +26,10 @@ from typing import Any
 
 from tattler_etcd import codec
 from tattler_etcd.models import to_model
+from tattler_etcd.pipeline.safety import scrub_value
 
 ENV_PATHS = [("spec", "containers", "*", "env", "*", "value"), ("spec", "initContainers", "*", "env", "*", "value")]
+ENV_PATHS_T = tuple(ENV_PATHS)  # the same paths as one tuple, as the safety stage passes them
 
 
 def small_pod() -> dict[str, Any]:
@@ -139,6 +141,10 @@ def bench(label: str, obj: dict[str, Any], repeat: int) -> list[tuple[str, float
         ("encode <- dict", median_us(lambda: codec.encode(canon), repeat)),
         ("redact env values (3 paths)", median_us(lambda: codec.redact(value, ENV_PATHS, lambda s: "***"), repeat)),
         ("redact, nothing to change", median_us(lambda: codec.redact(value, [("metadata", "annotations", "absent")], lambda s: s), repeat)),
+        ("parse (envelope; object parsed lazily)", median_us(lambda: codec.parse(value), repeat)),
+        ("parse + redact_parsed env (no serialize)",
+         median_us(lambda: codec.redact_parsed(codec.parse(value), ENV_PATHS_T, lambda s: "***"), repeat)),
+        ("safety scrub_value (Pod rules, to bytes)", median_us(lambda: scrub_value(value, "Pod"), repeat)),
     ]
     base = rows[1][1]
     for name, us in rows:

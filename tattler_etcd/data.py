@@ -162,9 +162,8 @@ class Entry:
         Raises:
             tattler_etcd.errors.DecodeError: the bytes are not an object.
         """
-        from tattler_etcd import codec
-
-        if codec.is_json(value):
+        codec = _codec or _load_codec()
+        if value[:4] != codec.MAGIC and codec.is_json(value):
             entry = cls.from_dict(
                 codec.decode(value), change=change, source=source, key=key,
                 resource_version=resource_version,
@@ -273,6 +272,21 @@ class Entry:
             f"Entry({self.change.value} {self.source.value} {self.kind} "
             f"{self.key} uid={self.uid} rv={self.resource_version})"
         )
+
+
+#: ``tattler_etcd.codec``, imported on first use: importing it builds its schema
+#: (~0.2 s), which a program that never reads a value need not pay; and an
+#: import in the function costs ~0.4 us a call, on a path readers take for
+#: every object.
+_codec: Any = None
+
+
+def _load_codec() -> Any:
+    global _codec
+    from tattler_etcd import codec
+
+    _codec = codec
+    return codec
 
 
 def _default_key(kind: str, namespace: str | None, name: str) -> str:

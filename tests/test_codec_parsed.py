@@ -301,3 +301,22 @@ def test_walkers_are_cached_by_content_not_by_list_identity() -> None:
     assert codec.redact_parsed(parsed, same, lambda s: "z") == 1
     assert codec.redact_parsed(parsed, same, lambda s: "z") == 0
     assert codec.to_dict(parsed)["metadata"]["annotations"] == {"a": "z", "b": "2"}
+
+
+# ---------------------------------------------------------------- peek through the quick split
+
+
+def test_peek_agrees_with_decode_on_every_form() -> None:
+    value = codec.encode(pod())
+    want = codec.Meta("v1", "Pod", "u", "ns", "p", "")
+    for form in (value, bytearray(value), memoryview(value)):
+        assert codec.peek(form) == want
+    raw = _api._split_envelope(value)[2]
+    broken = codec.wrap("v1", "Pod", raw[:-3])
+    with pytest.raises(TruncatedValueError) as from_decode:
+        codec.decode(broken)
+    with pytest.raises(TruncatedValueError) as from_peek:
+        codec.peek(broken)
+    assert from_peek.value.message == from_decode.value.message
+    with pytest.raises(DecodeError, match=r"^not a Kubernetes object: neither JSON nor the k8s protobuf envelope$"):
+        codec.peek(b"k9s\x00")

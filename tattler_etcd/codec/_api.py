@@ -48,7 +48,7 @@ _UNKNOWN = "k8s.io.apimachinery.pkg.runtime.Unknown"
 _WATCH_EVENT = f"{SCHEMA.meta_package}.WatchEvent"
 _Unknown = SCHEMA.message_class(_UNKNOWN)
 _WatchEvent = SCHEMA.message_class(_WATCH_EVENT)
-_PeekEnvelope = SCHEMA.message_class("tattler.codec.PeekEnvelope")
+_PeekObject = SCHEMA.message_class("tattler.codec.PeekObject")
 _ListShell = SCHEMA.message_class("tattler.codec.ListShell")
 _OBJECT_META = f"{SCHEMA.meta_package}.ObjectMeta"
 _PARSE_ERRORS = (_PbDecodeError, ValueError, TypeError, UnicodeDecodeError, OverflowError, RecursionError)
@@ -539,34 +539,33 @@ def wrap(api_version: str, kind: str, raw: bytes) -> bytes:
 def peek(value: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Meta:
     """The identity of an object (apiVersion, kind, uid, namespace, name, resourceVersion), cheaply.
 
-    Protobuf values are parsed with a narrow view that declares only the
-    envelope and ObjectMeta's identity fields; JSON values are parsed whole.
+    Protobuf values: the envelope split, then the object parsed with a narrow
+    view that declares only ObjectMeta's identity fields; JSON values are
+    parsed whole.
     """
-    value = _check(value, max_size)
-    if is_json(value):
-        obj = decode(value, max_size=max_size)
-        meta = obj.get("metadata")
-        if not isinstance(meta, dict):
-            meta = {}
-        return Meta(
-            str(obj.get("apiVersion") or ""), str(obj.get("kind") or ""), str(meta.get("uid") or ""),
-            meta.get("namespace") or None, str(meta.get("name") or ""), str(meta.get("resourceVersion") or ""),
-        )
-    if value[:4] != MAGIC:
-        raise DecodeError("not a Kubernetes object: neither JSON nor the k8s protobuf envelope")
-    body = value[4:]
-    try:
-        env = _PeekEnvelope.FromString(body)
-        tm = env.typeMeta
-        api_version, kind = tm.apiVersion, tm.kind
-        name = _message_for(api_version, kind)
-        if _has_object_meta(name):
-            m = env.raw.metadata
+    if type(value) is not bytes or value[:4] != MAGIC or len(value) > max_size:
+        # (the usual case, plain bytes in the envelope, needs none of these checks)
+        value = _check(value, max_size)
+        if is_json(value):
+            obj = decode(value, max_size=max_size)
+            meta = obj.get("metadata")
+            if not isinstance(meta, dict):
+                meta = {}
+            return Meta(
+                str(obj.get("apiVersion") or ""), str(obj.get("kind") or ""), str(meta.get("uid") or ""),
+                meta.get("namespace") or None, str(meta.get("name") or ""), str(meta.get("resourceVersion") or ""),
+            )
+        if value[:4] != MAGIC:
+            raise DecodeError("not a Kubernetes object: neither JSON nor the k8s protobuf envelope")
+    # The envelope split as everywhere (errors: the envelope's), then the object
+    # read through a view that declares only ObjectMeta's identity fields.
+    api_version, kind, raw = _split_envelope(value)
+    if _has_object_meta(_message_for(api_version, kind)):
+        try:
+            m = _PeekObject.FromString(raw).metadata
             return Meta(api_version, kind, m.uid, m.namespace or None, m.name, m.resourceVersion)
-    except DecodeError:
-        raise
-    except _PARSE_ERRORS:
-        pass
+        except _PARSE_ERRORS:
+            pass  # decode says what is wrong, or repairs invalid UTF-8
     obj = decode(value, max_size=max_size)
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     assert isinstance(meta, dict)

@@ -26,7 +26,8 @@ make the two forms disagree.
 
 The stage scrubs in whatever form the object is in: a dict when one is already
 built (or the value is JSON), else the protobuf bytes through
-``tattler_etcd.codec.redact``, which walks the paths without building the dict.
+``tattler_etcd.codec.parse`` + ``redact_parsed``, which walk the paths without
+building the dict (one parse, one serialization, only when something changed).
 
 It fails closed. An object whose shape does not match (a ``containers`` that is
 not a list, a value that does not decode, a kind it cannot read, an entry whose
