@@ -212,7 +212,8 @@ async def test_a_recorded_exchange_plays_back_through_vcrpy(tmp_path: Path) -> N
     with trio.fail_after(5):
         live = await record_exchange(fake, recorder)
     path = tmp_path / "c.yaml"
-    dump_cassette(path, recorder.interactions, RecordingInfo(source="etcd", resources=("pods",), endpoint=BASE))
+    dump_cassette(path, recorder.interactions, RecordingInfo(source="etcd", resources=("pods",), endpoint=BASE,
+                                                             timing=tuple(recorder.timings)))
     info = read_recording(path)
     assert info.interactions == 2 and info.resources == ("pods",)
     # vcrpy's own loader reads it: plain cassette keys, and our metadata beside them.
@@ -285,7 +286,8 @@ async def test_a_stop_during_the_list_still_gives_a_replayable_file(tmp_path: Pa
             nursery.cancel_scope.cancel()
     assert [r.url.path for r in fake.requests] == ["/v3/kv/range"]  # the watch was never sent
     path = tmp_path / "mid-list.yaml"
-    dump_cassette(path, recorder.interactions, RecordingInfo(source="etcd", resources=("pods",), endpoint=BASE))
+    dump_cassette(path, recorder.interactions, RecordingInfo(source="etcd", resources=("pods",), endpoint=BASE,
+                                                             timing=tuple(recorder.timings)))
     with playback(path):
         async with httpx.AsyncClient() as client:
             r = await client.post(f"{BASE}/v3/kv/range", content=b'{"key":"AA=="}',

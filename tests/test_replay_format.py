@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -13,12 +14,14 @@ from tattler_etcd.replay import (
     FORMAT_VERSION,
     METADATA_KEY,
     RecordingInfo,
+    Timing,
     check_resources,
     dump_cassette,
     read_recording,
 )
 
-INFO = RecordingInfo(source="etcd", resources=("pods", "nodes"), endpoint="http://127.0.0.1:2379")
+INFO = RecordingInfo(source="etcd", resources=("pods", "nodes"), endpoint="http://127.0.0.1:2379",
+                     timing=tuple(Timing(at=0.25 * i) for i in range(5)))
 
 
 def interaction(i: int) -> tuple[dict[str, object], dict[str, object]]:
@@ -87,6 +90,34 @@ def test_another_format_version(good: Path) -> None:
     doc["metadata"][METADATA_KEY]["format"] = FORMAT_VERSION + 1
     good.write_text(yaml.safe_dump(doc))
     fails(good, rf"recording format {FORMAT_VERSION + 1}; this tattler-etcd reads format {FORMAT_VERSION}")
+
+
+def test_a_format_1_file_without_timing_is_refused_clearly(good: Path) -> None:
+    doc = yaml.safe_load(good.read_text())
+    doc["metadata"][METADATA_KEY]["format"] = 1
+    del doc["metadata"][METADATA_KEY]["timing"]
+    good.write_text(yaml.safe_dump(doc))
+    fails(good, rf"recording format 1; this tattler-etcd reads format {FORMAT_VERSION} \(re-record it")
+
+
+def test_the_timing_is_read_back(good: Path) -> None:
+    assert read_recording(good).timing == INFO.timing
+    assert read_recording(good).duration == 1.0
+
+
+@pytest.mark.parametrize(("edit", "why"), [
+    (lambda t: t.pop(3), r"metadata.tattler_etcd.timing must have one entry for each of the 5 interactions"),
+    (lambda t: t.__setitem__(1, {"at": "soon"}), r"metadata.tattler_etcd.timing.1: bad timing"),
+    (lambda t: t.__setitem__(1, {"at": 2.0, "lines": [[1.0, 3]], "end": 3.0}),
+     r"metadata.tattler_etcd.timing.1: offsets must be non-negative and in order"),
+    (lambda t: t.__setitem__(1, {"at": 0.1, "lines": [[0.2, 3]], "end": 0.3}),
+     r"interaction 1: the timing's lines cover 3 bytes, the body holds \d+"),
+])
+def test_bad_timing(good: Path, edit: Any, why: str) -> None:
+    doc = yaml.safe_load(good.read_text())
+    edit(doc["metadata"][METADATA_KEY]["timing"])
+    good.write_text(yaml.safe_dump(doc))
+    fails(good, why)
 
 
 def test_interactions_removed_by_hand(good: Path) -> None:

@@ -5,11 +5,14 @@ Recording (:class:`Recorder`): the reader's ``httpx.AsyncClient`` gets a
 scrubbed copy of each exchange, watch streams included (cut on a line
 boundary when the recorder's limit is reached). :func:`dump_cassette` writes
 them as a vcrpy cassette carrying a :class:`RecordingInfo` (format version,
-source, endpoint, resources) under ``metadata.tattler_etcd``.
+source, endpoint, resources, and the timing of every response and watch
+line) under ``metadata.tattler_etcd``.
 
 Replay (:func:`replay_into`, :func:`run_replay`): vcrpy answers the real
-reader from the cassette, no new request allowed, and trio runs on a virtual
-clock, so the same file gives the same batches, byte for byte, every time.
+reader from the cassette, no new request allowed, paced as the recorded run
+was (each response and watch line at its recorded offset), and trio runs on a
+virtual clock, so the same file gives the same batches, split where the
+recorded run's timing splits them, byte for byte, every time.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from tattler_etcd.replay._format import (
 )
 from tattler_etcd.replay._format import (
     RecordingInfo as RecordingInfo,
+)
+from tattler_etcd.replay._format import (
+    Timing as Timing,
 )
 from tattler_etcd.replay._format import (
     dump_cassette as dump_cassette,
@@ -95,6 +101,7 @@ __all__ = [
     "Recorder",
     "RecordingInfo",
     "RecordingTransport",
+    "Timing",
     "bundled_recording",
     "check_resources",
     "dump_cassette",

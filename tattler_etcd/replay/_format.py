@@ -9,6 +9,14 @@ settings that decide the requests (endpoint, key prefix, resources, page
 size): a replay must send byte-identical requests, because every etcd call is
 a POST to the same few paths and only the body tells them apart.
 
+The same mapping holds the recorded run's *timing* (format 2): for each
+interaction (by its index in ``interactions``), the offset in seconds from
+the start of the recording at which its response arrived, and, for a
+streamed body (a watch), the offset and size of every line (or protobuf
+frame) and of the body's end. vcrpy's interactions stay exactly as vcrpy
+writes them; a replay paces the bodies it plays on a virtual clock from this
+(see :mod:`tattler_etcd.replay._replay`).
+
 Validation happens here, before vcrpy sees the file, because vcrpy treats an
 unreadable cassette as an empty one and would report the first request as
 "not found", which names neither the file nor the cause.
@@ -30,6 +38,7 @@ __all__ = [
     "FORMAT_VERSION",
     "METADATA_KEY",
     "RecordingInfo",
+    "Timing",
     "dump_cassette",
     "read_recording",
 ]
@@ -37,7 +46,9 @@ __all__ = [
 #: The version of our recording format (the ``metadata.tattler_etcd.format`` key).
 #: Bump it when a replay of an older file would ask different questions or
 #: read the answers differently; an old file then fails with a clear message.
-FORMAT_VERSION = 1
+#: 2: the timing of every response and streamed line (format 1 had none, so
+#: a replay of it could not reproduce the recorded run's batches).
+FORMAT_VERSION = 2
 
 #: The key under the cassette's ``metadata`` that holds :class:`RecordingInfo`.
 METADATA_KEY = "tattler_etcd"
@@ -46,6 +57,65 @@ METADATA_KEY = "tattler_etcd"
 _VCR_VERSION = 1
 
 _SOURCES = ("etcd", "apiserver")
+
+
+#: Offsets are stored rounded to this many decimals (milliseconds).
+_DECIMALS = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """When one interaction's answer arrived in the recorded run, in seconds from its start.
+
+    Attributes:
+        at: when the response arrived (its headers; for a unary reply, the
+            whole body, which is read before it is handed on).
+        lines: for a streamed body (a watch), one ``(offset, size)`` per line
+            or protobuf frame, in body order: when the reader received it and
+            how many bytes of the body it is. Empty for a unary reply.
+        end: for a streamed body, when it ended (the server closed it, or
+            the recorder cut it); None for a unary reply.
+    """
+
+    at: float
+    lines: tuple[tuple[float, int], ...] = ()
+    end: float | None = None
+
+    @property
+    def streamed(self) -> bool:
+        """True for a streamed (watch) body, which a replay hands over line by line."""
+        return self.end is not None
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The plain-YAML mapping stored under ``timing.<index>``."""
+        out: dict[str, Any] = {"at": round(self.at, _DECIMALS)}
+        if self.end is not None:
+            out["lines"] = [[round(t, _DECIMALS), n] for t, n in self.lines]
+            out["end"] = round(self.end, _DECIMALS)
+        return out
+
+    @classmethod
+    def from_metadata(cls, doc: Any, where: str) -> Timing:
+        """Read one entry; errors name ``where`` (file and index)."""
+        if not isinstance(doc, dict):
+            raise RecordingError(f"{where}: not a mapping")
+        try:
+            at = float(doc["at"])
+            end = doc.get("end")
+            lines = tuple((float(t), int(n)) for t, n in doc.get("lines") or ())
+            timing = cls(at=at, lines=lines, end=None if end is None else float(end))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RecordingError(f"{where}: bad timing ({type(exc).__name__}: {exc})") from None
+        offsets = [timing.at, *(t for t, _ in timing.lines)]
+        if timing.end is not None:
+            offsets.append(timing.end)
+        if any(not (t >= 0) for t in offsets) or offsets != sorted(offsets):
+            raise RecordingError(f"{where}: offsets must be non-negative and in order")
+        if any(n < 1 for _, n in timing.lines):
+            raise RecordingError(f"{where}: a line has no bytes")
+        if timing.lines and timing.end is None:
+            raise RecordingError(f"{where}: lines without an end")
+        return timing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +135,8 @@ class RecordingInfo:
         stopped_by: why recording stopped: ``"events"``, ``"duration"``,
             ``"stop"`` (the caller) or ``"reader"`` (the reader ended by itself).
         format: the recording format version (:data:`FORMAT_VERSION`).
+        timing: one :class:`Timing` per interaction, in file order (empty
+            until the file is written or read).
     """
 
     source: str
@@ -77,6 +149,12 @@ class RecordingInfo:
     watch_events: int = 0
     stopped_by: str = ""
     format: int = FORMAT_VERSION
+    timing: tuple[Timing, ...] = ()
+
+    @property
+    def duration(self) -> float:
+        """The recorded run's length in seconds: its last response, line or body end."""
+        return max((t.end if t.end is not None else t.at for t in self.timing), default=0.0)
 
     def to_metadata(self) -> dict[str, Any]:
         """The mapping written under ``metadata.tattler_etcd`` (plain YAML types only)."""
@@ -91,6 +169,7 @@ class RecordingInfo:
             "interactions": self.interactions,
             "watch_events": self.watch_events,
             "stopped_by": self.stopped_by,
+            "timing": {i: t.to_metadata() for i, t in enumerate(self.timing)},
         }
 
     @classmethod
@@ -114,8 +193,22 @@ class RecordingInfo:
         options = meta.get("options") or {}
         if not isinstance(options, dict):
             raise RecordingError(f"{path}: metadata.{METADATA_KEY}.options must be a mapping")
+        timing = meta.get("timing")
+        if not isinstance(timing, dict):
+            raise RecordingError(f"{path}: metadata.{METADATA_KEY}.timing must be a mapping of interaction index "
+                                 "to timing")
+        try:
+            count = int(meta.get("interactions", 0))
+        except (TypeError, ValueError) as exc:
+            raise RecordingError(f"{path}: metadata.{METADATA_KEY}: {exc}") from exc
+        if set(timing) != set(range(count)):
+            raise RecordingError(f"{path}: metadata.{METADATA_KEY}.timing must have one entry for each of the "
+                                 f"{count} interactions (by index)")
+        timings = tuple(Timing.from_metadata(timing[i], f"{path}: metadata.{METADATA_KEY}.timing.{i}")
+                        for i in range(count))
         try:
             return cls(
+                timing=timings,
                 source=source,
                 resources=tuple(resources),
                 endpoint=endpoint,
@@ -183,6 +276,15 @@ def read_recording(path: str | os.PathLike[str]) -> RecordingInfo:
             f"{name}: truncated or edited cassette: metadata says {info.interactions} interactions, "
             f"the file holds {len(interactions)}"
         )
+    for i, (item, timing) in enumerate(zip(interactions, info.timing, strict=True)):
+        if timing.streamed:
+            body = (item["response"].get("body") or {}).get("string") or b""
+            size = len(body.encode("utf-8") if isinstance(body, str) else body)
+            if sum(n for _, n in timing.lines) != size:
+                raise RecordingError(
+                    f"{name}: interaction {i}: the timing's lines cover {sum(n for _, n in timing.lines)} bytes, "
+                    f"the body holds {size} (edited cassette?)"
+                )
     return info
 
 
@@ -209,11 +311,16 @@ def dump_cassette(
 ) -> None:
     """Write ``interactions`` (vcrpy request dicts and response dicts) and ``info`` as a cassette.
 
+    ``info.timing`` holds one :class:`Timing` per interaction, in the same order.
+
     The layout is vcrpy's own (its serializer, so its loader reads it back);
     the file is written to a temporary name and renamed, so a crash never
     leaves half a cassette under the real name.
     """
     from vcr.serializers import yamlserializer
+
+    if len(info.timing) != len(interactions):
+        raise ValueError(f"{len(interactions)} interactions but {len(info.timing)} timings")
 
     doc = {
         "version": _VCR_VERSION,

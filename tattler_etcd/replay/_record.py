@@ -180,7 +180,8 @@ async def _run_until_stopped(
 
 def _write(out: str | os.PathLike[str], recorder: Recorder, info: RecordingInfo) -> RecordingInfo:
     interactions = recorder.interactions
-    info = dataclasses.replace(info, watch_events=recorder.watch_events, stopped_by=recorder.stopped_by)
+    info = dataclasses.replace(info, watch_events=recorder.watch_events, stopped_by=recorder.stopped_by,
+                               timing=tuple(recorder.timings))
     dump_cassette(out, interactions, info)
     logger.info("wrote %s: %d interactions", os.fspath(out), len(interactions))
     return dataclasses.replace(info, interactions=len(interactions))

@@ -11,6 +11,17 @@ Determinism also needs time: batch windows must not depend on how fast this
 machine replays. :func:`run_replay` runs trio on a virtual clock that jumps to
 the next deadline whenever every task is waiting (``MockClock(autojump_threshold=0)``),
 so a window closes at the same point of the input on every run.
+
+And the input must arrive when it arrived in the recorded run, or every
+window would hold the whole recording. So the replay is *paced*: each
+response is handed over at its recorded offset from the start of the replay
+(never before its request is sent), and a watch body line by line, each line
+at its recorded offset, the body ending at its recorded end. Offsets are made
+strictly increasing across every response and line of the file (a tiebreak of
+a microsecond per rank, in (offset, interaction, line) order), so no two
+things happen at the same virtual instant and the order in which the reader
+sees them never depends on how trio schedules its tasks. Which interaction a
+response is, is vcrpy's own answer: the one it just marked as played.
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,7 +39,7 @@ import trio.testing
 
 from tattler_etcd.errors import RecordingError
 from tattler_etcd.readers import Reader
-from tattler_etcd.replay._format import RecordingInfo, read_recording
+from tattler_etcd.replay._format import RecordingInfo, Timing, read_recording
 
 __all__ = [
     "BUNDLED_RECORDING",
@@ -158,6 +169,16 @@ def playback(path: str | os.PathLike[str]) -> Iterator[RecordingInfo]:
         yield info
 
 
+@contextlib.contextmanager
+def _playback_with_cassette(path: str) -> Iterator[tuple[RecordingInfo, Any]]:
+    import vcr
+
+    info = read_recording(path)
+    player = vcr.VCR(record_mode="none", match_on=("method", "uri", "body"), decode_compressed_response=False)
+    with player.use_cassette(path) as cassette:
+        yield info, cassette
+
+
 async def replay_into(
     runner: Any,
     path: str | os.PathLike[str],
@@ -178,10 +199,10 @@ async def replay_into(
         RecordingError: a bad file, or one recorded for other resources.
     """
     name = os.fspath(path)
-    with playback(name) as info:
+    with _playback_with_cassette(name) as (info, cassette):
         check_resources(info, resources, name)
         # The base URL serves the APIServer reader (relative URLs); the etcd reader sends absolute ones.
-        transport = _Unrecorded(httpx.AsyncHTTPTransport(), name)
+        transport = _Player(httpx.AsyncHTTPTransport(), name, cassette, info)
         async with httpx.AsyncClient(base_url=info.endpoint, transport=transport, trust_env=False) as client:
             readers = make_readers(info, client) if make_readers is not None else readers_for(info, client, once=once)
             for reader in readers:
@@ -190,30 +211,121 @@ async def replay_into(
     return info
 
 
-class _Unrecorded(httpx.AsyncBaseTransport):
-    """Turns vcrpy's "not in the cassette" into a RecordingError naming the file and the request.
+#: The tiebreak between consecutive responses or lines (seconds per rank):
+#: far below the file's millisecond resolution, so it never reorders anything.
+_TIEBREAK = 1e-6
 
-    Translated where it happens, so the reader (and the runner's log) carry
-    our one-line error rather than vcrpy's page of advice.
+
+def _schedule(timing: Sequence[Timing]) -> list[tuple[float, tuple[float, ...], float | None]]:
+    """Per interaction: (response time, line times, end time), strictly increasing across the file.
+
+    Everything is ranked by (recorded offset, interaction index, line index)
+    and shifted by its rank times :data:`_TIEBREAK`, which keeps the recorded
+    order and makes every time distinct.
+    """
+    points: list[tuple[float, int, int]] = []
+    for i, t in enumerate(timing):
+        points.append((t.at, i, -1))
+        points.extend((offset, i, j) for j, (offset, _n) in enumerate(t.lines))
+        if t.end is not None:
+            points.append((t.end, i, len(t.lines)))
+    at: dict[tuple[int, int], float] = {}
+    for rank, (offset, i, j) in enumerate(sorted(points)):
+        at[(i, j)] = offset + rank * _TIEBREAK
+    return [
+        (at[(i, -1)], tuple(at[(i, j)] for j in range(len(t.lines))),
+         at[(i, len(t.lines))] if t.end is not None else None)
+        for i, t in enumerate(timing)
+    ]
+
+
+class _Player(httpx.AsyncBaseTransport):
+    """vcrpy's answers, paced on the (virtual) clock as they arrived in the recorded run.
+
+    Also turns vcrpy's "not in the cassette" into a RecordingError naming the
+    file and the request, where it happens, so the reader (and the runner's
+    log) carry our one-line error rather than vcrpy's page of advice.
     """
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, name: str) -> None:
+    def __init__(self, inner: httpx.AsyncBaseTransport, name: str, cassette: Any, info: RecordingInfo) -> None:
         self.inner = inner
         self.name = name
+        self.cassette = cassette
+        self.info = info
+        self.schedule = _schedule(info.timing)
+        self.t0: float | None = None
+        self.attributed: set[int] = set()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         from vcr.errors import CannotOverwriteExistingCassetteException
 
+        if self.t0 is None:
+            self.t0 = trio.current_time()  # the first request starts the replay's clock, as it did the recording's
         try:
-            return await self.inner.handle_async_request(request)
+            response = await self.inner.handle_async_request(request)
         except CannotOverwriteExistingCassetteException as exc:
             raise RecordingError(
                 f"{self.name}: the replay asked for {request.method} {request.url}, which the recording does "
                 "not hold (or held once and already played): recorded with other settings or by another version?"
             ) from exc
+        # vcrpy marks the interaction it plays and returns with no checkpoint in
+        # between, so the one played but not yet claimed is this response's.
+        played = [i for i, n in self.cassette.play_counts.items() if n and i not in self.attributed]
+        if len(played) != 1:
+            raise RecordingError(f"{self.name}: cannot tell which recorded interaction answered "
+                                 f"{request.method} {request.url}")
+        index = played[0]
+        self.attributed.add(index)
+        at, lines, end = self.schedule[index]
+        t0 = self.t0
+        if end is None:
+            await trio.sleep_until(t0 + at)
+            return response
+        body = await response.aread()
+        await trio.sleep_until(t0 + at)
+        sizes = [n for _, n in self.info.timing[index].lines]
+        headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() != "content-length"]
+        return httpx.Response(
+            response.status_code, headers=headers,
+            stream=_PacedBody(body, sizes, [t0 + t for t in lines], t0 + end),
+            extensions=response.extensions,
+        )
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+class _PacedBody(httpx.AsyncByteStream):
+    """A recorded streamed body handed over line by line, each at its (virtual) time, then its end."""
+
+    def __init__(self, body: bytes, sizes: Sequence[int], times: Sequence[float], end: float) -> None:
+        self.body = body
+        self.sizes = sizes
+        self.times = times
+        self.end: float | None = end
+        self.index = 0
+        self.pos = 0
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        # An explicit iterator, not an async generator: nothing left suspended for the GC.
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self.index < len(self.sizes):
+            await trio.sleep_until(self.times[self.index])
+            n = self.sizes[self.index]
+            unit = self.body[self.pos:self.pos + n]
+            self.index += 1
+            self.pos += n
+            return unit
+        if self.end is not None:
+            end, self.end = self.end, None
+            await trio.sleep_until(end)
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        self.index = len(self.sizes)
+        self.end = None
 
 
 def run_replay(fn: Callable[..., Awaitable[T]], *args: Any) -> T:

@@ -13,6 +13,12 @@ reader then sees its streams end.
 
 The reader reads what the file will hold (scrubbed bodies), so a recording
 run and its replay see the same bytes.
+
+The recorder also notes *when* things arrived, in seconds from the first
+request: each response, and each line (or frame) of a watch body as the
+reader received it, and the body's end. A replay paces the bodies on a
+virtual clock from these offsets, so batch windows split a replay where they
+split the recorded run.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import trio
 import trio.testing
 
 from tattler_etcd.errors import ConfigError, RecordingError
+from tattler_etcd.replay._format import Timing
 from tattler_etcd.replay._redact import (
     WITHHELD,
     ObjectScrubber,
@@ -95,7 +102,8 @@ class Recorder:
         self.stopped = trio.Event()
         self.stopped_by = ""
         self._seq = itertools.count()
-        self._done: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
+        self._done: list[tuple[int, dict[str, Any], dict[str, Any], Timing]] = []
+        self._t0: float | None = None
         self._open: dict[int, _Tee] = {}
         self._gates: list[Gate] = []
         self._initial_states = 0
@@ -113,7 +121,19 @@ class Recorder:
     @property
     def interactions(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         """The finished interactions in the order their requests were sent (vcrpy dicts)."""
-        return [(req, resp) for _, req, resp in sorted(self._done, key=lambda t: t[0])]
+        return [(req, resp) for _, req, resp, _t in sorted(self._done, key=lambda t: t[0])]
+
+    @property
+    def timings(self) -> list[Timing]:
+        """When each finished interaction's answer arrived (as :attr:`interactions` orders them)."""
+        return [t for _, _req, _resp, t in sorted(self._done, key=lambda t: t[0])]
+
+    def offset(self) -> float:
+        """Seconds since the recording started (its first request); 0 before it."""
+        now = trio.current_time()
+        if self._t0 is None:
+            self._t0 = now
+        return now - self._t0
 
     def stop(self, reason: str = "stop") -> None:
         """Stop recording: cut every open watch after its last whole line; later watches are never sent."""
@@ -186,12 +206,14 @@ class Recorder:
             self._unsent.add(key)
             accept = request.headers.get("accept", "")
             ctype = accept if accept and "," not in accept and "*" not in accept else "application/json"
+            at = self.offset()
             self._add(seq, vcr_request, {"status": {"code": 200, "message": "OK"},
-                                         "headers": {"content-type": [ctype]}, "body": {"string": ""}})
+                                         "headers": {"content-type": [ctype]}, "body": {"string": ""}},
+                      Timing(at=at, end=at))
         await trio.sleep_forever()
 
-    def _add(self, seq: int, request: dict[str, Any], response: dict[str, Any]) -> None:
-        self._done.append((seq, request, response))
+    def _add(self, seq: int, request: dict[str, Any], response: dict[str, Any], timing: Timing) -> None:
+        self._done.append((seq, request, response, timing))
 
     def _count_events(self, n: int) -> None:
         self.watch_events += n
@@ -237,6 +259,7 @@ class RecordingTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         rec = self.recorder
+        await request.aread()  # so a gate's predicate can look at the body
         await rec._gate(request)
         if is_watch_request(request):
             return await self._handle(request)
@@ -252,6 +275,7 @@ class RecordingTransport(httpx.AsyncBaseTransport):
     async def _handle(self, request: httpx.Request) -> httpx.Response:
         rec = self.recorder
         body = await request.aread()
+        rec.offset()  # the first request starts the recording's clock
         seq = next(rec._seq)
         vcr_request = {
             "method": request.method,
@@ -279,6 +303,7 @@ class RecordingTransport(httpx.AsyncBaseTransport):
         if is_watch_request(request) and response.status_code == 200:
             initial = request.url.params.get("sendInitialEvents", "").lower() == "true"
             tee = _Tee(rec, seq, vcr_request, status, recorded_headers, response, decoder, kind, initial)
+            tee.at = rec.offset()
             rec._open[seq] = tee
             return httpx.Response(response.status_code, headers=headers, stream=tee,
                                   extensions={k: v for k, v in response.extensions.items() if k != "network_stream"})
@@ -288,7 +313,8 @@ class RecordingTransport(httpx.AsyncBaseTransport):
             await _close(response)
         # A protobuf error reply is a Status (a message, never an object): kept as it is.
         clean = raw if kind == _PROTOBUF and response.status_code >= 300 else _scrub_body(raw, kind, rec)
-        rec._add(seq, vcr_request, {"status": status, "headers": recorded_headers, "body": {"string": _text(clean)}})
+        rec._add(seq, vcr_request, {"status": status, "headers": recorded_headers, "body": {"string": _text(clean)}},
+                 Timing(at=rec.offset()))
         return httpx.Response(response.status_code, headers=headers, content=clean,
                               extensions={k: v for k, v in response.extensions.items() if k != "network_stream"})
 
@@ -320,6 +346,9 @@ class _Tee(httpx.AsyncByteStream):
         self.decoder = decoder
         self.kind = kind
         self.lines: list[bytes] = []
+        #: When the headers arrived, and (offset, size) of each line as the reader received it.
+        self.at = 0.0
+        self.times: list[tuple[float, int]] = []
         #: Inside a WatchList's initial state (``sendInitialEvents=true``), until its end bookmark.
         self.initial = initial
         self.pending = b""
@@ -337,8 +366,10 @@ class _Tee(httpx.AsyncByteStream):
             self.waiting.cancel()
         self.rec._open.pop(self.seq, None)
         body = b"".join(self.lines)
+        end = max(self.rec.offset(), self.at)
         self.rec._add(self.seq, self.request,
-                      {"status": self.status, "headers": self.headers, "body": {"string": _text(body)}})
+                      {"status": self.status, "headers": self.headers, "body": {"string": _text(body)}},
+                      Timing(at=self.at, lines=tuple(self.times), end=end))
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         # An explicit iterator, not an async generator: a generator left
@@ -351,6 +382,7 @@ class _Tee(httpx.AsyncByteStream):
             if unit is not None:
                 clean, events, ends_initial = unit
                 self.lines.append(clean)
+                self.times.append((self.rec.offset(), len(clean)))
                 if self.initial:
                     # A WatchList's initial state comes as ADDED events: not watch events yet.
                     self.initial = not ends_initial
