@@ -357,10 +357,10 @@ class Parsed:
 
     Made by :func:`parse`; edited by :func:`~tattler_etcd.codec.redact_parsed`;
     read by :func:`to_dict` and :func:`to_bytes`. Why: the pipeline's safety
-    stage edits a few leaves of most objects, and re-serializing them at once
-    (then parsing them again when somebody wants the dict) cost more than the
-    edit itself; a Parsed is serialized only if and when its bytes are asked
-    for.
+    stage makes two passes over most objects (the kind's paths, then the
+    last-applied annotation with another function); with :func:`redact` each
+    pass parsed and serialized the object again. A Parsed is serialized only
+    when :func:`to_bytes` is called, and not at all while nothing changed.
 
     ``api_version`` and ``kind`` are the envelope's. The rest is opaque. The
     typed message is parsed on first need: a kind check, or a redaction whose
