@@ -19,7 +19,14 @@ import yaml
 from tattler_etcd.data import ChangeType, Entry
 from tattler_etcd.pipeline import Runner
 from tattler_etcd.pytest_plugin import ReplayHarness
-from tattler_etcd.replay import RecordingInfo, Timing, bundled_recording, dump_cassette, read_recording, replay_into
+from tattler_etcd.replay import (
+    RecordingInfo,
+    Timing,
+    bundled_recording,
+    dump_cassette,
+    read_recording,
+    replay_into,
+)
 from tattler_etcd.stats import Counters
 
 BASE = "http://127.0.0.1:2379"
