@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tattler_etcd.errors import TransientReaderError
-from tattler_etcd.readers.apiserver.watch import FrameParser, JsonLinesParser, split_watch_event
+from tattler_etcd.readers.apiserver.watch import FrameParser, JsonLinesParser
 
 EVENTS = [
     {"type": "ADDED", "object": {"kind": "Pod", "metadata": {"name": "a", "resourceVersion": "1"}}},
@@ -97,7 +97,8 @@ def test_gc_paused_restores_the_collector_state() -> None:
 
 
 @pytest.mark.parametrize("kind", ["ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"])
-def test_split_watch_event_agrees_with_the_codec(kind: str, testdata: Any) -> None:
+def test_bare_watch_frames_read_like_enveloped_ones(kind: str, testdata: Any) -> None:
+    """The codec's wire-level path for bare frames agrees with its full parse of enveloped ones."""
     from tattler_etcd import codec
     from tests.fake_apiserver import encode_event
 
@@ -106,15 +107,19 @@ def test_split_watch_event_agrees_with_the_codec(kind: str, testdata: Any) -> No
         obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": 410}
     frame = encode_event(kind, obj, True)[4:]
     assert frame[:4] != b"k8s\x00"  # bare, as the APIServer sends it
-    assert split_watch_event(frame) == codec.decode_watch_event(codec.wrap("v1", "WatchEvent", frame))
+    got = codec.decode_watch_event(frame)
+    assert got == codec.decode_watch_event(codec.wrap("v1", "WatchEvent", frame))
+    assert got[0] == kind and codec.decode(got[1])["kind"] == obj["kind"]
 
 
 @pytest.mark.parametrize("frame", [
-    b"k8s\x00\x0a\x00",  # enveloped: the codec's job
-    b"\x08\x01",  # a varint field: not a WatchEvent
     b"\x0a\x05ADD",  # cut short
     b"\x12\x00",  # no type
     b"\x0a\x02\xff\xfe",  # a type that is not UTF-8
 ])
-def test_split_watch_event_leaves_the_unusual_to_the_codec(frame: bytes) -> None:
-    assert split_watch_event(frame) is None
+def test_unusual_bare_frames_get_the_codecs_error(frame: bytes) -> None:
+    from tattler_etcd import codec
+    from tattler_etcd.errors import DecodeError
+
+    with pytest.raises(DecodeError):
+        codec.decode_watch_event(frame)

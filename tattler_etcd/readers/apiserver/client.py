@@ -44,7 +44,7 @@ from tattler_etcd.errors import (
     TransientReaderError,
 )
 from tattler_etcd.readers.apiserver.config import ClusterConfig
-from tattler_etcd.readers.apiserver.watch import FrameParser, JsonLinesParser, gc_paused, split_watch_event
+from tattler_etcd.readers.apiserver.watch import FrameParser, JsonLinesParser, gc_paused
 
 __all__ = [
     "ACCEPT_JSON",
@@ -192,16 +192,7 @@ class WatchStream:
                         events = []
                         for frame in frames.feed(data):
                             try:
-                                # The APIServer frames the bare WatchEvent message
-                                # (its stream serializer writes no envelope): read
-                                # its two fields here; anything unusual goes to the
-                                # codec (wrapped, as it reads enveloped ones).
-                                split = split_watch_event(frame)
-                                if split is None:
-                                    if not frame.startswith(codec.MAGIC):
-                                        frame = codec.wrap("v1", "WatchEvent", frame)
-                                    split = codec.decode_watch_event(frame)
-                                kind, obj = split
+                                kind, obj = codec.decode_watch_event(frame)
                             except CodecError as exc:
                                 raise TransientReaderError(f"{what}: an unreadable watch frame: {exc}") from exc
                             events.append((kind, obj))

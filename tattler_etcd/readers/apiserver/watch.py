@@ -22,7 +22,7 @@ from typing import Any
 
 from tattler_etcd.errors import TransientReaderError
 
-__all__ = ["MAX_EVENT_BYTES", "FrameParser", "JsonLinesParser", "gc_paused", "split_watch_event"]
+__all__ = ["MAX_EVENT_BYTES", "FrameParser", "JsonLinesParser", "gc_paused"]
 
 #: Refuse a single event larger than this. etcd caps a value at 1.5 MiB by
 #: default and a watch event carries one object, so 64 MiB only trips on a
@@ -144,63 +144,3 @@ class FrameParser:
             self._buf = bytearray()
             raise TransientReaderError(f"{self._what}: the watch stream ended inside a frame ({left} bytes left)")
         return []
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf) or shift > 63:
-            raise ValueError("a varint cut short")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-
-
-def split_watch_event(frame: bytes) -> tuple[str, bytes] | None:
-    """(type, object bytes) of a bare protobuf WatchEvent frame, or None to let the codec try.
-
-    A WatchEvent is two fields, ``type`` (1, a string) and ``object`` (2, a
-    RawExtension whose field 1 holds the object's own ``k8s\\0`` envelope).
-    Reading those two by hand skips wrapping the frame in an envelope and
-    parsing it twice, which was a third of the cost of a protobuf watch event.
-    Anything else (an enveloped frame, unknown fields, bad bytes) returns
-    None, and the caller hands the frame to the codec, which explains errors.
-    """
-    if frame[:4] == b"k8s\x00":
-        return None
-    kind = ""
-    obj = b""
-    pos = 0
-    n = len(frame)
-    try:
-        while pos < n:
-            key, pos = _varint(frame, pos)
-            if key & 7 != 2:
-                return None
-            size, pos = _varint(frame, pos)
-            end = pos + size
-            if end > n:
-                return None
-            if key >> 3 == 1:
-                kind = frame[pos:end].decode("utf-8")
-            elif key >> 3 == 2:
-                inner, ipos = frame[pos:end], 0
-                while ipos < len(inner):
-                    ikey, ipos = _varint(inner, ipos)
-                    if ikey & 7 != 2:
-                        return None
-                    isize, ipos = _varint(inner, ipos)
-                    if ipos + isize > len(inner):
-                        return None
-                    if ikey >> 3 == 1:
-                        obj = inner[ipos : ipos + isize]
-                    ipos += isize
-            else:
-                return None
-            pos = end
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return (kind, obj) if kind else None

@@ -1,0 +1,96 @@
+"""The few protobuf wire-format primitives that code outside the schema needs.
+
+Most of the codec works on upb messages built from our schema. A handful of
+places are cheaper, or only possible, at the wire level: reading the two
+fields of a watch frame without parsing it twice, and swapping one
+length-delimited field's payload (the recorder scrubs an embedded object and
+keeps every other byte). They share these helpers instead of each carrying a
+varint reader of its own.
+
+Errors are ``ValueError`` (callers translate them to their own error family
+with the key or file they know).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+__all__ = ["Field", "length_delimited", "read_varint", "replace_field", "write_varint"]
+
+
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The varint at ``pos`` and the position after it.
+
+    Raises:
+        ValueError: the bytes end inside the varint, or it is over 64 bits.
+    """
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("a varint cut short")
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+
+
+def write_varint(n: int) -> bytes:
+    """``n`` (0 or more) as a varint."""
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+class Field(NamedTuple):
+    """One length-delimited field: its number, its payload's span, and where its key starts."""
+
+    number: int
+    start: int
+    end: int
+    header: int
+
+
+def length_delimited(data: bytes) -> list[Field]:
+    """The length-delimited fields of a message, in order; other wire types are skipped.
+
+    Raises:
+        ValueError: the bytes are not a well-formed message (cut short, a group,
+            an unknown wire type).
+    """
+    out: list[Field] = []
+    pos = 0
+    n = len(data)
+    while pos < n:
+        header = pos
+        key, pos = read_varint(data, pos)
+        wire = key & 7
+        if wire == 0:
+            _, pos = read_varint(data, pos)
+        elif wire == 2:
+            size, pos = read_varint(data, pos)
+            if pos + size > n:
+                raise ValueError("a field cut short")
+            out.append(Field(key >> 3, pos, pos + size, header))
+            pos += size
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        else:
+            raise ValueError(f"wire type {wire} where a message was expected")
+    if pos != n:
+        raise ValueError("a field cut short")
+    return out
+
+
+def replace_field(data: bytes, field: Field, payload: bytes) -> bytes:
+    """``data`` with ``field``'s payload replaced; its key is kept and its length redone."""
+    _, key_end = read_varint(data, field.header)
+    return b"".join((data[:key_end], write_varint(len(payload)), payload, data[field.end:]))
