@@ -104,7 +104,8 @@ def _bare_watch_frame(type_: str, obj: dict[str, Any]) -> bytes:
 
 
 def test_protobuf_watch_frames_are_scrubbed_in_place(testdata: Path) -> None:
-    from tattler_etcd.replay._redact import _fields, scrub_watch_frame
+    from tattler_etcd.codec.wire import length_delimited as _fields
+    from tattler_etcd.replay._redact import scrub_watch_frame
 
     node = json.loads((testdata / "core.v1.Node.json").read_text())
     plain = _bare_watch_frame("MODIFIED", node)
@@ -120,7 +121,7 @@ def test_protobuf_watch_frames_are_scrubbed_in_place(testdata: Path) -> None:
 
 
 def _raw_of(frame: bytes) -> bytes:
-    from tattler_etcd.replay._redact import _fields
+    from tattler_etcd.codec.wire import length_delimited as _fields
 
     s, e = next((s, e) for n, s, e, _ in _fields(frame) if n == 2)
     ext = frame[s:e]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
@@ -69,7 +70,7 @@ def main(args: argparse.Namespace) -> int:
         readers = _etcd_readers(args, resources)
     else:
         readers = _apiserver_readers(args, resources)
-    return trio.run(_run_pipeline, readers, args)
+    return trio.run(_run_pipeline, args, readers)
 
 
 def _open_output(path: str) -> Any:
@@ -81,7 +82,16 @@ def _open_output(path: str) -> Any:
         raise ConfigError(f"--output {path}: {exc.strerror}") from exc
 
 
-async def _run_pipeline(readers: list[Any], args: argparse.Namespace) -> int:
+async def _run_pipeline(
+    args: argparse.Namespace,
+    readers: Sequence[Any] = (),
+    drive: Callable[[Any], Awaitable[object]] | None = None,
+) -> int:
+    """Build the runner with the JSON-lines output, then run it.
+
+    ``drive`` replaces ``runner.run()`` when something else must run it (a
+    replay adds its own readers inside vcrpy's playback).
+    """
     from tattler_etcd.pipeline import JsonLinesProcessor, Runner
 
     out = _open_output(args.output)
@@ -92,7 +102,7 @@ async def _run_pipeline(readers: list[Any], args: argparse.Namespace) -> int:
         for reader in readers:
             runner.add_reader(reader)
         runner.add_processor("output", JsonLinesProcessor(out, on_closed=runner.stop))
-        await runner.run()
+        await (drive(runner) if drive is not None else runner.run())
     finally:
         if out is not sys.stdout:
             out.close()
@@ -172,7 +182,6 @@ def _replay(args: argparse.Namespace, resources: list[str]) -> int:
     ``--resources`` left at its default means "what was recorded"; any other
     value must name exactly the recorded resources.
     """
-    from tattler_etcd.pipeline import JsonLinesProcessor, Runner
     from tattler_etcd.replay import bundled_recording, read_recording, replay_into, run_replay
 
     path = args.replay or str(bundled_recording())
@@ -183,18 +192,8 @@ def _replay(args: argparse.Namespace, resources: list[str]) -> int:
     requested = None if args.resources == DEFAULT_RESOURCES else resources
 
     async def replay() -> int:
-        out = _open_output(args.output)
-        try:
-            runner = Runner(
-                batch_window=args.batch_window, batch_size=args.batch_size, allow_secrets=args.allow_secrets,
-            )
-            runner.add_processor("output", JsonLinesProcessor(out, on_closed=runner.stop))
-            await replay_into(runner, path, resources=requested, once=args.once)
-        finally:
-            if out is not sys.stdout:
-                out.close()
-            else:
-                out.flush()
-        return 0
+        return await _run_pipeline(
+            args, drive=lambda runner: replay_into(runner, path, resources=requested, once=args.once),
+        )
 
     return run_replay(replay)

@@ -23,6 +23,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from tattler_etcd.codec.wire import length_delimited, replace_field
+
 __all__ = [
     "WITHHELD",
     "ObjectScrubber",
@@ -178,16 +180,16 @@ def scrub_watch_frame(frame: bytes, scrub: ValueScrubber) -> tuple[bytes, str, b
     from tattler_etcd.errors import TattlerError
 
     try:
-        fields = _fields(frame)
-        type_ = next((frame[s:e].decode("utf-8") for n, s, e, _ in fields if n == 1), "")
-        obj_field = next(((s, e, h) for n, s, e, h in fields if n == 2), None)
+        fields = length_delimited(frame)
+        type_ = next((frame[f.start:f.end].decode("utf-8") for f in fields if f.number == 1), "")
+        obj_field = next((f for f in fields if f.number == 2), None)
         if obj_field is None:
             return frame, type_, b""
-        ext = frame[obj_field[0]:obj_field[1]]
-        raw_field = next(((s, e, h) for n, s, e, h in _fields(ext) if n == 1), None)
+        ext = frame[obj_field.start:obj_field.end]
+        raw_field = next((f for f in length_delimited(ext) if f.number == 1), None)
         if raw_field is None:
             return frame, type_, b""
-        raw = ext[raw_field[0]:raw_field[1]]
+        raw = ext[raw_field.start:raw_field.end]
     except (ValueError, UnicodeDecodeError):
         return WITHHELD, "", b""
     try:
@@ -196,61 +198,5 @@ def scrub_watch_frame(frame: bytes, scrub: ValueScrubber) -> tuple[bytes, str, b
         clean = WITHHELD
     if clean == raw:
         return frame, type_, raw
-    new_ext = _replace(ext, raw_field, clean)
-    return _replace(frame, obj_field, new_ext), type_, clean
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise ValueError("truncated varint")
-        b = data[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, pos
-        shift += 7
-
-
-def _fields(data: bytes) -> list[tuple[int, int, int, int]]:
-    """Length-delimited fields of a protobuf message: (number, start, end, header start)."""
-    out: list[tuple[int, int, int, int]] = []
-    pos = 0
-    while pos < len(data):
-        header = pos
-        key, pos = _varint(data, pos)
-        wire = key & 7
-        if wire == 0:
-            _, pos = _varint(data, pos)
-        elif wire == 2:
-            size, pos = _varint(data, pos)
-            if pos + size > len(data):
-                raise ValueError("truncated field")
-            out.append((key >> 3, pos, pos + size, header))
-            pos += size
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        else:
-            raise ValueError(f"wire type {wire}")
-    if pos != len(data):
-        raise ValueError("truncated message")
-    return out
-
-
-def _replace(data: bytes, field: tuple[int, int, int], payload: bytes) -> bytes:
-    """``data`` with one length-delimited field's payload replaced (its key kept, its length redone)."""
-    _start, end, header = field
-    _, key_end = _varint(data, header)  # the key
-    return data[:header] + data[header:key_end] + _encode_varint(len(payload)) + payload + data[end:]
-
-
-def _encode_varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    new_ext = replace_field(ext, raw_field, clean)
+    return replace_field(frame, obj_field, new_ext), type_, clean
