@@ -444,14 +444,19 @@ def _field_walker(f: Field, node: Node) -> Walker | None:
         return None
 
     def walk_scalar(msg: Any, fn: Fn) -> int:
-        if not msg.HasField(pname):
-            return 0
-        new, diff = _apply(getattr(msg, pname), fn, want_bytes)
-        if diff:
-            setattr(msg, pname, new)
-            return 1
-        return 0
+        return _apply_to_attr(msg, pname, fn, want_bytes)
     return walk_scalar
+
+
+def _apply_to_attr(msg: Any, attr: str, fn: Fn, want_bytes: bool) -> int:
+    """Apply fn to a present scalar field; 1 when it changed."""
+    if not msg.HasField(attr):
+        return 0
+    new, diff = _apply(getattr(msg, attr), fn, want_bytes)
+    if diff:
+        setattr(msg, attr, new)
+        return 1
+    return 0
 
 
 def _value_walker(name: str, node: Node) -> Walker | None:
@@ -487,13 +492,7 @@ def _value_walker(name: str, node: Node) -> Walker | None:
     def walk_special(msg: Any, fn: Fn) -> int:
         if special == "intorstring" and msg.type != 1:
             return 0
-        if not msg.HasField(attr):
-            return 0
-        new, diff = _apply(getattr(msg, attr), fn, as_bytes)
-        if diff:
-            setattr(msg, attr, new)
-            return 1
-        return 0
+        return _apply_to_attr(msg, attr, fn, as_bytes)
     return walk_special
 
 
