@@ -96,7 +96,8 @@ class EtcdServer:
             cmd += ["--cert-file", self.tls["server_cert"], "--key-file", self.tls["server_key"],
                     "--trusted-ca-file", self.tls["ca"], "--client-cert-auth"]
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -190,6 +191,20 @@ class EtcdServer:
                 "mod_revision": int(kv.get("mod_revision", 0)),
             })
         return out
+
+
+def _die_with_parent() -> None:
+    """In the child: have Linux stop etcd when the test process dies, even by SIGKILL.
+
+    The fixture stops etcd in a ``finally``; a killed pytest never gets there,
+    and an orphaned etcd would keep its ports and temp dir.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _b64(b: bytes) -> str:
