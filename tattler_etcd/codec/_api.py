@@ -11,7 +11,7 @@ from google.protobuf.message import DecodeError as _PbDecodeError
 from tattler_etcd.codec._convert import converter, counters
 from tattler_etcd.codec._encode import EncodeFailure, fill_message
 from tattler_etcd.codec._schema import SCHEMA
-from tattler_etcd.codec.wire import length_delimited, write_varint
+from tattler_etcd.codec.wire import CutShort, length_delimited, write_varint
 from tattler_etcd.errors import (
     DecodeError,
     EncodeError,
@@ -194,56 +194,19 @@ def _check(value: bytes, max_size: int) -> bytes:
     return value
 
 
-def _wire_problem(buf: bytes) -> str | None:
-    """Walk the top-level wire fields: 'truncated' when the bytes end inside a field."""
-    i, n = 0, len(buf)
-    while i < n:
-        shift = key = 0
-        while True:
-            if i >= n:
-                return "truncated"
-            c = buf[i]
-            i += 1
-            key |= (c & 0x7F) << shift
-            shift += 7
-            if c < 0x80:
-                break
-            if shift > 70:
-                return "bad"
-        wt = key & 7
-        if wt == 0:
-            while True:
-                if i >= n:
-                    return "truncated"
-                c = buf[i]
-                i += 1
-                if c < 0x80:
-                    break
-        elif wt == 1:
-            i += 8
-        elif wt == 5:
-            i += 4
-        elif wt == 2:
-            shift = length = 0
-            while True:
-                if i >= n:
-                    return "truncated"
-                c = buf[i]
-                i += 1
-                length |= (c & 0x7F) << shift
-                shift += 7
-                if c < 0x80:
-                    break
-            i += length
-        else:
-            return "bad"
-        if i > n:
-            return "truncated"
-    return None
+def _cut_short(buf: bytes) -> bool:
+    """True when the bytes end inside a top-level field (say "truncated", not "not protobuf")."""
+    try:
+        length_delimited(buf)
+    except CutShort:
+        return True
+    except ValueError:
+        return False
+    return False
 
 
 def _parse_error(what: str, buf: bytes, exc: BaseException | None) -> DecodeError:
-    if _wire_problem(buf) == "truncated":
+    if _cut_short(buf):
         return TruncatedValueError(f"{what}: the bytes end inside a field ({len(buf)} bytes)")
     reason = f" ({type(exc).__name__})" if exc is not None else ""
     return DecodeError(f"{what}: not valid protobuf{reason}")

@@ -15,19 +15,26 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["Field", "length_delimited", "read_varint", "replace_field", "write_varint"]
+__all__ = ["CutShort", "Field", "length_delimited", "read_varint", "replace_field", "write_varint"]
+
+
+class CutShort(ValueError):
+    """The bytes end inside a varint or a field (as opposed to bytes that are not protobuf at all)."""
 
 
 def read_varint(data: bytes, pos: int) -> tuple[int, int]:
     """The varint at ``pos`` and the position after it.
 
     Raises:
-        ValueError: the bytes end inside the varint, or it is over 64 bits.
+        CutShort: the bytes end inside the varint.
+        ValueError: the varint is over 64 bits.
     """
     value = shift = 0
     while True:
-        if pos >= len(data) or shift > 63:
-            raise ValueError("a varint cut short")
+        if shift > 63:
+            raise ValueError("a varint over 64 bits")
+        if pos >= len(data):
+            raise CutShort("a varint cut short")
         b = data[pos]
         pos += 1
         value |= (b & 0x7F) << shift
@@ -61,8 +68,9 @@ def length_delimited(data: bytes) -> list[Field]:
     """The length-delimited fields of a message, in order; other wire types are skipped.
 
     Raises:
-        ValueError: the bytes are not a well-formed message (cut short, a group,
-            an unknown wire type).
+        CutShort: the bytes end inside a field.
+        ValueError: the bytes are not a well-formed message (a group, an
+            unknown wire type, a varint over 64 bits).
     """
     out: list[Field] = []
     pos = 0
@@ -76,7 +84,7 @@ def length_delimited(data: bytes) -> list[Field]:
         elif wire == 2:
             size, pos = read_varint(data, pos)
             if pos + size > n:
-                raise ValueError("a field cut short")
+                raise CutShort("a field cut short")
             out.append(Field(key >> 3, pos, pos + size, header))
             pos += size
         elif wire == 1:
@@ -86,7 +94,7 @@ def length_delimited(data: bytes) -> list[Field]:
         else:
             raise ValueError(f"wire type {wire} where a message was expected")
     if pos != n:
-        raise ValueError("a field cut short")
+        raise CutShort("a field cut short")
     return out
 
 
