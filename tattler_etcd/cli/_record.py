@@ -18,9 +18,8 @@ from typing import Any
 
 import trio
 
+from tattler_etcd.cli._common import add_reader_arguments, parse_resources
 from tattler_etcd.errors import ConfigError
-
-DEFAULT_RESOURCES = "pods,nodes,namespaces,persistentvolumes"
 
 
 def register(sub: Any) -> None:
@@ -28,35 +27,18 @@ def register(sub: Any) -> None:
         "record", help="record a live run into a cassette for replay", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    src = p.add_argument_group("source (one)")
-    src.add_argument("--etcd-endpoints", metavar="URL", help="etcd's HTTP gateway (one URL)")
-    src.add_argument("--kubeconfig", metavar="PATH", help="record the APIServer reader for this kubeconfig")
-    src.add_argument("--context", metavar="NAME", help="kubeconfig context (default: the current one)")
-    src.add_argument("--in-cluster", action="store_true", help="record the APIServer reader with the service account")
+    add_reader_arguments(p, endpoints_help="etcd's HTTP gateway (one URL)", endpoints_metavar="URL")
     p.add_argument("--out", required=True, metavar="FILE", help="the cassette to write (YAML)")
-    p.add_argument("--resources", default=DEFAULT_RESOURCES, metavar="LIST",
-                   help=f"comma-separated resources (default: {DEFAULT_RESOURCES})")
     limit = p.add_argument_group("limit (at least one; the first reached stops the recording)")
     limit.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     limit.add_argument("--events", type=int, metavar="N", help="stop after N watch events")
-    etcd = p.add_argument_group("etcd")
-    etcd.add_argument("--prefix", default="/registry", help="the APIServer's --etcd-prefix (default: /registry)")
-    etcd.add_argument("--page-size", type=int, default=500, help="keys per range request in a list (default: 500)")
-    etcd.add_argument("--cacert", metavar="FILE", help="CA bundle to verify etcd's certificate")
-    etcd.add_argument("--cert", metavar="FILE", help="client certificate for etcd")
-    etcd.add_argument("--key", metavar="FILE", help="client key for etcd")
-    api = p.add_argument_group("apiserver")
-    api.add_argument("--content-type", choices=("protobuf", "json"), default="protobuf",
-                     help="wire format for built-in kinds (default: protobuf; custom resources are always JSON)")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     from tattler_etcd.replay._record import record_apiserver, record_etcd
 
-    resources = [r.strip() for r in args.resources.split(",") if r.strip()]
-    if not resources:
-        raise ConfigError("--resources: give at least one resource")
+    resources = parse_resources(args)
     if args.duration is None and args.events is None:
         raise ConfigError("record: give --duration S or --events N (a watch never ends by itself)")
     if args.page_size < 1:

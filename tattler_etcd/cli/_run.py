@@ -13,9 +13,8 @@ from typing import Any
 
 import trio
 
+from tattler_etcd.cli._common import DEFAULT_RESOURCES, add_reader_arguments, parse_resources
 from tattler_etcd.errors import ConfigError
-
-DEFAULT_RESOURCES = "pods,nodes,namespaces,persistentvolumes"
 
 
 def register(sub: Any) -> None:
@@ -25,27 +24,14 @@ def register(sub: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    src = p.add_argument_group("source")
-    src.add_argument("--replay", metavar="FILE", help="replay a recorded cassette (no cluster needed)")
-    src.add_argument("--etcd-endpoints", metavar="URL[,URL]", help="read straight from etcd's HTTP gateway")
-    src.add_argument("--kubeconfig", metavar="PATH", help="read through the APIServer named by this kubeconfig")
-    src.add_argument("--context", metavar="NAME", help="kubeconfig context (default: the current one)")
-    src.add_argument("--in-cluster", action="store_true", help="use the pod's service account")
-    p.add_argument("--resources", default=DEFAULT_RESOURCES, metavar="LIST",
-                   help=f"comma-separated resources, built-in by plural or custom as plural.group (default: {DEFAULT_RESOURCES})")
+    g = add_reader_arguments(p, endpoints_help="read straight from etcd's HTTP gateway")
+    g.source.add_argument("--replay", metavar="FILE", help="replay a recorded cassette (no cluster needed)")
     p.add_argument("--once", action="store_true", help="stop after the initial list has been delivered")
     p.add_argument("-o", "--output", default="-", metavar="FILE|-", help="where the JSON lines go (default: stdout)")
-    etcd = p.add_argument_group("etcd")
-    etcd.add_argument("--prefix", default="/registry", help="the APIServer's --etcd-prefix (default: /registry)")
-    etcd.add_argument("--cacert", metavar="FILE", help="CA bundle to verify etcd's certificate")
-    etcd.add_argument("--cert", metavar="FILE", help="client certificate for etcd")
-    etcd.add_argument("--key", metavar="FILE", help="client key for etcd")
-    etcd.add_argument("--page-size", type=int, default=500, help="keys per range request in a list (default: 500)")
-    etcd.add_argument("--revision-file", metavar="FILE", help="remember the last revision here; resume from it on start")
-    api = p.add_argument_group("apiserver")
-    api.add_argument("--content-type", choices=("protobuf", "json"), default="protobuf",
-                     help="wire format for built-in kinds (default: protobuf; custom resources are always JSON)")
-    api.add_argument("--bookmark-file", metavar="FILE", help="remember resourceVersions here; resume from them on start")
+    g.etcd.add_argument("--revision-file", metavar="FILE",
+                        help="remember the last revision here; resume from it on start")
+    g.apiserver.add_argument("--bookmark-file", metavar="FILE",
+                             help="remember resourceVersions here; resume from them on start")
     pipe = p.add_argument_group("pipeline")
     pipe.add_argument("--batch-window", type=float, default=5.0, metavar="SECONDS", help="batch time window (default: 5)")
     pipe.add_argument("--batch-size", type=int, default=1000, metavar="N", help="batch size limit (default: 1000)")
@@ -57,9 +43,7 @@ def register(sub: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    resources = [r.strip() for r in args.resources.split(",") if r.strip()]
-    if not resources:
-        raise ConfigError("--resources: give at least one resource")
+    resources = parse_resources(args)
     if args.batch_size < 1:
         raise ConfigError("--batch-size: must be at least 1")
     if args.batch_window <= 0:
