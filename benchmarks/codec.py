@@ -8,7 +8,7 @@ Baselines: ``json.loads`` of the same object in JSON, and ``json.loads`` plus
 the kubernetes client's model for it (``V1Pod.from_dict``), which is what a
 Python client pays per object today.
 
-    python benchmarks/codec.py [--fixtures ../shared/k8s-api-testdata/HEAD] [--repeat 5]
+    python benchmarks/codec.py [--fixtures tests/data/k8s-api/HEAD] [--repeat 5]
 
 Prints medians in microseconds. Not a test: nothing is asserted.
 """
@@ -154,7 +154,7 @@ def bench(label: str, obj: dict[str, Any], repeat: int) -> list[tuple[str, float
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    default = Path(__file__).resolve().parents[2] / "shared" / "k8s-api-testdata" / "HEAD"
+    default = Path(__file__).resolve().parents[1] / "tests" / "data" / "k8s-api" / "HEAD"
     parser.add_argument("--fixtures", type=Path, default=default)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)

@@ -10,7 +10,7 @@ import pytest
 from tests.support.etcd import EtcdServer
 
 #: The upstream fixture pairs (test data only; the package never reads them).
-TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "k8s-api-testdata" / "HEAD"
+TESTDATA = Path(__file__).resolve().parent / "data" / "k8s-api" / "HEAD"
 
 
 @pytest.fixture
@@ -26,5 +26,5 @@ def etcd() -> Iterator[EtcdServer]:
 @pytest.fixture(scope="session")
 def testdata() -> Path:
     if not TESTDATA.is_dir():
-        pytest.fail(f"missing test data: {TESTDATA} (../shared beside the checkout)")
+        pytest.fail(f"missing test data: {TESTDATA} (tests/data/k8s-api/HEAD in the repository)")
     return TESTDATA

@@ -4,7 +4,7 @@
 
 Starts its own etcd (tests/support/etcd.py, loopback, temporary data dir),
 loads objects of the four default kinds built from the upstream fixtures
-(../shared/k8s-api-testdata/HEAD, encoded with our codec; names and uids
+(tests/data/k8s-api/HEAD, encoded with our codec; names and uids
 varied: 6 namespaces, 5 nodes, 5 persistent volumes, 40 pods with two
 containers and a few env vars each, one of them holding a password in an env
 value and in its last-applied annotation), and records a real
@@ -47,7 +47,7 @@ from typing import Any
 import trio
 
 ROOT = Path(__file__).resolve().parents[1]
-TESTDATA = ROOT.parent / "shared" / "k8s-api-testdata" / "HEAD"
+TESTDATA = ROOT / "tests" / "data" / "k8s-api" / "HEAD"
 #: The real file is package data (installed with the package); fixtures/recordings/cluster.yaml links to it.
 DEFAULT_OUT = ROOT / "tattler_etcd" / "fixtures" / "cluster.yaml"
 
