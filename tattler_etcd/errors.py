@@ -25,7 +25,8 @@ resource) and never carry an object's body or a secret value.
     │   ├── PermanentReaderError    retrying will not help
     │   │   └── AccessDeniedError   401/403: names the resource
     │   └── BadKeyError             an etcd key that is not a Kubernetes object
-    └── RecordingError              cassettes: not a cassette, truncated, other version/resources
+    ├── RecordingError              cassettes: not a cassette, truncated, other version/resources
+    └── DeliveryError               a destination (NATS, a webhook) cannot be reached or refuses entries
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "CodecError",
     "ConfigError",
     "DecodeError",
+    "DeliveryError",
     "EncodeError",
     "EncryptedValueError",
     "HistoryCompactedError",
@@ -169,3 +171,7 @@ class BadKeyError(ReaderError):
 
 class RecordingError(TattlerError):
     """A cassette that cannot be replayed; the message names the file and why."""
+
+
+class DeliveryError(TattlerError):
+    """A destination (NATS, a webhook) cannot be reached or refused what was sent; the message names it."""
