@@ -104,3 +104,54 @@ def test_url_options() -> None:
         parse_nats_url("nats://h:1?bogus=1")
     with pytest.raises(ConfigError, match=r"not a nats://HOST:PORT URL$"):
         parse_nats_url("http://h:1")
+
+
+async def test_state_feed_gives_initial_state_then_changes(nats_server: NatsServer) -> None:
+    from tattler_etcd.delivery.consume import open_state
+
+    node = entry(ChangeType.ADD, "n1", kind="Node", namespace=None)
+    async with open_nats_processor(nats_server.url) as proc:
+        await proc([entry(ChangeType.ADD, "a"), entry(ChangeType.ADD, "b", namespace="other"), node])
+        async with open_state(nats_server.url) as feed:
+            initial = []
+            async for e in feed:
+                initial.append((e.change, e.kind, e.namespace, e.name))
+                if len(initial) == 3:
+                    break
+            assert sorted(initial) == [(ChangeType.ADD, "Node", None, "n1"), (ChangeType.ADD, "Pod", "ns", "a"),
+                                       (ChangeType.ADD, "Pod", "other", "b")]
+            await proc([entry(ChangeType.UPDATE, "a", rv="2"), entry(ChangeType.DELETE, "b", namespace="other", rv="3")])
+            changes = [await feed.__anext__(), await feed.__anext__()]
+            assert feed.synced.is_set()
+        assert [(e.change, e.name, e.resource_version, e.uid) for e in changes] == [
+            (ChangeType.UPDATE, "a", "2", "uid-a"), (ChangeType.DELETE, "b", "3", "uid-b")]
+        async with open_state(nats_server.url, resources=["pods"], namespace="ns", until_synced=True) as feed:
+            assert [(e.name, e.change) async for e in feed] == [("a", ChangeType.UPDATE)]
+        async with open_state(nats_server.url, resources=["nodes", "pods"], namespace="", until_synced=True) as feed:
+            assert [e.name async for e in feed] == ["n1"]
+        async with open_state(nats_server.url, resources=["pods", "deployments.apps"], until_synced=True) as feed:
+            assert [e.name async for e in feed] == ["a"]
+
+
+async def test_stream_feed_from_sequence_time_and_durable(nats_server: NatsServer) -> None:
+    import datetime
+
+    from tattler_etcd.delivery.consume import open_stream
+
+    async with open_nats_processor(nats_server.url) as proc:
+        async with open_stream(nats_server.url, until_synced=True) as feed:
+            assert [e async for e in feed] == []
+        await proc([entry(ChangeType.ADD, f"p{i}") for i in range(5)])
+        async with open_stream(nats_server.url, until_synced=True) as feed:
+            assert [e.name async for e in feed] == ["p0", "p1", "p2", "p3", "p4"]
+        async with open_stream(nats_server.url, start_sequence=4, until_synced=True) as feed:
+            assert [e.name async for e in feed] == ["p3", "p4"]
+        later = datetime.datetime.now(datetime.timezone.utc)
+        await proc([entry(ChangeType.UPDATE, "p1", rv="2")])
+        async with open_stream(nats_server.url, start_time=later, until_synced=True) as feed:
+            assert [(e.name, e.change) async for e in feed] == [("p1", ChangeType.UPDATE)]
+        async with open_stream(nats_server.url, durable="me", until_synced=True) as feed:
+            assert len([e async for e in feed]) == 6
+        await proc([entry(ChangeType.DELETE, "p2", rv="3")])
+        async with open_stream(nats_server.url, durable="me", until_synced=True) as feed:
+            assert [(e.name, e.change) async for e in feed] == [("p2", ChangeType.DELETE)]
