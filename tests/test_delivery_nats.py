@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 import trio
-import trio_asyncio
 
 from tattler_etcd.data import ChangeType, Entry, SourceType
 from tattler_etcd.delivery.nats import NatsOptions, open_nats_processor, parse_nats_url
 from tattler_etcd.errors import ConfigError
-from tests.support.nats import NatsServer
+from tests.support.nats import NatsServer, kv_state, stream_messages
 from tests.support.pipeline_objects import obj
 
 
@@ -22,50 +20,6 @@ def entry(change: ChangeType, name: str, *, rv: str = "1", kind: str = "Pod", na
     extra = {"apiVersion": api} if api else {}
     return Entry.from_dict(obj(kind, name=name, rv=rv, namespace=namespace, uid=uid, **extra),
                            change=change, source=SourceType.ETCD)
-
-
-async def kv_state(url: str, bucket: str = "tattler-state") -> dict[str, dict[str, Any]]:
-    """Every live key of the bucket and its JSON value, read with plain nats-py."""
-    import nats
-
-    async def read() -> dict[str, dict[str, Any]]:
-        nc = await nats.connect(url)
-        try:
-            kv = await nc.jetstream().key_value(bucket)
-            out = {}
-            try:
-                keys = await kv.keys()
-            except nats.js.errors.NoKeysError:
-                return {}
-            for k in keys:
-                out[k] = json.loads((await kv.get(k)).value)
-            return out
-        finally:
-            await nc.close()
-
-    async with trio_asyncio.open_loop() as loop:
-        return await trio_asyncio.aio_as_trio(read, loop=loop)()
-
-
-async def stream_messages(url: str, stream: str = "tattler") -> list[Any]:
-    """Every message in the stream, in order: (subject, headers, JSON payload)."""
-    import nats
-
-    async def read() -> list[Any]:
-        nc = await nats.connect(url)
-        try:
-            js = nc.jetstream()
-            info = await js.stream_info(stream)
-            out = []
-            for seq in range(info.state.first_seq, info.state.last_seq + 1):
-                m = await js.get_msg(stream, seq)
-                out.append((m.subject, dict(m.headers or {}), json.loads(m.data)))
-            return out
-        finally:
-            await nc.close()
-
-    async with trio_asyncio.open_loop() as loop:
-        return await trio_asyncio.aio_as_trio(read, loop=loop)()
 
 
 async def test_batch_goes_to_stream_and_kv(nats_server: NatsServer) -> None:
@@ -155,3 +109,26 @@ async def test_stream_feed_from_sequence_time_and_durable(nats_server: NatsServe
         await proc([entry(ChangeType.DELETE, "p2", rv="3")])
         async with open_stream(nats_server.url, durable="me", until_synced=True) as feed:
             assert [(e.name, e.change) async for e in feed] == [("p2", ChangeType.DELETE)]
+
+
+async def test_a_batch_is_published_again_until_the_server_is_back(nats_server: NatsServer) -> None:
+    options = NatsOptions(url=nats_server.url, ack_timeout=0.3)
+    done = trio.Event()
+    async with open_nats_processor(options) as proc:
+        await proc([entry(ChangeType.ADD, "before")])
+
+        async def publish() -> None:
+            await proc([entry(ChangeType.ADD, f"p{i}") for i in range(50)])
+            done.set()
+
+        async with trio.open_nursery() as n:
+            await trio.to_thread.run_sync(nats_server.kill)
+            n.start_soon(publish)
+            await trio.sleep(1.0)  # the server stays down for three ack timeouts
+            assert not done.is_set() and proc.resent >= 100
+            await trio.to_thread.run_sync(nats_server.start)
+            with trio.fail_after(30):
+                await done.wait()
+    names = sorted(m[2]["name"] for m in await stream_messages(nats_server.url))
+    assert names == sorted(["before", *(f"p{i}" for i in range(50))])
+    assert len(await kv_state(nats_server.url)) == 51

@@ -100,16 +100,23 @@ async def open_connection(
     nats, trio_asyncio = require_nats()
     shown = public_url(url)
 
-    async def on_error(exc: Exception) -> None:
-        logger.warning("nats %s: %s: %s", shown, type(exc).__name__, str(exc)[:256] or "(no detail)")
-
     closing = False
+    down = False
+
+    async def on_error(exc: Exception) -> None:
+        # While reconnecting, every failed attempt (one each 0.5 s) reports here: not worth a warning each.
+        logger.log(logging.DEBUG if down else logging.WARNING,
+                   "nats %s: %s: %s", shown, type(exc).__name__, str(exc)[:256] or "(no detail)")
 
     async def on_disconnected() -> None:
+        nonlocal down
+        down = True
         if not closing:
             logger.warning("nats %s: disconnected; reconnecting", shown)
 
     async def on_reconnected() -> None:
+        nonlocal down
+        down = False
         logger.warning("nats %s: reconnected", shown)
 
     async def on_closed() -> None:

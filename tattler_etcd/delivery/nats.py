@@ -233,6 +233,9 @@ class NatsProcessor:
         timeout = self.options.ack_timeout
         futures: list[Any] = []
         reason = ""
+        if not self._conn.nc.is_connected:
+            # Not into nats-py's reconnect buffer: the resend after the reconnect would double it.
+            return start, "not connected"
         for op in ops[start:]:
             try:
                 futures.append(await js.publish_async(op.subject, op.payload, wait_stall=timeout,

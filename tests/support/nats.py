@@ -11,6 +11,7 @@ finds its streams and KV buckets again.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -19,6 +20,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+import trio_asyncio
 
 from tests.support.etcd import _die_with_parent, free_port
 
@@ -95,3 +99,50 @@ class NatsServer:
                 self.log_path.unlink()
             except FileNotFoundError:
                 pass
+
+
+# --- reading what was delivered, with plain nats-py (not the code under test) ---------
+
+
+async def kv_state(url: str, bucket: str = "tattler-state") -> dict[str, dict[str, Any]]:
+    """Every live key of the bucket and its JSON value, read with plain nats-py."""
+    import nats
+
+    async def read() -> dict[str, dict[str, Any]]:
+        nc = await nats.connect(url)
+        try:
+            kv = await nc.jetstream().key_value(bucket)
+            out = {}
+            try:
+                keys = await kv.keys()
+            except nats.js.errors.NoKeysError:
+                return {}
+            for k in keys:
+                out[k] = json.loads((await kv.get(k)).value)
+            return out
+        finally:
+            await nc.close()
+
+    async with trio_asyncio.open_loop() as loop:
+        return await trio_asyncio.aio_as_trio(read, loop=loop)()
+
+
+async def stream_messages(url: str, stream: str = "tattler") -> list[Any]:
+    """Every message in the stream, in order: (subject, headers, JSON payload)."""
+    import nats
+
+    async def read() -> list[Any]:
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info(stream)
+            out = []
+            for seq in range(info.state.first_seq, info.state.last_seq + 1):
+                m = await js.get_msg(stream, seq)
+                out.append((m.subject, dict(m.headers or {}), json.loads(m.data)))
+            return out
+        finally:
+            await nc.close()
+
+    async with trio_asyncio.open_loop() as loop:
+        return await trio_asyncio.aio_as_trio(read, loop=loop)()
