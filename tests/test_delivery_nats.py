@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import trio
 
 from tattler_etcd.data import ChangeType, Entry, SourceType
 from tattler_etcd.delivery.nats import NatsOptions, open_nats_processor, parse_nats_url
-from tattler_etcd.errors import ConfigError
+from tattler_etcd.errors import ConfigError, DeliveryError
 from tests.support.nats import NatsServer, kv_state, stream_messages
 from tests.support.pipeline_objects import obj
 
@@ -100,7 +101,7 @@ async def test_stream_feed_from_sequence_time_and_durable(nats_server: NatsServe
             assert [e.name async for e in feed] == ["p0", "p1", "p2", "p3", "p4"]
         async with open_stream(nats_server.url, start_sequence=4, until_synced=True) as feed:
             assert [e.name async for e in feed] == ["p3", "p4"]
-        later = datetime.datetime.now(datetime.timezone.utc)
+        later = datetime.datetime.now(datetime.UTC)
         await proc([entry(ChangeType.UPDATE, "p1", rv="2")])
         async with open_stream(nats_server.url, start_time=later, until_synced=True) as feed:
             assert [(e.name, e.change) async for e in feed] == [("p1", ChangeType.UPDATE)]
@@ -132,3 +133,20 @@ async def test_a_batch_is_published_again_until_the_server_is_back(nats_server: 
     names = sorted(m[2]["name"] for m in await stream_messages(nats_server.url))
     assert names == sorted(["before", *(f"p{i}" for i in range(50))])
     assert len(await kv_state(nats_server.url)) == 51
+
+
+async def test_no_server_is_a_clear_error() -> None:
+    from tests.support.etcd import free_port
+
+    url = f"nats://user:secret@127.0.0.1:{free_port()}"
+    with pytest.raises(DeliveryError, match=r"^nats nats://127\.0\.0\.1:\d+: cannot connect: NoServersError"):
+        async with open_nats_processor(url):
+            pass
+
+
+async def test_without_the_extra_a_config_error_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "nats", None)
+    with pytest.raises(ConfigError, match=r"^NATS delivery needs the \[nats\] extra \(nats is not installed\): "
+                                          r"pip install 'tattler-etcd\[nats\]'$"):
+        async with open_nats_processor("nats://127.0.0.1:4222"):
+            pass

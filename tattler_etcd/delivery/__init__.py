@@ -1,7 +1,34 @@
 """Delivery beyond this machine: NATS JetStream (a stream and a KV state mirror) and webhooks.
 
-Readers feed the pipeline; these processors take its batches to places other
-programs on other machines read from. See ``docs/delivery.md``.
+The pipeline's processors so far wrote to this machine; these take its
+batches to places programs on other machines read from, and read them back:
+
+* :func:`open_nats_processor` / :class:`NatsProcessor`: every entry to a
+  JetStream stream (replayable, deduplicated across replicas) and the current
+  state to a KV bucket (:mod:`.nats`, subjects and keys in :mod:`.subjects`);
+* :func:`open_state` / :func:`open_stream`: :class:`EntryFeed` iterators over
+  what was delivered, on any machine (:mod:`.consume`);
+
+NATS needs the ``[nats]`` extra (nats-py, trio-asyncio); importing this
+package does not. See ``docs/delivery.md``.
 """
 
 from __future__ import annotations
+
+from tattler_etcd.delivery.consume import EntryFeed as EntryFeed
+from tattler_etcd.delivery.consume import open_state as open_state
+from tattler_etcd.delivery.consume import open_stream as open_stream
+from tattler_etcd.delivery.nats import NatsOptions as NatsOptions
+from tattler_etcd.delivery.nats import NatsProcessor as NatsProcessor
+from tattler_etcd.delivery.nats import open_nats_processor as open_nats_processor
+from tattler_etcd.delivery.nats import parse_nats_url as parse_nats_url
+
+__all__ = [
+    "EntryFeed",
+    "NatsOptions",
+    "NatsProcessor",
+    "open_nats_processor",
+    "open_state",
+    "open_stream",
+    "parse_nats_url",
+]

@@ -7,9 +7,9 @@ costs an asyncio task.
 
 nats-py reports connection trouble through callbacks and prints tracebacks
 when none are given; ours log one line each through ``tattler_etcd.delivery``
-(never a payload). The connection reconnects by itself for ever (``-1``
-attempts, every 0.5 s): a nats-server restart is something to wait out, not
-a reason to stop.
+(never a payload). Once connected, the connection reconnects by itself for
+ever (every 0.5 s): a nats-server restart is something to wait out, not a
+reason to stop. A server that cannot be reached at the start is an error.
 
 nats-py and trio-asyncio come with the ``[nats]`` extra; without them,
 :func:`require_nats` raises a :class:`~tattler_etcd.errors.ConfigError` that
@@ -35,6 +35,8 @@ logger = logging.getLogger("tattler_etcd.delivery")
 
 T = TypeVar("T")
 
+#: Attempts at the first connection: a server that is not there at start is an error, not a wait.
+_FIRST_ATTEMPTS = 2
 #: Seconds the connection gets to close cleanly when its block is left.
 _CLOSE_TIMEOUT = 5.0
 
@@ -100,8 +102,33 @@ async def open_connection(
     nats, trio_asyncio = require_nats()
     shown = public_url(url)
 
+    try:
+        async with _open_client(nats, trio_asyncio, url, shown, name, connect_timeout) as conn:
+            yield conn
+    except BaseExceptionGroup as group:
+        # trio-asyncio's loop is a nursery: whatever ends the block comes out wrapped. A lone error
+        # (ours, or the caller's) is raised as itself, as if there were no loop in between.
+        lone = _lone(group)
+        if lone is None:
+            raise
+        raise lone from lone.__cause__
+
+
+def _lone(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        if len(exc.exceptions) != 1:
+            return None
+        exc = exc.exceptions[0]
+    return exc
+
+
+@asynccontextmanager
+async def _open_client(
+    nats: Any, trio_asyncio: Any, url: str, shown: str, name: str, connect_timeout: float,
+) -> AsyncIterator[Connection]:
     closing = False
-    down = False
+    down = True  # until connected: the attempts' errors end in one DeliveryError
 
     async def on_error(exc: Exception) -> None:
         # While reconnecting, every failed attempt (one each 0.5 s) reports here: not worth a warning each.
@@ -126,12 +153,15 @@ async def open_connection(
         try:
             nc = await trio_asyncio.aio_as_trio(nats.connect, loop=loop)(
                 servers=[url], name=name, connect_timeout=connect_timeout,
-                allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                allow_reconnect=True, max_reconnect_attempts=_FIRST_ATTEMPTS, reconnect_time_wait=0.5,
                 error_cb=on_error, disconnected_cb=on_disconnected,
                 reconnected_cb=on_reconnected, closed_cb=on_closed,
             )
         except Exception as exc:  # nats-py raises its own and OSError kinds alike
             raise DeliveryError(f"nats {shown}: cannot connect: {type(exc).__name__}: {str(exc)[:256]}") from exc
+        # Connected once: from now on reconnect for ever (nats-py reads this option at each reconnect).
+        nc.options["max_reconnect_attempts"] = -1
+        down = False
         conn = Connection(loop, nc, shown, trio_asyncio.aio_as_trio)
         try:
             yield conn

@@ -80,6 +80,11 @@ class EntryFeed:
         self.synced = trio.Event()
         self.skipped = 0
 
+    @property
+    def buffered(self) -> int:
+        """Entries (and markers) fetched and not handed out yet: 0 means the next one may wait."""
+        return len(self._buffer) - self._pos
+
     def __aiter__(self) -> EntryFeed:
         return self
 
@@ -198,9 +203,8 @@ async def open_stream(
     if start_sequence is not None:
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_sequence)
     elif start_time is not None:
-        when = start_time if start_time.tzinfo else start_time.replace(tzinfo=datetime.timezone.utc)
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME,
-                                opt_start_time=when.astimezone(datetime.timezone.utc).isoformat())
+        when = start_time if start_time.tzinfo else start_time.replace(tzinfo=datetime.UTC)
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=when)
     else:
         config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
     config.ack_policy = AckPolicy.EXPLICIT if durable else AckPolicy.NONE

@@ -41,7 +41,7 @@ import trio
 
 from tattler_etcd.data import ChangeType, Entry
 from tattler_etcd.delivery._connection import Connection, open_connection, require_nats
-from tattler_etcd.delivery.subjects import change_id, kv_key, subject
+from tattler_etcd.delivery.subjects import change_id, kv_key
 from tattler_etcd.errors import ConfigError, DeliveryError, TattlerError
 
 __all__ = ["NatsOptions", "NatsProcessor", "open_nats_processor", "parse_nats_url"]
@@ -251,18 +251,18 @@ class NatsProcessor:
                 failed_at = i
                 reason = reason or f"no acknowledgement within {timeout:g}s"
                 break
-            exc = fut.exception()
-            if exc is None:
+            error = fut.exception()
+            if error is None:
                 if ops[i].stream and fut.result().duplicate:
                     self.duplicates += 1
                 continue
-            if isinstance(exc, nats.js.errors.APIError) and not _transient(exc):
+            if isinstance(error, nats.js.errors.APIError) and not _transient(error):
                 self.failed += 1
                 logger.error("nats %s: %s refused for %s: %s", self._conn.url,
-                             "stream message" if ops[i].stream else "KV update", ops[i].entry.key, exc.description)
+                             "stream message" if ops[i].stream else "KV update", ops[i].entry.key, error.description)
                 continue
             failed_at = i
-            reason = reason or type(exc).__name__
+            reason = reason or type(error).__name__
             break
         else:
             if len(futures) < len(ops) - start:
