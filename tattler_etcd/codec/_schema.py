@@ -113,7 +113,7 @@ class Schema:
         presence is tracked exactly as in proto2) and repeated numbers
         unpacked (as Go writes them): that makes upb check UTF-8 while parsing,
         so a string is always ``str``. Go accepts invalid UTF-8; such values
-        are repaired before parsing (see ``_api._repair_wire``).
+        are repaired before parsing (see ``_utf8._repair_wire``).
         """
         pool = descriptor_pool.DescriptorPool()
         by_package: dict[str, list[str]] = {}
