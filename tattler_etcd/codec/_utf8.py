@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError as _PbDecodeError
 from tattler_etcd.codec._convert import counters
 from tattler_etcd.codec._envelope import _PARSE_ERRORS, _parse_error
 from tattler_etcd.codec._schema import SCHEMA
-from tattler_etcd.codec.wire import write_varint
+from tattler_etcd.codec.wire import length_delimited, write_varint
 
 __all__: list[str] = []
 
@@ -35,55 +35,16 @@ def _text(b: bytes) -> str:
     return b.decode("utf-8", "tattler-go-replace")
 
 
-def _wire_fields(buf: bytes) -> list[tuple[int, int, Any, bytes]]:
-    """(number, wire type, value, the field's raw bytes) for each top-level field; ValueError if malformed."""
-    out = []
-    i, n = 0, len(buf)
-
-    def varint() -> int:
-        nonlocal i
-        shift = result = 0
-        while True:
-            if i >= n or shift > 63:
-                raise ValueError("bad varint")
-            c = buf[i]
-            i += 1
-            result |= (c & 0x7F) << shift
-            shift += 7
-            if c < 0x80:
-                return result
-
-    while i < n:
-        start = i
-        key = varint()
-        wt = key & 7
-        value: Any
-        if wt == 0:
-            value = varint()
-        elif wt == 1:
-            value, i = buf[i:i + 8], i + 8
-        elif wt == 5:
-            value, i = buf[i:i + 4], i + 4
-        elif wt == 2:
-            length = varint()
-            value, i = buf[i:i + length], i + length
-        else:
-            raise ValueError("unsupported wire type")
-        if i > n:
-            raise ValueError("truncated")
-        out.append((key >> 3, wt, value, buf[start:i]))
-    return out
-
-
 def _repair_wire(buf: bytes, name: str | None, map_value: str | None = None) -> bytes:
     """Re-encode ``buf`` (a message ``name``, or a map entry when ``map_value`` is
     given) with every invalid UTF-8 string replaced as Go's JSON encoder would."""
     fields = {f.number: f for f in SCHEMA.messages[name].fields} if name else {}
     out = bytearray()
-    for number, wt, value, raw in _wire_fields(buf):
-        if wt != 2:
-            out += raw
-            continue
+    pos = 0
+    for field in length_delimited(buf):
+        out += buf[pos:field.header]  # the fields before it that are not length-delimited, as they are
+        pos = field.end
+        number, value, raw = field.number, buf[field.start:field.end], buf[field.header:field.end]
         if map_value is not None:
             ftype = "string" if number == 1 else map_value
             label = "opt"
@@ -102,6 +63,7 @@ def _repair_wire(buf: bytes, name: str | None, map_value: str | None = None) -> 
             out += raw
             continue
         out += write_varint(number << 3 | 2) + write_varint(len(payload)) + payload
+    out += buf[pos:]
     return bytes(out)
 
 
