@@ -18,7 +18,7 @@ from tattler_etcd.codec._envelope import _PARSE_ERRORS, MAGIC, _parse_error, wra
 from tattler_etcd.codec._envelope import _check as _check
 from tattler_etcd.codec._envelope import _envelope as _envelope
 from tattler_etcd.codec._envelope import _split_envelope as _split_envelope
-from tattler_etcd.codec._schema import SCHEMA
+from tattler_etcd.codec._schema import META_PACKAGE, SCHEMA, LazyClasses
 from tattler_etcd.codec._utf8 import _parse_typed as _parse_typed
 from tattler_etcd.codec.wire import length_delimited
 from tattler_etcd.errors import DecodeError, EncodeError, UnknownKindError
@@ -44,11 +44,9 @@ __all__ = [
 #: request limit is 1.5 MiB; clusters raise it, rarely past a few tens of MiB.
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
 
-_WATCH_EVENT = f"{SCHEMA.meta_package}.WatchEvent"
-_WatchEvent = SCHEMA.message_class(_WATCH_EVENT)
-_PeekObject = SCHEMA.message_class("tattler.codec.PeekObject")
-_ListShell = SCHEMA.message_class("tattler.codec.ListShell")
-_OBJECT_META = f"{SCHEMA.meta_package}.ObjectMeta"
+_WATCH_EVENT = f"{META_PACKAGE}.WatchEvent"
+_OBJECT_META = f"{META_PACKAGE}.ObjectMeta"
+_classes = LazyClasses(WatchEvent=_WATCH_EVENT, PeekObject="tattler.codec.PeekObject", ListShell="tattler.codec.ListShell")
 
 
 class Meta(NamedTuple):
@@ -295,7 +293,7 @@ def peek(value: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Meta:
     api_version, kind, raw = _split_envelope(value)
     if _has_object_meta(_message_for(api_version, kind)):
         try:
-            m = _PeekObject.FromString(raw).metadata
+            m = _classes.PeekObject.FromString(raw).metadata
             return Meta(api_version, kind, m.uid, m.namespace or None, m.name, m.resourceVersion)
         except _PARSE_ERRORS:
             pass  # decode says what is wrong, or repairs invalid UTF-8
@@ -335,7 +333,7 @@ def split_list(value: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> tuple[dict[
     _message_for(api_version, kind)
     item_kind = kind[:-4]
     try:
-        shell = _ListShell.FromString(env.raw)
+        shell = _classes.ListShell.FromString(env.raw)
         meta = converter(f"{SCHEMA.meta_package}.ListMeta").value(shell.metadata)
     except _PARSE_ERRORS as exc:
         raise _parse_error(f"{api_version} {kind}", env.raw, exc) from None
@@ -370,7 +368,7 @@ def decode_watch_event(frame: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> tup
             raise DecodeError(f"{tm.apiVersion} {tm.kind}: not a WatchEvent")
         raw = env.raw
     try:
-        event = _WatchEvent.FromString(raw)
+        event = _classes.WatchEvent.FromString(raw)
     except _PARSE_ERRORS as exc:
         raise _parse_error("WatchEvent", raw, exc) from None
     if not event.type:

@@ -15,7 +15,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError as _PbDecodeError
 
-from tattler_etcd.codec._schema import SCHEMA
+from tattler_etcd.codec._schema import LazyClasses
 from tattler_etcd.codec.wire import CutShort, length_delimited, write_varint
 from tattler_etcd.errors import DecodeError, EncryptedValueError, TruncatedValueError, ValueTooLargeError
 
@@ -26,7 +26,7 @@ MAGIC = b"k8s\x00"
 
 _ENC_PREFIX = b"k8s:enc:"
 _UNKNOWN = "k8s.io.apimachinery.pkg.runtime.Unknown"
-_Unknown = SCHEMA.message_class(_UNKNOWN)
+_classes = LazyClasses(Unknown=_UNKNOWN)
 _PARSE_ERRORS = (_PbDecodeError, ValueError, TypeError, UnicodeDecodeError, OverflowError, RecursionError)
 
 
@@ -73,7 +73,7 @@ def _envelope(value: bytes) -> Any:
         raise DecodeError("not a Kubernetes object: neither JSON nor the k8s protobuf envelope")
     body = bytes(value[4:])
     try:
-        return _Unknown.FromString(body)
+        return _classes.Unknown.FromString(body)
     except _PARSE_ERRORS as exc:
         raise _parse_error("envelope", body, exc) from None
 
