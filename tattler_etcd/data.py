@@ -20,6 +20,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from tattler_etcd import codec
+from tattler_etcd.models import to_model
+
 __all__ = ["ChangeType", "Entry", "SourceType"]
 
 
@@ -162,7 +165,6 @@ class Entry:
         Raises:
             tattler_etcd.errors.DecodeError: the bytes are not an object.
         """
-        codec = _codec or _load_codec()
         if value[:4] != codec.MAGIC and codec.is_json(value):
             entry = cls.from_dict(
                 codec.decode(value), change=change, source=source, key=key,
@@ -192,8 +194,6 @@ class Entry:
     def raw(self) -> dict[str, Any]:
         """The object as a JSON-shaped dict, exactly as the APIServer serves it (built once)."""
         if self._raw is None:
-            from tattler_etcd import codec
-
             assert self._value is not None
             raw = codec.decode(self._value)
             if self.resource_version:
@@ -212,8 +212,6 @@ class Entry:
         round trip re-formats timestamps and drops nulls).
         """
         if self._object is None:
-            from tattler_etcd.models import to_model
-
             self._object = to_model(self.raw)
         return self._object
 
@@ -272,21 +270,6 @@ class Entry:
             f"Entry({self.change.value} {self.source.value} {self.kind} "
             f"{self.key} uid={self.uid} rv={self.resource_version})"
         )
-
-
-#: ``tattler_etcd.codec``, imported on first use: importing it builds its schema
-#: (~0.2 s), which a program that never reads a value need not pay; and an
-#: import in the function costs ~0.4 us a call, on a path readers take for
-#: every object.
-_codec: Any = None
-
-
-def _load_codec() -> Any:
-    global _codec
-    from tattler_etcd import codec
-
-    _codec = codec
-    return codec
 
 
 def _default_key(kind: str, namespace: str | None, name: str) -> str:

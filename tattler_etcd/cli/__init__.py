@@ -9,6 +9,7 @@ bad usage, with a one-line message on stderr; 1 means the job failed.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -23,8 +24,6 @@ _COMMANDS = ("run", "record", "decode", "encode")
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, every subcommand registered."""
-    import importlib
-
     parser = argparse.ArgumentParser(
         prog="tattler-etcd",
         description=(

@@ -17,6 +17,9 @@ import json
 import sys
 from typing import Any
 
+import yaml
+
+from tattler_etcd import codec
 from tattler_etcd.errors import CodecError, DecodeError, EncodeError
 
 
@@ -37,8 +40,6 @@ def register(sub: Any) -> None:
 
 
 def _decode_value(data: bytes, max_size: int | None) -> dict[str, Any]:
-    from tattler_etcd import codec
-
     kwargs = {} if max_size is None else {"max_size": max_size}
     try:
         return codec.decode(data, **kwargs)
@@ -58,8 +59,6 @@ def run_decode(args: argparse.Namespace) -> int:
     except CodecError as exc:
         raise exc.with_key("stdin") from None
     if args.output == "yaml":
-        import yaml
-
         text = yaml.safe_dump(obj, sort_keys=False, allow_unicode=True, default_flow_style=False)
     elif args.compact:
         text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n"
@@ -75,8 +74,6 @@ def _read_object(data: bytes) -> dict[str, Any]:
     try:
         obj = json.loads(text)
     except ValueError:
-        import yaml
-
         try:
             obj = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -89,8 +86,6 @@ def _read_object(data: bytes) -> dict[str, Any]:
 
 
 def run_encode(args: argparse.Namespace) -> int:
-    from tattler_etcd import codec
-
     obj = _read_object(sys.stdin.buffer.read())
     value = codec.encode(obj)
     sys.stdout.buffer.write(value)

@@ -20,6 +20,7 @@ import trio
 
 from tattler_etcd.cli._common import add_reader_arguments, parse_resources
 from tattler_etcd.errors import ConfigError
+from tattler_etcd.readers.apiserver import load_incluster, load_kubeconfig
 
 
 def register(sub: Any) -> None:
@@ -36,6 +37,8 @@ def register(sub: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # Here, not at the top: the replay package imports trio.testing, which
+    # imports pytest when it is installed (~70 ms more for every --help).
     from tattler_etcd.replay._record import record_apiserver, record_etcd
 
     resources = parse_resources(args)
@@ -53,8 +56,6 @@ def main(args: argparse.Namespace) -> int:
             cacert=args.cacert, cert=args.cert, key=args.key,
         ))
     else:
-        from tattler_etcd.readers.apiserver import load_incluster, load_kubeconfig
-
         config = load_kubeconfig(args.kubeconfig, args.context) if args.kubeconfig else load_incluster()
         info = trio.run(lambda: record_apiserver(
             args.out, config=config, resources=resources, page_size=args.page_size,

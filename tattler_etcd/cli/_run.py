@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -15,6 +16,9 @@ import trio
 
 from tattler_etcd.cli._common import DEFAULT_RESOURCES, add_reader_arguments, parse_resources
 from tattler_etcd.errors import ConfigError
+from tattler_etcd.pipeline import JsonLinesProcessor, Runner
+from tattler_etcd.readers.apiserver import APIServerReader, FileBookmarkStore, load_incluster, load_kubeconfig
+from tattler_etcd.readers.etcd import EtcdReader
 
 
 def register(sub: Any) -> None:
@@ -76,8 +80,6 @@ async def _run_pipeline(
     ``drive`` replaces ``runner.run()`` when something else must run it (a
     replay adds its own readers inside vcrpy's playback).
     """
-    from tattler_etcd.pipeline import JsonLinesProcessor, Runner
-
     out = _open_output(args.output)
     try:
         runner = Runner(
@@ -96,8 +98,6 @@ async def _run_pipeline(
 
 
 def _etcd_readers(args: argparse.Namespace, resources: list[str]) -> list[Any]:
-    from tattler_etcd.readers.etcd import EtcdReader
-
     return [EtcdReader(
         args.etcd_endpoints, resources=resources, prefix=args.prefix, page_size=args.page_size,
         once=args.once, cacert=args.cacert, cert=args.cert, key=args.key,
@@ -114,8 +114,6 @@ class _ListProgress:
     """
 
     def __init__(self, stream: Any) -> None:
-        import time
-
         self._clock = time.monotonic
         self._stream = stream
         self._start = self._clock()
@@ -138,13 +136,6 @@ class _ListProgress:
 
 
 def _apiserver_readers(args: argparse.Namespace, resources: list[str]) -> list[Any]:
-    from tattler_etcd.readers.apiserver import (
-        APIServerReader,
-        FileBookmarkStore,
-        load_incluster,
-        load_kubeconfig,
-    )
-
     if args.relist_interval is not None and args.relist_interval <= 0:
         raise ConfigError("--relist-interval: must be more than 0 seconds")
     if args.page_size < 0:
@@ -166,6 +157,8 @@ def _replay(args: argparse.Namespace, resources: list[str]) -> int:
     ``--resources`` left at its default means "what was recorded"; any other
     value must name exactly the recorded resources.
     """
+    # Here, not at the top: the replay package imports trio.testing, which
+    # imports pytest when it is installed (~70 ms more for every --help).
     from tattler_etcd.replay import bundled_recording, read_recording, replay_into, run_replay
 
     path = args.replay or str(bundled_recording())
