@@ -287,6 +287,7 @@ class Entry:
             "name": self.name,
             "resourceVersion": self.resource_version,
         })
+        body: bytes | None
         if self._raw is not None:
             body = _dumps(self._raw)
         else:
