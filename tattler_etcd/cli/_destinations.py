@@ -198,7 +198,9 @@ async def open_destinations(dests: Sequence[str], ctx: DestinationContext) -> As
 
 def deprecated(old: str, new: str) -> None:
     """One note on stderr for an old spelling that still works."""
-    print(f"tattler-etcd: note: {old} is deprecated; say {new}", file=sys.stderr)
+    from tattler_etcd.cli._logging import notice
+
+    notice(f"{old} is deprecated; say {new}")
 
 
 def add_output_arguments(

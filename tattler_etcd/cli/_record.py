@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import sys
 from typing import Any
 
 import trio
 
 from tattler_etcd.cli._common import add_reader_arguments, parse_resources
 from tattler_etcd.cli._destinations import add_output_arguments, deprecated, resolve_output, scheme_of
+from tattler_etcd.cli._logging import notice
 from tattler_etcd.errors import ConfigError
 
 
@@ -98,12 +98,11 @@ def main(args: argparse.Namespace) -> int:
         # cluster, which is a lie, not a recording.
         with contextlib.suppress(FileNotFoundError):
             os.remove(args.out)
-        print(f"tattler-etcd: error: recorded nothing: {info.endpoint} never answered "
-              f"(stopped by {info.stopped_by}); no file written", file=sys.stderr)
+        notice(f"recorded nothing: {info.endpoint} never answered (stopped by {info.stopped_by}); "
+               "no file written", kind="error")
         return 1
-    print(
-        f"tattler-etcd: recorded {info.interactions} interactions ({info.watch_events} watch events, "
-        f"stopped by {info.stopped_by}) to {args.out} ({os.path.getsize(args.out)} bytes)",
-        file=sys.stderr,
+    notice(
+        f"recorded {info.interactions} interactions ({info.watch_events} watch events, "
+        f"stopped by {info.stopped_by}) to {args.out} ({os.path.getsize(args.out)} bytes)", kind="plain",
     )
     return 0

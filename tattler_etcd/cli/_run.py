@@ -20,6 +20,7 @@ from tattler_etcd.cli._destinations import (
     open_destinations,
     resolve_output,
 )
+from tattler_etcd.cli._logging import notice
 from tattler_etcd.errors import ConfigError
 
 
@@ -169,8 +170,8 @@ def _replay(args: argparse.Namespace, resources: list[str]) -> int:
     path = args.replay or str(bundled_recording())
     info = read_recording(path)  # bad files fail before any output is opened
     if not args.replay:
-        print(f"tattler-etcd: no source given: replaying the bundled recording {path} "
-              f"({info.source}, {','.join(info.resources)}; see docs/replay.md)", file=sys.stderr)
+        notice(f"no source given: replaying the bundled recording {path} "
+               f"({info.source}, {','.join(info.resources)}; see docs/replay.md)", kind="plain")
     requested = None if args.resources == DEFAULT_RESOURCES else resources
 
     async def replay() -> int:
