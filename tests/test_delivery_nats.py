@@ -55,7 +55,7 @@ async def test_the_same_change_twice_is_stored_once(nats_server: NatsServer) -> 
 def test_url_options() -> None:
     assert parse_nats_url("nats://u:p@h:4222?stream=s&kv=b&prefix=x") == NatsOptions(
         url="nats://u:p@h:4222", stream="s", bucket="b", prefix="x")
-    with pytest.raises(ConfigError, match=r"^nats://h:1\?bogus=1: unknown option 'bogus'"):
+    with pytest.raises(ConfigError, match=r"^nats://h:1: unknown option 'bogus'"):
         parse_nats_url("nats://h:1?bogus=1")
     with pytest.raises(ConfigError, match=r"not a nats://HOST:PORT URL$"):
         parse_nats_url("http://h:1")

@@ -55,7 +55,7 @@ def require_nats() -> tuple[ModuleType, ModuleType]:
 
 
 def public_url(url: str) -> str:
-    """``url`` without a user or password, for logs and errors."""
+    """``url`` without a user, password or query (which may hold secrets), for logs and errors."""
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
     if parts.port:

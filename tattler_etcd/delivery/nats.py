@@ -40,7 +40,7 @@ from typing import Any
 import trio
 
 from tattler_etcd.data import ChangeType, Entry
-from tattler_etcd.delivery._connection import Connection, open_connection, require_nats
+from tattler_etcd.delivery._connection import Connection, open_connection, public_url, require_nats
 from tattler_etcd.delivery.subjects import change_id, kv_key
 from tattler_etcd.errors import ConfigError, DeliveryError, TattlerError
 
@@ -86,25 +86,26 @@ def parse_nats_url(text: str, *, ignore: Sequence[str] = ()) -> NatsOptions:
         ConfigError: not a nats:// URL, an unknown query key or a bad value.
     """
     parts = urllib.parse.urlsplit(text)
+    shown = public_url(text)
     if parts.scheme != "nats" or not parts.hostname:
-        raise ConfigError(f"{text}: not a nats://HOST:PORT URL")
+        raise ConfigError(f"{shown}: not a nats://HOST:PORT URL")
     values: dict[str, Any] = {}
     for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
         if key in ignore:
             continue
         field = _QUERY_KEYS.get(key)
         if field is None:
-            raise ConfigError(f"{text}: unknown option {key!r} (known: {', '.join(sorted(_QUERY_KEYS))})")
+            raise ConfigError(f"{shown}: unknown option {key!r} (known: {', '.join(sorted(_QUERY_KEYS))})")
         if field in ("duplicate_window", "ack_timeout"):
             try:
                 values[field] = float(value)
             except ValueError:
-                raise ConfigError(f"{text}: {key} must be a number of seconds, not {value!r}") from None
+                raise ConfigError(f"{shown}: {key} must be a number of seconds, not {value!r}") from None
             if values[field] <= 0:
-                raise ConfigError(f"{text}: {key} must be more than 0 seconds")
+                raise ConfigError(f"{shown}: {key} must be more than 0 seconds")
         else:
             if field == "prefix" and not value:
-                raise ConfigError(f"{text}: prefix must not be empty")
+                raise ConfigError(f"{shown}: prefix must not be empty")
             values[field] = value
     server = urllib.parse.urlunsplit((parts.scheme, parts.netloc, "", "", ""))
     return NatsOptions(url=server, **values)
@@ -183,7 +184,7 @@ class NatsProcessor:
         ops: list[_Op] = []
         for entry in entries:
             try:
-                payload = entry.to_json().encode()
+                payload = entry.to_json_bytes()
             except TattlerError as exc:
                 self.skipped += 1
                 logger.warning("nats: skipped %s: %s", entry.key, str(exc)[:256])

@@ -47,6 +47,7 @@ import httpx
 import trio
 
 from tattler_etcd.data import Entry
+from tattler_etcd.delivery._connection import public_url
 from tattler_etcd.delivery.subjects import change_id, resource_name
 from tattler_etcd.errors import ConfigError, DeliveryError, TattlerError
 
@@ -108,7 +109,7 @@ def parse_webhook_url(text: str, *, ignore: Sequence[str] = ()) -> WebhookOption
     """
     parts = urllib.parse.urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{_shown(text)}: not an http:// or https:// URL")
+        raise ConfigError(f"{public_url(text)}: not an http:// or https:// URL")
     kept: list[tuple[str, str]] = []
     values: dict[str, Any] = {}
     for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
@@ -124,41 +125,32 @@ def parse_webhook_url(text: str, *, ignore: Sequence[str] = ()) -> WebhookOption
             try:
                 values["timeout"] = float(value)
             except ValueError:
-                raise ConfigError(f"{_shown(text)}: timeout must be a number of seconds, not {value!r}") from None
+                raise ConfigError(f"{public_url(text)}: timeout must be a number of seconds, not {value!r}") from None
             if values["timeout"] <= 0:
-                raise ConfigError(f"{_shown(text)}: timeout must be more than 0 seconds")
+                raise ConfigError(f"{public_url(text)}: timeout must be more than 0 seconds")
         elif key == "max_attempts":
             if not value.isdigit() or int(value) < 1:
-                raise ConfigError(f"{_shown(text)}: max_attempts must be a whole number, 1 or more")
+                raise ConfigError(f"{public_url(text)}: max_attempts must be a whole number, 1 or more")
             values["max_attempts"] = int(value)
         elif key == "token_file":
             try:
                 with open(value, encoding="utf-8") as f:
                     values["token"] = f.read().strip()
             except OSError as exc:
-                raise ConfigError(f"{_shown(text)}: token_file {value}: {exc.strerror}") from exc
+                raise ConfigError(f"{public_url(text)}: token_file {value}: {exc.strerror}") from exc
         else:  # token_env
             if not os.environ.get(value):
-                raise ConfigError(f"{_shown(text)}: token_env: the variable {value} is not set")
+                raise ConfigError(f"{public_url(text)}: token_env: the variable {value} is not set")
             values["token"] = os.environ[value].strip()
     url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(kept)))
     return WebhookOptions(url=url, **values)
-
-
-def _shown(url: str) -> str:
-    """``url`` without credentials or query (which may hold secrets), for logs and errors."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _ssl_context(o: WebhookOptions) -> ssl.SSLContext:
     try:
         ctx = ssl.create_default_context(cafile=o.ca)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"webhook {_shown(o.url)}: ca {o.ca}: {getattr(exc, 'strerror', None) or exc}") from exc
+        raise ConfigError(f"webhook {public_url(o.url)}: ca {o.ca}: {getattr(exc, 'strerror', None) or exc}") from exc
     if o.insecure:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -167,9 +159,9 @@ def _ssl_context(o: WebhookOptions) -> ssl.SSLContext:
             ctx.load_cert_chain(o.cert, o.key)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(
-                f"webhook {_shown(o.url)}: cert {o.cert}: {getattr(exc, 'strerror', None) or exc}") from exc
+                f"webhook {public_url(o.url)}: cert {o.cert}: {getattr(exc, 'strerror', None) or exc}") from exc
     elif o.key:
-        raise ConfigError(f"webhook {_shown(o.url)}: key given without cert")
+        raise ConfigError(f"webhook {public_url(o.url)}: key given without cert")
     return ctx
 
 
@@ -190,12 +182,12 @@ class WebhookProcessor:
     def __init__(self, options: WebhookOptions, client: httpx.AsyncClient) -> None:
         self.options = options
         self._client = client
-        self._shown = _shown(options.url)
+        self._shown = public_url(options.url)
         headers = {"Content-Type": CONTENT_TYPE}
         if options.token:
             headers["Authorization"] = f"Bearer {options.token}"
         self._headers = headers
-        self._source = json.dumps(options.source)
+        self._source = b',"source":' + json.dumps(options.source).encode()
         #: Entries in batches the server accepted.
         self.delivered = 0
         #: Attempts that were retried.
@@ -205,26 +197,26 @@ class WebhookProcessor:
         #: Entries left out because their JSON could not be made (logged with the key).
         self.skipped = 0
 
-    def _event(self, entry: Entry, now: str) -> str:
+    def _event(self, entry: Entry, now: str) -> bytes:
         resource = resource_name(entry.api_version, entry.kind)
         subject = f"{resource}/{entry.namespace}/{entry.name}" if entry.namespace else f"{resource}/{entry.name}"
         head = json.dumps({
             "specversion": "1.0", "id": change_id(entry), "type": f"tattler-etcd.{entry.change.value}",
             "subject": subject, "time": now, "datacontenttype": "application/json",
-        }, separators=(",", ":"), ensure_ascii=False)
-        return f'{head[:-1]},"source":{self._source},"data":{entry.to_json()}}}'
+        }, separators=(",", ":"), ensure_ascii=False).encode()
+        return b"".join((head[:-1], self._source, b',"data":', entry.to_json_bytes(), b"}"))
 
     def body(self, batch: Iterable[Entry]) -> bytes:
         """The request body for ``batch``: the CloudEvents JSON batch (entries that fail are skipped)."""
         now = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
-        events: list[str] = []
+        events: list[bytes] = []
         for entry in batch:
             try:
                 events.append(self._event(entry, now))
             except TattlerError as exc:
                 self.skipped += 1
                 logger.warning("webhook: skipped %s: %s", entry.key, str(exc)[:256])
-        return ("[" + ",".join(events) + "]").encode()
+        return b"[" + b",".join(events) + b"]"
 
     async def __call__(self, batch: Iterable[Entry]) -> None:
         entries = list(batch)
