@@ -8,7 +8,10 @@ and measures, alternately, in the same run:
 * floor: plain nats-py publishing the same payloads (each entry's JSON, made
   before the clock starts) to a stream and to a KV bucket, pipelined
   (``publish_async``, the acknowledgements of each ``--batch`` awaited
-  together): what the server and the client library can do here;
+  together): what the server and the client library can do here. Run twice:
+  on a plain ``asyncio.run`` loop, and under trio-asyncio as the processor
+  runs it (both ratios are printed; the first shows whether trio-asyncio itself
+  costs anything);
 * pipeline: the same entries through a :class:`Runner` (``MemoryReader`` ->
   safety -> batching -> routing) to :class:`NatsProcessor`, which makes the
   JSON, the subjects, keys and headers itself.
@@ -44,14 +47,14 @@ from tattler_etcd.readers.memory import MemoryReader  # noqa: E402
 from tests.support.nats import NatsServer  # noqa: E402
 
 
-async def floor(url: str, entries: list[Entry], batch: int, run: int) -> float:
-    """Seconds for plain nats-py to publish the entries' JSON to a stream and a bucket, pipelined."""
+def _floor_coroutine(url: str, entries: list[Entry], batch: int, name: str) -> Any:
+    """The floor's asyncio coroutine: plain nats-py, pipelined, timed from the first publish."""
     import asyncio
 
     import nats
     from nats.js.api import StorageType, StreamConfig
 
-    stream, bucket = f"floor{run}", f"floor{run}-state"
+    stream, bucket = name, f"{name}-state"
     msgs = [(f"{stream}.{kv_key(e)}", f"$KV.{bucket}.{kv_key(e)}", e.to_json_bytes(), {
         "Nats-Msg-Id": change_id(e), "Tattler-Change": e.change.value, "Tattler-Kind": e.kind,
         "Tattler-Uid": e.uid, "Tattler-Resource-Version": e.resource_version}) for e in entries]
@@ -74,8 +77,21 @@ async def floor(url: str, entries: list[Entry], batch: int, run: int) -> float:
         finally:
             await nc.close()
 
+    return go
+
+
+async def floor(url: str, entries: list[Entry], batch: int, run: int) -> float:
+    """Seconds for plain nats-py, under trio-asyncio as the processor runs it, to publish the entries."""
     async with trio_asyncio.open_loop() as loop:
-        return float(await trio_asyncio.aio_as_trio(go, loop=loop)())
+        return float(await trio_asyncio.aio_as_trio(_floor_coroutine(url, entries, batch, f"floor{run}"),
+                                                    loop=loop)())
+
+
+def floor_asyncio(url: str, entries: list[Entry], batch: int, run: int) -> float:
+    """The same on a plain asyncio loop (no trio): does trio-asyncio cost anything here?"""
+    import asyncio
+
+    return float(asyncio.run(_floor_coroutine(url, entries, batch, f"plain{run}")()))
 
 
 async def pipeline(url: str, entries: list[Entry], batch: int, run: int) -> tuple[float, Any]:
@@ -109,8 +125,12 @@ def main() -> int:
               f"batches of {args.batch}, each to a stream and a KV bucket (file storage); "
               f"nats-server at {server.url}, nats-py {importlib.metadata.version('nats-py')}, Python {sys.version.split()[0]}")
         floors: list[float] = []
+        plains: list[float] = []
         pipes: list[float] = []
         for r in range(args.repeat):
+            entries = make_entries(args.entries, 5_000, False)
+            gc.collect()
+            plains.append(args.entries / floor_asyncio(server.url, entries, args.batch, r))
             entries = make_entries(args.entries, 5_000, False)
             gc.collect()
             floors.append(args.entries / trio.run(floor, server.url, entries, args.batch, r))
@@ -118,17 +138,20 @@ def main() -> int:
             gc.collect()
             elapsed, _ = trio.run(pipeline, server.url, entries, args.batch, r)
             pipes.append(args.entries / elapsed)
-            print(f"  run {r + 1}: floor {floors[-1]:,.0f}/s, pipeline {pipes[-1]:,.0f}/s "
+            print(f"  run {r + 1}: asyncio {plains[-1]:,.0f}/s, floor {floors[-1]:,.0f}/s, pipeline {pipes[-1]:,.0f}/s "
                   f"({pipes[-1] / floors[-1]:.2f}x)")
     finally:
         server.close()
-    print(f"floor     nats-py publish_async, stream + KV  {max(floors):>9,.0f} entries/s best, "
+    print(f"asyncio   nats-py on plain asyncio.run      {max(plains):>9,.0f} entries/s best, "
+          f"{statistics.median(plains):,.0f} median")
+    print(f"floor     nats-py under trio-asyncio         {max(floors):>9,.0f} entries/s best, "
           f"{statistics.median(floors):,.0f} median")
     print(f"pipeline  Runner -> NatsProcessor           {max(pipes):>9,.0f} entries/s best, "
           f"{statistics.median(pipes):,.0f} median")
-    ratios = [p / f for p, f in zip(pipes, floors, strict=True)]
-    print(f"ratio     pipeline / floor, per pair         {statistics.median(ratios):.2f}x median "
-          f"(range {min(ratios):.2f}-{max(ratios):.2f}; target >= 0.7)")
+    for label, base in (("floor", floors), ("asyncio", plains)):
+        ratios = [p / f for p, f in zip(pipes, base, strict=True)]
+        print(f"ratio     pipeline / {label:<8} per run        {statistics.median(ratios):.2f}x median "
+              f"(range {min(ratios):.2f}-{max(ratios):.2f}; target >= 0.7)")
     return 0
 
 
