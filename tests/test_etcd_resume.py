@@ -94,9 +94,10 @@ async def test_without_the_index_a_restart_through_compaction_cannot_delete(etcd
     await first_run(etcd, path)
     (tmp_path / "revisions.json.index").unlink()
     etcd.delete(A)
+    etcd.put(C, obj("pods", "c", "ns"))
     etcd.compact(etcd.revision())
-    tracker, counters = await second_run(etcd, path, [B, NODE])
-    assert {(k, c) for k, c, _ in tracker.seen} == {(B, SNAPSHOT), (NODE, SNAPSHOT)}
+    tracker, counters = await second_run(etcd, path, [B, C, NODE])
+    assert {(k, c) for k, c, _ in tracker.seen} == {(B, SNAPSHOT), (C, SNAPSHOT), (NODE, SNAPSHOT)}
     assert counters["reader.etcd.resumes"] == 2
 
 
