@@ -96,6 +96,10 @@ DEFAULT_MAX_INDEX_BYTES = 64 * 1024 * 1024
 #: written after every list and at exit). It can be tens of MB: not per event.
 INDEX_INTERVAL = 30.0
 
+#: The most entries handed on in one chunk from a list (a page larger than
+#: this, such as an unpaged LIST from the APIServer's cache, is cut).
+CHUNK = 500
+
 #: What the index keeps per key: (uid, resourceVersion). Never the object.
 Identity = tuple[str, str]
 
@@ -198,8 +202,12 @@ class Relist:
         self.replaced: set[str] = set()
         self.handed_on = False
 
-    def page(self, entries: Iterable[Entry], position: str) -> list[Entry]:
-        """Record ``entries`` (already made with :attr:`change`); return the chunk to hand on."""
+    def page(self, entries: Iterable[Entry]) -> list[Entry]:
+        """Record ``entries`` (already made with :attr:`change`); return the chunk to hand on.
+
+        The DELETE of a replaced uid carries the new object's resourceVersion:
+        the old one was deleted before the new one was made.
+        """
         out: list[Entry] = []
         old, new, index = self.old, self.new, self.loop.index
         last = None
@@ -208,7 +216,7 @@ class Relist:
             prev = old.get(key)
             if prev is not None and prev[0] != e.uid and key not in self.replaced:
                 self.replaced.add(key)
-                out.append(self.loop.deleted_entry(key, prev, position))
+                out.append(self.loop.deleted_entry(key, prev, e.resource_version))
             new[key] = (e.uid, e.resource_version)
             out.append(e)
             last = e
@@ -721,9 +729,8 @@ class ResourceLoop(abc.ABC):
         deletes = relist.finish(position)
         if deletes:
             self.reader.count("deletes_on_relist", len(deletes))
-            size = 500
-            for i in range(0, len(deletes), size):
-                await self.emit(deletes[i : i + size])
+            for i in range(0, len(deletes), CHUNK):
+                await self.emit(deletes[i : i + CHUNK])
         self.reader.count("deletes_on_relist", len(relist.replaced))
         self.index.items = relist.new
         self.unavailable = False
@@ -732,11 +739,11 @@ class ResourceLoop(abc.ABC):
         self.reader.index_changed()
         self.reader.save_index(force=True)
 
-    async def hand_on_page(self, relist: Relist, entries: list[Entry], position: str) -> None:
-        """Hand on one listed page through ``relist`` (the ghost rule's DELETEs first)."""
-        chunk = relist.page(entries, position)
-        if chunk:
-            await self.emit(chunk)
+    async def hand_on_page(self, relist: Relist, entries: list[Entry]) -> None:
+        """Hand on one listed page through ``relist`` (the ghost rule's DELETEs first), in chunks of CHUNK."""
+        chunk = relist.page(entries)
+        for i in range(0, len(chunk), CHUNK):
+            await self.emit(chunk[i : i + CHUNK])
             relist.handed_on = True
 
     async def wait(self, exc: TransientReaderError) -> None:

@@ -379,7 +379,7 @@ class _EtcdLoop(ResourceLoop):
                     if initial:
                         r._listed += len(page)
                         r._listed_any = True
-                    await self.hand_on_page(relist, entries, str(pinned))
+                    await self.hand_on_page(relist, entries)
                     if r.progress is not None and initial:
                         r.progress(r._listed)
         if failure is not None:
