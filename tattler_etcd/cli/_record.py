@@ -19,6 +19,7 @@ from typing import Any
 import trio
 
 from tattler_etcd.cli._common import add_reader_arguments, parse_resources
+from tattler_etcd.cli._redact import add_redaction_arguments, redaction_rules
 from tattler_etcd.errors import ConfigError
 
 
@@ -32,6 +33,7 @@ def register(sub: Any) -> None:
     limit = p.add_argument_group("limit (at least one; the first reached stops the recording)")
     limit.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     limit.add_argument("--events", type=int, metavar="N", help="stop after N watch events")
+    add_redaction_arguments(p)
     p.set_defaults(func=main)
 
 
@@ -39,6 +41,7 @@ def main(args: argparse.Namespace) -> int:
     from tattler_etcd.replay._record import record_apiserver, record_etcd
 
     resources = parse_resources(args)
+    rules = redaction_rules(args)
     if args.duration is None and args.events is None:
         raise ConfigError("record: give --duration S or --events N (a watch never ends by itself)")
     if args.page_size < 1:
@@ -51,6 +54,7 @@ def main(args: argparse.Namespace) -> int:
             args.out, endpoint=args.etcd_endpoints, resources=resources, prefix=args.prefix,
             page_size=args.page_size, max_events=args.events, duration=args.duration,
             cacert=args.cacert, cert=args.cert, key=args.key,
+            redact=rules, keep_unknown_fields=args.keep_unknown_fields,
         ))
     else:
         from tattler_etcd.readers.apiserver import load_incluster, load_kubeconfig
@@ -59,6 +63,7 @@ def main(args: argparse.Namespace) -> int:
         info = trio.run(lambda: record_apiserver(
             args.out, config=config, resources=resources, page_size=args.page_size,
             content_type=args.content_type, max_events=args.events, duration=args.duration,
+            redact=rules, keep_unknown_fields=args.keep_unknown_fields,
         ))
     print(
         f"tattler-etcd: recorded {info.interactions} interactions ({info.watch_events} watch events, "

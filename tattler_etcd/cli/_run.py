@@ -14,6 +14,7 @@ from typing import Any
 import trio
 
 from tattler_etcd.cli._common import DEFAULT_RESOURCES, add_reader_arguments, parse_resources
+from tattler_etcd.cli._redact import add_redaction_arguments, redaction_rules
 from tattler_etcd.errors import ConfigError
 
 
@@ -39,11 +40,13 @@ def register(sub: Any) -> None:
                       help="re-list every so often, emitting snapshot and delete entries (default: never)")
     pipe.add_argument("--allow-secrets", action="store_true",
                       help="let Secret objects through (their data always redacted)")
+    add_redaction_arguments(p)
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     resources = parse_resources(args)
+    args.redaction_rules = redaction_rules(args)
     if args.batch_size < 1:
         raise ConfigError("--batch-size: must be at least 1")
     if args.batch_window <= 0:
@@ -82,6 +85,7 @@ async def _run_pipeline(
     try:
         runner = Runner(
             batch_window=args.batch_window, batch_size=args.batch_size, allow_secrets=args.allow_secrets,
+            redact=args.redaction_rules, keep_unknown_fields=args.keep_unknown_fields,
         )
         for reader in readers:
             runner.add_reader(reader)
