@@ -21,6 +21,7 @@ import trio
 from tattler_etcd.cli._common import add_reader_arguments, parse_resources
 from tattler_etcd.cli._destinations import add_output_arguments, deprecated, resolve_output, scheme_of
 from tattler_etcd.cli._logging import notice
+from tattler_etcd.cli._redact import add_redaction_arguments, redaction_rules
 from tattler_etcd.errors import ConfigError
 from tattler_etcd.readers.apiserver import load_incluster, load_kubeconfig
 
@@ -37,6 +38,7 @@ def register(sub: Any) -> None:
     limit = p.add_argument_group("limit (at least one; the first reached stops the recording)")
     limit.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     limit.add_argument("--events", type=int, metavar="N", help="stop after N watch events")
+    add_redaction_arguments(p)
     p.set_defaults(func=main)
 
 
@@ -75,6 +77,7 @@ def main(args: argparse.Namespace) -> int:
 
     args.out = _cassette_path(args)
     resources = parse_resources(args)
+    rules = redaction_rules(args)
     if args.duration is None and args.events is None:
         raise ConfigError("record: give --duration S or --events N (a watch never ends by itself)")
     if args.page_size < 1:
@@ -87,12 +90,14 @@ def main(args: argparse.Namespace) -> int:
             args.out, endpoint=args.etcd_endpoints, resources=resources, prefix=args.prefix,
             page_size=args.page_size, max_events=args.events, duration=args.duration,
             cacert=args.cacert, cert=args.cert, key=args.key,
+            redact=rules, keep_unknown_fields=args.keep_unknown_fields,
         ))
     else:
         config = load_kubeconfig(args.kubeconfig, args.context) if args.kubeconfig else load_incluster()
         info = trio.run(lambda: record_apiserver(
             args.out, config=config, resources=resources, page_size=args.page_size,
             content_type=args.content_type, max_events=args.events, duration=args.duration,
+            redact=rules, keep_unknown_fields=args.keep_unknown_fields,
         ))
     if not info.interactions:
         # Nothing answered: a cassette without a single exchange would replay as an empty

@@ -22,6 +22,7 @@ from tattler_etcd.cli._destinations import (
     resolve_output,
 )
 from tattler_etcd.cli._logging import notice
+from tattler_etcd.cli._redact import add_redaction_arguments, redaction_rules
 from tattler_etcd.errors import ConfigError
 from tattler_etcd.pipeline import Runner
 from tattler_etcd.readers.apiserver import APIServerReader, FileBookmarkStore, load_incluster, load_kubeconfig
@@ -52,6 +53,7 @@ def register(sub: Any) -> None:
                       help="re-list every so often, emitting snapshot and delete entries (default: never)")
     pipe.add_argument("--allow-secrets", action="store_true",
                       help="let Secret objects through (their data always redacted)")
+    add_redaction_arguments(p)
     p.set_defaults(func=main)
 
 
@@ -62,6 +64,7 @@ RUN_FORMATS = ("json",)
 def main(args: argparse.Namespace) -> int:
     args.output, args.to = resolve_output("run", args.output, args.to, formats=RUN_FORMATS, legacy_paths=True)
     resources = parse_resources(args)
+    args.redaction_rules = redaction_rules(args)
     if args.batch_size < 1:
         raise ConfigError("--batch-size: must be at least 1")
     if args.batch_window <= 0:
@@ -85,7 +88,10 @@ async def _run_pipeline(
     ``drive`` replaces ``runner.run()`` when something else must run it (a
     replay adds its own readers inside vcrpy's playback).
     """
-    runner = Runner(batch_window=args.batch_window, batch_size=args.batch_size, allow_secrets=args.allow_secrets)
+    runner = Runner(
+        batch_window=args.batch_window, batch_size=args.batch_size, allow_secrets=args.allow_secrets,
+        redact=args.redaction_rules, keep_unknown_fields=args.keep_unknown_fields,
+    )
     ctx = DestinationContext(format=args.output, on_closed=runner.stop, args=args)
     async with open_destinations(args.to, ctx) as destinations:
         for reader in readers:
