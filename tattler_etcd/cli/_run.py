@@ -77,6 +77,7 @@ async def _run_pipeline(
     replay adds its own readers inside vcrpy's playback).
     """
     from tattler_etcd.pipeline import JsonLinesProcessor, Runner
+    from tattler_etcd.service import run_draining_on_signals
 
     out = _open_output(args.output)
     try:
@@ -86,13 +87,14 @@ async def _run_pipeline(
         for reader in readers:
             runner.add_reader(reader)
         runner.add_processor("output", JsonLinesProcessor(out, on_closed=runner.stop))
-        await (drive(runner) if drive is not None else runner.run())
+        return await run_draining_on_signals(
+            lambda: drive(runner) if drive is not None else runner.run(), runner.stop,
+        )
     finally:
         if out is not sys.stdout:
             out.close()
         else:
             out.flush()
-    return 0
 
 
 def _etcd_readers(args: argparse.Namespace, resources: list[str]) -> list[Any]:
