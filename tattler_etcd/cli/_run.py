@@ -37,6 +37,9 @@ def register(sub: Any) -> None:
     pipe.add_argument("--batch-size", type=int, default=1000, metavar="N", help="batch size limit (default: 1000)")
     pipe.add_argument("--relist-interval", type=float, default=None, metavar="SECONDS",
                       help="re-list every so often, emitting snapshot and delete entries (default: never)")
+    service = p.add_argument_group("service")
+    service.add_argument("--metrics-address", metavar="HOST:PORT",
+                         help="serve /metrics (Prometheus), /healthz and /readyz here (default: off)")
     pipe.add_argument("--allow-secrets", action="store_true",
                       help="let Secret objects through (their data always redacted)")
     p.set_defaults(func=main)
@@ -48,6 +51,10 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("--batch-size: must be at least 1")
     if args.batch_window <= 0:
         raise ConfigError("--batch-window: must be more than 0 seconds")
+    if args.metrics_address:
+        from tattler_etcd.service.http import parse_address
+
+        parse_address(args.metrics_address)  # a bad address fails before any connection
     if args.replay or not (args.etcd_endpoints or args.kubeconfig or args.in_cluster):
         return _replay(args, resources)
     if args.etcd_endpoints:
@@ -89,12 +96,29 @@ async def _run_pipeline(
         runner.add_processor("output", JsonLinesProcessor(out, on_closed=runner.stop))
         return await run_draining_on_signals(
             lambda: drive(runner) if drive is not None else runner.run(), runner.stop,
+            alongside=_endpoints(args, runner),
         )
     finally:
         if out is not sys.stdout:
             out.close()
         else:
             out.flush()
+
+
+def _endpoints(args: argparse.Namespace, runner: Any) -> list[Callable[..., Awaitable[object]]]:
+    """The ``--metrics-address`` server, on a registry of its own, as a task to run beside the pipeline."""
+    if not args.metrics_address:
+        return []
+    import functools
+
+    import prometheus_client
+
+    from tattler_etcd.pipeline.metrics import readiness
+    from tattler_etcd.service.http import serve_endpoints
+
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(runner.collector())
+    return [functools.partial(serve_endpoints, args.metrics_address, registry, lambda: readiness(runner))]
 
 
 def _etcd_readers(args: argparse.Namespace, resources: list[str]) -> list[Any]:

@@ -99,18 +99,26 @@ class SignalDrain:
 
 
 async def run_draining_on_signals(
-    work: Callable[[], Awaitable[object]], stop: Callable[[], object], *, what: str = "run",
+    work: Callable[[], Awaitable[object]],
+    stop: Callable[[], object],
+    *,
+    what: str = "run",
+    alongside: Sequence[Callable[..., Awaitable[object]]] = (),
 ) -> int:
     """Await ``work()`` with a :class:`SignalDrain` calling ``stop``; return :func:`exit_status`.
 
-    An exception from ``work`` is raised as it is (not inside an exception
-    group), so a caller's ``except TattlerError`` still sees it.
+    ``alongside`` are tasks started (``nursery.start``, so each is up before
+    the work begins) and cancelled once the work ends: the metrics server.
+    An exception from ``work`` or from starting them is raised as it is (not
+    inside an exception group), so a caller's ``except TattlerError`` still sees it.
     """
     drain = SignalDrain(stop, what=what)
     failure: Exception | None = None
     async with trio.open_nursery() as nursery:
-        await nursery.start(drain.listen)
         try:
+            await nursery.start(drain.listen)
+            for task in alongside:
+                await nursery.start(task)
             await work()
         except Exception as exc:  # noqa: BLE001 - raised below, outside the nursery
             failure = exc
