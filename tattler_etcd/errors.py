@@ -24,7 +24,12 @@ resource) and never carry an object's body or a secret value.
     │   ├── HistoryCompactedError   etcd compaction or APIServer 410: relist
     │   ├── PermanentReaderError    retrying will not help
     │   │   ├── AccessDeniedError   401/403: names the resource
-    │   │   └── ConnectTimeoutError no first sync within --connect-timeout: names the endpoint, the last reason
+    │   │   ├── ConnectTimeoutError no first sync within --connect-timeout: names the endpoint, the last reason
+    │   │   ├── NoSuchPathError     404 on the API path: not etcd's gateway (or not this API version)
+    │   │   └── TLSError            a TLS failure retrying will not fix; says which
+    │   │       ├── CertificateVerifyError      the server's certificate is not trusted, and why
+    │   │       ├── ClientCertificateError      the server wants a client certificate, or refused ours
+    │   │       └── SchemeMismatchError         http:// to a TLS port, or https:// to a plain one
     │   └── BadKeyError             an etcd key that is not a Kubernetes object
     └── RecordingError              cassettes: not a cassette, truncated, other version/resources
 """
@@ -34,6 +39,8 @@ from __future__ import annotations
 __all__ = [
     "AccessDeniedError",
     "BadKeyError",
+    "CertificateVerifyError",
+    "ClientCertificateError",
     "CodecError",
     "ConfigError",
     "ConnectTimeoutError",
@@ -41,12 +48,15 @@ __all__ = [
     "EncodeError",
     "EncryptedValueError",
     "HistoryCompactedError",
+    "NoSuchPathError",
     "PermanentReaderError",
     "PipelineError",
     "ProcessorError",
     "ReaderError",
     "RecordingError",
     "RegistrationError",
+    "SchemeMismatchError",
+    "TLSError",
     "TattlerError",
     "TransientReaderError",
     "TruncatedValueError",
@@ -178,6 +188,26 @@ class ConnectTimeoutError(PermanentReaderError):
         self.endpoint = endpoint
         self.reason = reason
         super().__init__(message)
+
+
+class NoSuchPathError(PermanentReaderError):
+    """404 on the API path: the URL is not etcd's HTTP gateway (or serves another API version)."""
+
+
+class TLSError(PermanentReaderError):
+    """The TLS connection failed for a reason a retry will not fix (a setting, a certificate)."""
+
+
+class CertificateVerifyError(TLSError):
+    """The server's certificate is not trusted; the message carries the verifier's reason."""
+
+
+class ClientCertificateError(TLSError):
+    """The server wants a client certificate and got none, or refused the one given."""
+
+
+class SchemeMismatchError(TLSError):
+    """``http://`` to a port that speaks TLS, or ``https://`` to one that does not."""
 
 
 class BadKeyError(ReaderError):
