@@ -35,16 +35,16 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != ROOT / "benchmarks"]
 sys.path.insert(0, str(ROOT))
 
-import trio  # noqa: E402
-import trio_asyncio  # noqa: E402
-from benchmarks.pipeline import make_entries  # noqa: E402
+import trio
+import trio_asyncio
 
-from tattler_etcd.data import Entry  # noqa: E402
-from tattler_etcd.delivery.nats import NatsOptions, open_nats_processor  # noqa: E402
-from tattler_etcd.delivery.subjects import change_id, kv_key  # noqa: E402
-from tattler_etcd.pipeline import Runner  # noqa: E402
-from tattler_etcd.readers.memory import MemoryReader  # noqa: E402
-from tests.support.nats import NatsServer  # noqa: E402
+from benchmarks.pipeline import make_entries
+from tattler_etcd.data import Entry
+from tattler_etcd.delivery.nats import NatsOptions, open_nats_processor
+from tattler_etcd.delivery.subjects import change_id, kv_key
+from tattler_etcd.pipeline import Runner
+from tattler_etcd.readers.memory import MemoryReader
+from tests.support.nats import NatsServer
 
 
 def _floor_coroutine(url: str, entries: list[Entry], batch: int, name: str) -> Any:
