@@ -197,3 +197,31 @@ async def test_a_lost_consumer_is_made_again_where_it_stopped(nats_server: NatsS
             with trio.fail_after(30):
                 got = [await feed.__anext__(), await feed.__anext__()]
     assert [(e.name, e.resource_version) for e in got] == [("a", "2"), ("b", "3")]
+
+
+async def test_refused_and_oversized_messages_are_counted_and_skipped(
+        nats_server: NatsServer, caplog: pytest.LogCaptureFixture) -> None:
+    import nats
+    from nats.js.api import StreamConfig
+
+    async def small_stream() -> None:
+        nc = await nats.connect(nats_server.url)
+        await nc.jetstream().add_stream(StreamConfig(name="tattler", subjects=["tattler.>"], max_msg_size=600))
+        await nc.close()
+
+    async with trio_asyncio.open_loop() as loop:
+        await trio_asyncio.aio_as_trio(small_stream, loop=loop)()
+    big = entry(ChangeType.ADD, "big")
+    big.raw["metadata"]["annotations"] = {"a": "x" * 2_000_000}
+    wide = entry(ChangeType.ADD, "wide")
+    wide.raw["metadata"]["annotations"] = {"a": "x" * 1000}
+    with trio.fail_after(30):
+        async with open_nats_processor(nats_server.url) as proc:
+            await proc([entry(ChangeType.ADD, "a"), big, wide])
+    assert (proc.skipped, proc.failed, proc.resent) == (1, 1, 0)
+    assert sorted(await kv_state(nats_server.url)) == ["pods.ns.a", "pods.ns.wide"]
+    assert [m[2]["name"] for m in await stream_messages(nats_server.url)] == ["a"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("nats: skipped Pod/ns/big: its JSON is 2,0") or "Pod/ns/big" in m for m in messages)
+    assert any("stream message refused for Pod/ns/wide" in m for m in messages)
+    assert not any("x" * 100 in m for m in messages)  # never a body in a log
