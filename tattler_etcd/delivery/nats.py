@@ -354,8 +354,12 @@ class _Acks:
             return  # a window given up, or a stray reply
         if window.results[i] is not None:
             return
+        data = msg.data
         if msg.headers and msg.headers.get("Status") == "503":
             window.results[i] = (None, "no stream answered")  # no responders: the stream is not (yet) there
+        elif b'"error"' not in data:
+            # A PubAck ({"stream":"tattler", "seq":5,"duplicate": true}): no need to parse it.
+            window.results[i] = "duplicate" if b'"duplicate"' in data else True
         else:
             try:
                 answer = json.loads(msg.data)
