@@ -15,6 +15,8 @@ and measures, alternately, in the same run:
 * raw: plain nats-py the way the processor publishes, ``publish(reply=...)``
   on one inbox subscription that counts the acknowledgements, no future per
   message: the floor for the technique, without the pipeline;
+* processor: :class:`NatsProcessor` called on the batches directly (what
+  the processor costs, without the Runner's stages);
 * pipeline: the same entries through a :class:`Runner` (``MemoryReader`` ->
   safety -> batching -> routing) to :class:`NatsProcessor`, which makes the
   JSON, the subjects, keys and headers itself.
@@ -178,6 +180,18 @@ async def warm_up() -> None:
     await runner.run()
 
 
+async def processor_alone(url: str, entries: list[Entry], batch: int, run: int) -> float:
+    """Seconds for NatsProcessor called on the batches directly (no Runner: no safety, no batching)."""
+    options = NatsOptions(url=url, stream=f"alone{run}", bucket=f"alone{run}-state", prefix=f"alone{run}")
+    async with open_nats_processor(options) as proc:
+        t0 = time.perf_counter()
+        for i in range(0, len(entries), batch):
+            await proc(entries[i:i + batch])
+        elapsed = time.perf_counter() - t0
+    assert proc.published == len(entries), vars(proc)
+    return elapsed
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--entries", type=int, default=20_000)
@@ -198,6 +212,7 @@ def main() -> int:
         floors: list[float] = []
         plains: list[float] = []
         raws: list[float] = []
+        alones: list[float] = []
         pipes: list[float] = []
         for r in range(args.repeat):
             entries = make_entries(args.entries, 5_000, False)
@@ -211,9 +226,13 @@ def main() -> int:
             raws.append(args.entries / trio.run(floor_raw, server.url, entries, args.batch, r))
             entries = make_entries(args.entries, 5_000, False)
             gc.collect()
+            alones.append(args.entries / trio.run(processor_alone, server.url, entries, args.batch, r))
+            entries = make_entries(args.entries, 5_000, False)
+            gc.collect()
             elapsed, _ = trio.run(pipeline, server.url, entries, args.batch, r)
             pipes.append(args.entries / elapsed)
             print(f"  run {r + 1}: asyncio {plains[-1]:,.0f}/s, floor {floors[-1]:,.0f}/s, raw {raws[-1]:,.0f}/s, "
+                  f"processor {alones[-1]:,.0f}/s, "
                   f"pipeline {pipes[-1]:,.0f}/s ({pipes[-1] / floors[-1]:.2f}x floor, {pipes[-1] / raws[-1]:.2f}x raw)")
     finally:
         server.close()
@@ -223,6 +242,8 @@ def main() -> int:
           f"{statistics.median(floors):,.0f} median")
     print(f"raw       nats-py publish(reply=), 1 inbox   {max(raws):>9,.0f} entries/s best, "
           f"{statistics.median(raws):,.0f} median")
+    print(f"processor NatsProcessor, no Runner           {max(alones):>9,.0f} entries/s best, "
+          f"{statistics.median(alones):,.0f} median")
     print(f"pipeline  Runner -> NatsProcessor           {max(pipes):>9,.0f} entries/s best, "
           f"{statistics.median(pipes):,.0f} median")
     for label, base in (("floor", floors), ("asyncio", plains), ("raw", raws)):
