@@ -23,7 +23,8 @@ resource) and never carry an object's body or a secret value.
     │   ├── TransientReaderError    worth retrying: connection lost, stream ended, 5xx, 429
     │   ├── HistoryCompactedError   etcd compaction or APIServer 410: relist
     │   ├── PermanentReaderError    retrying will not help
-    │   │   └── AccessDeniedError   401/403: names the resource
+    │   │   ├── AccessDeniedError   401/403: names the resource
+    │   │   └── ConnectTimeoutError no first sync within --connect-timeout: names the endpoint, the last reason
     │   └── BadKeyError             an etcd key that is not a Kubernetes object
     └── RecordingError              cassettes: not a cassette, truncated, other version/resources
 """
@@ -35,6 +36,7 @@ __all__ = [
     "BadKeyError",
     "CodecError",
     "ConfigError",
+    "ConnectTimeoutError",
     "DecodeError",
     "EncodeError",
     "EncryptedValueError",
@@ -161,6 +163,21 @@ class PermanentReaderError(ReaderError):
 
 class AccessDeniedError(PermanentReaderError):
     """401 Unauthorized or 403 Forbidden; the message names the resource."""
+
+
+class ConnectTimeoutError(PermanentReaderError):
+    """The reader never synced within its ``connect_timeout``.
+
+    Before the first sync a source that cannot be reached is more likely a
+    wrong address or a firewall than an outage, so the reader gives up and
+    says so (``endpoint``, and ``reason``: the last transient error) instead
+    of retrying forever. After the first sync it retries forever.
+    """
+
+    def __init__(self, message: str, *, endpoint: str, reason: str) -> None:
+        self.endpoint = endpoint
+        self.reason = reason
+        super().__init__(message)
 
 
 class BadKeyError(ReaderError):

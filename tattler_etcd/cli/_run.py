@@ -15,8 +15,16 @@ from typing import Any
 import trio
 
 from tattler_etcd.cli._common import DEFAULT_RESOURCES, add_reader_arguments, parse_resources
+from tattler_etcd.cli._destinations import (
+    DestinationContext,
+    add_output_arguments,
+    open_destinations,
+    resolve_output,
+)
+from tattler_etcd.cli._logging import notice
+from tattler_etcd.cli._redact import add_redaction_arguments, redaction_rules
 from tattler_etcd.errors import ConfigError
-from tattler_etcd.pipeline import JsonLinesProcessor, Runner
+from tattler_etcd.pipeline import Runner
 from tattler_etcd.readers.apiserver import APIServerReader, FileBookmarkStore, load_incluster, load_kubeconfig
 from tattler_etcd.readers.etcd import EtcdReader
 
@@ -31,7 +39,9 @@ def register(sub: Any) -> None:
     g = add_reader_arguments(p, endpoints_help="read straight from etcd's HTTP gateway")
     g.source.add_argument("--replay", metavar="FILE", help="replay a recorded cassette (no cluster needed)")
     p.add_argument("--once", action="store_true", help="stop after the initial list has been delivered")
-    p.add_argument("-o", "--output", default="-", metavar="FILE|-", help="where the JSON lines go (default: stdout)")
+    add_output_arguments(p, formats=RUN_FORMATS, to_help=(
+        "where the entries go, repeatable: - (stdout, the default), a PATH, or SCHEME://... "
+        "(see docs/cli.md); -o FILE, the old spelling, still works"))
     g.etcd.add_argument("--revision-file", metavar="FILE",
                         help="remember the last revision here; resume from it on start")
     g.apiserver.add_argument("--bookmark-file", metavar="FILE",
@@ -43,11 +53,18 @@ def register(sub: Any) -> None:
                       help="re-list every so often, emitting snapshot and delete entries (default: never)")
     pipe.add_argument("--allow-secrets", action="store_true",
                       help="let Secret objects through (their data always redacted)")
+    add_redaction_arguments(p)
     p.set_defaults(func=main)
 
 
+#: What ``run -o`` takes: ``json``, one JSON object per line.
+RUN_FORMATS = ("json",)
+
+
 def main(args: argparse.Namespace) -> int:
+    args.output, args.to = resolve_output("run", args.output, args.to, formats=RUN_FORMATS, legacy_paths=True)
     resources = parse_resources(args)
+    args.redaction_rules = redaction_rules(args)
     if args.batch_size < 1:
         raise ConfigError("--batch-size: must be at least 1")
     if args.batch_window <= 0:
@@ -61,39 +78,27 @@ def main(args: argparse.Namespace) -> int:
     return trio.run(_run_pipeline, args, readers)
 
 
-def _open_output(path: str) -> Any:
-    if path == "-":
-        return sys.stdout
-    try:
-        return open(path, "w", encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"--output {path}: {exc.strerror}") from exc
-
-
 async def _run_pipeline(
     args: argparse.Namespace,
     readers: Sequence[Any] = (),
     drive: Callable[[Any], Awaitable[object]] | None = None,
 ) -> int:
-    """Build the runner with the JSON-lines output, then run it.
+    """Build the runner with every ``--to`` destination, then run it.
 
     ``drive`` replaces ``runner.run()`` when something else must run it (a
     replay adds its own readers inside vcrpy's playback).
     """
-    out = _open_output(args.output)
-    try:
-        runner = Runner(
-            batch_window=args.batch_window, batch_size=args.batch_size, allow_secrets=args.allow_secrets,
-        )
+    runner = Runner(
+        batch_window=args.batch_window, batch_size=args.batch_size, allow_secrets=args.allow_secrets,
+        redact=args.redaction_rules, keep_unknown_fields=args.keep_unknown_fields,
+    )
+    ctx = DestinationContext(format=args.output, on_closed=runner.stop, args=args)
+    async with open_destinations(args.to, ctx) as destinations:
         for reader in readers:
             runner.add_reader(reader)
-        runner.add_processor("output", JsonLinesProcessor(out, on_closed=runner.stop))
+        for d in destinations:
+            runner.add_processor(d.name, d.processor, policy=d.policy, buffer=d.buffer)
         await (drive(runner) if drive is not None else runner.run())
-    finally:
-        if out is not sys.stdout:
-            out.close()
-        else:
-            out.flush()
     return 0
 
 
@@ -164,8 +169,8 @@ def _replay(args: argparse.Namespace, resources: list[str]) -> int:
     path = args.replay or str(bundled_recording())
     info = read_recording(path)  # bad files fail before any output is opened
     if not args.replay:
-        print(f"tattler-etcd: no source given: replaying the bundled recording {path} "
-              f"({info.source}, {','.join(info.resources)}; see docs/replay.md)", file=sys.stderr)
+        notice(f"no source given: replaying the bundled recording {path} "
+               f"({info.source}, {','.join(info.resources)}; see docs/replay.md)", kind="plain")
     requested = None if args.resources == DEFAULT_RESOURCES else resources
 
     async def replay() -> int:
