@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("codec", ("tattler_etcd.codec",)),
     ("data", ("tattler_etcd.data", "tattler_etcd.models")),
     ("readers", ("tattler_etcd.readers",)),
-    ("pipeline", ("tattler_etcd.pipeline", "tattler_etcd.delivery")),
+    ("pipeline", ("tattler_etcd.pipeline", "tattler_etcd.delivery", "tattler_etcd.service")),
     ("replay", ("tattler_etcd.replay",)),
     ("front", ("tattler_etcd", "tattler_etcd.__main__", "tattler_etcd.cli", "tattler_etcd.pytest_plugin")),
 )

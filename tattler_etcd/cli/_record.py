@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -24,6 +25,11 @@ from tattler_etcd.cli._logging import notice
 from tattler_etcd.cli._redact import add_redaction_arguments, redaction_rules
 from tattler_etcd.errors import ConfigError
 from tattler_etcd.readers.apiserver import load_incluster, load_kubeconfig
+from tattler_etcd.service import run_draining_on_signals
+
+if TYPE_CHECKING:
+    from tattler_etcd.replay import RecordingInfo
+    from tattler_etcd.replay._transport import Recorder
 
 
 def register(sub: Any) -> None:
@@ -86,19 +92,23 @@ def main(args: argparse.Namespace) -> int:
     if sum(sources) != 1:
         raise ConfigError("record: give one source: --etcd-endpoints URL, or --kubeconfig PATH / --in-cluster")
     if args.etcd_endpoints:
-        info = trio.run(lambda: record_etcd(
-            args.out, endpoint=args.etcd_endpoints, resources=resources, prefix=args.prefix,
-            page_size=args.page_size, max_events=args.events, duration=args.duration,
-            cacert=args.cacert, cert=args.cert, key=args.key,
-            redact=rules, keep_unknown_fields=args.keep_unknown_fields,
-        ))
+        async def record(task_status: trio.TaskStatus[Any]) -> RecordingInfo:
+            return await record_etcd(
+                args.out, endpoint=args.etcd_endpoints, resources=resources, prefix=args.prefix,
+                page_size=args.page_size, max_events=args.events, duration=args.duration,
+                cacert=args.cacert, cert=args.cert, key=args.key, task_status=task_status,
+                redact=rules, keep_unknown_fields=args.keep_unknown_fields,
+            )
     else:
         config = load_kubeconfig(args.kubeconfig, args.context) if args.kubeconfig else load_incluster()
-        info = trio.run(lambda: record_apiserver(
-            args.out, config=config, resources=resources, page_size=args.page_size,
-            content_type=args.content_type, max_events=args.events, duration=args.duration,
-            redact=rules, keep_unknown_fields=args.keep_unknown_fields,
-        ))
+
+        async def record(task_status: trio.TaskStatus[Any]) -> RecordingInfo:
+            return await record_apiserver(
+                args.out, config=config, resources=resources, page_size=args.page_size,
+                content_type=args.content_type, max_events=args.events, duration=args.duration,
+                task_status=task_status, redact=rules, keep_unknown_fields=args.keep_unknown_fields,
+            )
+    info, status = trio.run(_record_until_signalled, record)
     if not info.interactions:
         # Nothing answered: a cassette without a single exchange would replay as an empty
         # cluster, which is a lie, not a recording.
@@ -111,4 +121,39 @@ def main(args: argparse.Namespace) -> int:
         f"recorded {info.interactions} interactions ({info.watch_events} watch events, "
         f"stopped by {info.stopped_by}) to {args.out} ({os.path.getsize(args.out)} bytes)", kind="plain",
     )
-    return 0
+    return status
+
+
+async def _record_until_signalled(
+    record: Callable[[trio.TaskStatus[Any]], Awaitable[RecordingInfo]],
+) -> tuple[RecordingInfo, int]:
+    """Run ``record``; SIGTERM/SIGINT stop the recorder, so the cassette is written with what was recorded."""
+    started = _RecorderStarted()
+    result: list[RecordingInfo] = []
+
+    async def work() -> None:
+        result.append(await record(started))
+
+    status = await run_draining_on_signals(work, started.stop, what="recording")
+    return result[0], status
+
+
+class _RecorderStarted:
+    """The ``task_status`` given to ``record_etcd``/``record_apiserver``: keeps the recorder to stop it.
+
+    A stop asked for before the recorder exists is applied as soon as it does.
+    """
+
+    def __init__(self) -> None:
+        self.recorder: Recorder | None = None
+        self.stop_asked = False
+
+    def started(self, value: Recorder) -> None:
+        self.recorder = value
+        if self.stop_asked:
+            value.stop("signal")
+
+    def stop(self) -> None:
+        self.stop_asked = True
+        if self.recorder is not None:
+            self.recorder.stop("signal")

@@ -7,11 +7,13 @@ Sources, first match wins: ``--replay FILE``; ``--etcd-endpoints``;
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import prometheus_client
 import trio
 
 from tattler_etcd.cli._common import DEFAULT_RESOURCES, add_reader_arguments, parse_resources
@@ -25,8 +27,11 @@ from tattler_etcd.cli._logging import notice
 from tattler_etcd.cli._redact import add_redaction_arguments, redaction_rules
 from tattler_etcd.errors import ConfigError
 from tattler_etcd.pipeline import Runner
+from tattler_etcd.pipeline.metrics import readiness
 from tattler_etcd.readers.apiserver import APIServerReader, FileBookmarkStore, load_incluster, load_kubeconfig
 from tattler_etcd.readers.etcd import EtcdReader
+from tattler_etcd.service import run_draining_on_signals
+from tattler_etcd.service.http import parse_address, serve_endpoints
 
 
 def register(sub: Any) -> None:
@@ -51,6 +56,9 @@ def register(sub: Any) -> None:
     pipe.add_argument("--batch-size", type=int, default=1000, metavar="N", help="batch size limit (default: 1000)")
     pipe.add_argument("--relist-interval", type=float, default=None, metavar="SECONDS",
                       help="re-list every so often, emitting snapshot and delete entries (default: never)")
+    service = p.add_argument_group("service")
+    service.add_argument("--metrics-address", metavar="HOST:PORT",
+                         help="serve /metrics (Prometheus), /healthz and /readyz here (default: off)")
     pipe.add_argument("--allow-secrets", action="store_true",
                       help="let Secret objects through (their data always redacted)")
     add_redaction_arguments(p)
@@ -69,6 +77,8 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("--batch-size: must be at least 1")
     if args.batch_window <= 0:
         raise ConfigError("--batch-window: must be more than 0 seconds")
+    if args.metrics_address:
+        parse_address(args.metrics_address)  # a bad address fails before any connection
     if args.replay or not (args.etcd_endpoints or args.kubeconfig or args.in_cluster):
         return _replay(args, resources)
     if args.etcd_endpoints:
@@ -98,8 +108,19 @@ async def _run_pipeline(
             runner.add_reader(reader)
         for d in destinations:
             runner.add_processor(d.name, d.processor, policy=d.policy, buffer=d.buffer)
-        await (drive(runner) if drive is not None else runner.run())
-    return 0
+        return await run_draining_on_signals(
+            lambda: drive(runner) if drive is not None else runner.run(), runner.stop,
+            alongside=_endpoints(args, runner),
+        )
+
+
+def _endpoints(args: argparse.Namespace, runner: Any) -> list[Callable[..., Awaitable[object]]]:
+    """The ``--metrics-address`` server, on a registry of its own, as a task to run beside the pipeline."""
+    if not args.metrics_address:
+        return []
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(runner.collector())
+    return [functools.partial(serve_endpoints, args.metrics_address, registry, lambda: readiness(runner))]
 
 
 def _etcd_readers(args: argparse.Namespace, resources: list[str]) -> list[Any]:
