@@ -21,8 +21,8 @@ of a list or every value of a map. Recursive types are followed once per path
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from collections.abc import Set as AbstractSet
+import functools
+from collections.abc import Iterator, Set as AbstractSet
 from functools import lru_cache
 
 from tattler_etcd.codec._schema import META_PACKAGE, SCHEMA, Field
@@ -34,9 +34,12 @@ Path = tuple[str, ...]
 _OBJECT_META = f"{META_PACKAGE}.ObjectMeta"
 
 
-@lru_cache(maxsize=None)
-def _kind_messages() -> dict[str, tuple[str, ...]]:
-    """Kind name -> the message names of that kind in every group-version (objects with ObjectMeta)."""
+@functools.cache
+def _kinds() -> dict[str, tuple[str, ...]]:
+    """Kind name -> the message names of that kind in every group-version (objects with ObjectMeta).
+
+    Built on first use, not at import: importing the codec must not load the schema.
+    """
     packages = set(SCHEMA.groups.values())
     out: dict[str, list[str]] = {}
     for name, msg in SCHEMA.messages.items():
@@ -49,19 +52,19 @@ def _kind_messages() -> dict[str, tuple[str, ...]]:
 
 
 class _KindNames(AbstractSet[str]):
-    """A set of the kind names, read from the schema on first use (importing the codec does not load it)."""
+    """A read-only set of names, worked out from the schema on first use."""
 
     def __contains__(self, name: object) -> bool:
-        return name in _kind_messages()
+        return name in _kinds()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(_kind_messages())
+        return iter(_kinds())
 
     def __len__(self) -> int:
-        return len(_kind_messages())
+        return len(_kinds())
 
     def __repr__(self) -> str:
-        return "KIND_NAMES"
+        return f"<{len(self)} kind names>"
 
 
 #: Every kind name the schema holds an object type for (any group, any version).
@@ -118,7 +121,7 @@ def kind_paths(kind: str, *, message: str | None = None, field: str | None = Non
     """
     if (message is None) == (special is None):
         raise ValueError("kind_paths: give message (and field) or special")
-    names = _kind_messages().get(kind, ())
+    names = _kinds().get(kind, ())
     paths: dict[Path, None] = {}
     for name in names:
         for p in _message_paths(name, message, field, special):
@@ -172,7 +175,7 @@ def leaf_types(kind: str, path: Path) -> frozenset[str]:
     (``"int32"``...) for numbers; empty when it reaches nothing.
     """
     out: set[str] = set()
-    for name in _kind_messages().get(kind, ()):
+    for name in _kinds().get(kind, ()):
         _reach(name, "opt", path, 0, out)
     return frozenset(out)
 
@@ -186,7 +189,7 @@ def star_labels(kind: str, path: Path) -> tuple[str | None, ...]:
     """
     out: list[str | None] = [None] * len(path)
     seen: list[set[str]] = [set() for _ in path]
-    for name in _kind_messages().get(kind, ()):
+    for name in _kinds().get(kind, ()):
         _labels(name, "opt", path, 0, seen)
     for i, labels in enumerate(seen):
         if len(labels) == 1 and path[i] == "*":
