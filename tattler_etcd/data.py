@@ -19,7 +19,9 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
+from tattler_etcd import codec
 from tattler_etcd.jsonout import dumps as _dumps
+from tattler_etcd.models import to_model
 
 __all__ = ["ChangeType", "Entry", "SourceType"]
 
@@ -166,7 +168,6 @@ class Entry:
         Raises:
             tattler_etcd.errors.DecodeError: the bytes are not an object.
         """
-        codec = _codec or _load_codec()
         if value[:4] != codec.MAGIC and codec.is_json(value):
             entry = cls.from_dict(
                 codec.decode(value), change=change, source=source, key=key,
@@ -201,7 +202,6 @@ class Entry:
         return self._raw
 
     def _decode(self) -> dict[str, Any]:
-        codec = _codec or _load_codec()
         assert self._value is not None
         raw: dict[str, Any] = codec.decode(self._value)
         if self.resource_version:
@@ -219,8 +219,6 @@ class Entry:
         round trip re-formats timestamps and drops nulls).
         """
         if self._object is None:
-            from tattler_etcd.models import to_model
-
             self._object = to_model(self.raw)
         return self._object
 
@@ -317,21 +315,6 @@ class Entry:
             f"Entry({self.change.value} {self.source.value} {self.kind} "
             f"{self.key} uid={self.uid} rv={self.resource_version})"
         )
-
-
-#: ``tattler_etcd.codec``, imported on first use: importing it builds its schema
-#: (~0.2 s), which a program that never reads a value need not pay; and an
-#: import in the function costs ~0.4 us a call, on a path readers take for
-#: every object.
-_codec: Any = None
-
-
-def _load_codec() -> Any:
-    global _codec
-    from tattler_etcd import codec
-
-    _codec = codec
-    return codec
 
 
 def _default_key(kind: str, namespace: str | None, name: str) -> str:
