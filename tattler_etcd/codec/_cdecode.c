@@ -467,6 +467,100 @@ static PyObject *msg_value(PyObject *spec, const char *p, Py_ssize_t n, int dept
     return d;
 }
 
+/* 1: a field the schema does not know (or a wire type it does not expect) somewhere in the message;
+ * 0: none; -1: the bytes are not valid protobuf (the caller parses them and says why). */
+static int unknown_in(PyObject *spec, const char *p, Py_ssize_t n, int depth) {
+    if (depth > MAX_DEPTH) return 1;  /* unsure: the exact (upb) path decides */
+    int special = (int)PyLong_AsLong(PyList_GET_ITEM(spec, G_SPECIAL));
+    PyObject *lookup = PyList_GET_ITEM(spec, G_LOOKUP);
+    PyObject *fields = PyList_GET_ITEM(spec, G_FIELDS);
+    const unsigned char *lk = (const unsigned char *)PyBytes_AS_STRING(lookup);
+    Py_ssize_t lk_n = PyBytes_GET_SIZE(lookup);
+    const char *end = p + n;
+    while (p < end) {
+        uint64_t tag, v, len;
+        if (!read_varint(&p, end, &tag)) return -1;
+        uint64_t number = tag >> 3;
+        int wt = (int)(tag & 7), want = -1, type = 0, label = L_OPT;
+        PyObject *sub = NULL;
+        if (special) {
+            switch (special) {
+            case S_TIME: case S_MICROTIME: want = (number == 1 || number == 2) ? 0 : -1; break;
+            case S_DURATION: want = number == 1 ? 0 : -1; break;
+            case S_INTORSTRING: want = (number == 1 || number == 2) ? 0 : (number == 3 ? 2 : -1); break;
+            default: want = number == 1 ? 2 : -1; break;
+            }
+        } else if (number < (uint64_t)lk_n && lk[number]) {
+            PyObject *f = PyTuple_GET_ITEM(fields, lk[number] - 1);
+            type = (int)PyLong_AsLong(PyTuple_GET_ITEM(f, F_TYPE));
+            label = (int)PyLong_AsLong(PyTuple_GET_ITEM(f, F_LABEL));
+            sub = PyTuple_GET_ITEM(f, F_SUB);
+            want = label == L_MAP ? 2 : wire_type_of(type);
+            if (label == L_REP && wt == 2 && want != 2) want = 2;  /* packed numbers: known */
+        }
+        if (want < 0 || wt != want) {
+            /* unknown: but first make sure the bytes are protobuf at all */
+            return (wt == 0 || wt == 1 || wt == 2 || wt == 5 || wt == 3) ? 1 : -1;
+        }
+        if (wt == 0) {
+            if (!read_varint(&p, end, &v)) return -1;
+        } else if (wt == 1) {
+            if (end - p < 8) return -1;
+            p += 8;
+        } else if (wt == 5) {
+            if (end - p < 4) return -1;
+            p += 4;
+        } else {
+            if (!read_varint(&p, end, &len) || len > (uint64_t)(end - p)) return -1;
+            if (label == L_MAP) {
+                /* an entry: key 1 (string), value 2 of the field's type */
+                const char *q = p, *qe = p + len;
+                while (q < qe) {
+                    uint64_t t2, l2, v2;
+                    if (!read_varint(&q, qe, &t2)) return -1;
+                    int n2 = (int)(t2 >> 3), w2 = (int)(t2 & 7);
+                    if (n2 == 1 && w2 == 2) {
+                        if (!read_varint(&q, qe, &l2) || l2 > (uint64_t)(qe - q)) return -1;
+                        q += l2;
+                    } else if (n2 == 2 && w2 == wire_type_of(type)) {
+                        if (w2 == 0) {
+                            if (!read_varint(&q, qe, &v2)) return -1;
+                        } else if (w2 == 2) {
+                            if (!read_varint(&q, qe, &l2) || l2 > (uint64_t)(qe - q)) return -1;
+                            if (type == T_MSG) {
+                                int r = unknown_in(sub, q, (Py_ssize_t)l2, depth + 1);
+                                if (r) return r;
+                            }
+                            q += l2;
+                        } else {
+                            return 1;
+                        }
+                    } else {
+                        return 1;
+                    }
+                }
+            } else if (type == T_MSG && !special) {
+                int r = unknown_in(sub, p, (Py_ssize_t)len, depth + 1);
+                if (r) return r;
+            }
+            p += len;
+        }
+    }
+    return 0;
+}
+
+/* has_unknown(spec, raw) -> True/False, or None when the bytes are not valid protobuf. */
+static PyObject *py_has_unknown(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyList_Check(args[0]) || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "has_unknown(spec, raw: bytes)");
+        return NULL;
+    }
+    int r = unknown_in(args[0], PyBytes_AS_STRING(args[1]), PyBytes_GET_SIZE(args[1]), 0);
+    if (PyErr_Occurred()) return NULL;
+    if (r < 0) Py_RETURN_NONE;
+    return PyBool_FromLong(r);
+}
+
 /* decode(spec, raw, kind, api_version, fill) -> dict, or None when Python must decide. */
 static PyObject *py_decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 5 || !PyList_Check(args[0]) || !PyBytes_Check(args[1])) {
@@ -509,6 +603,8 @@ static PyObject *py_configure(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"decode", (PyCFunction)(void (*)(void))py_decode, METH_FASTCALL, "Wire bytes -> dict, or None (see _fast.py)."},
+    {"has_unknown", (PyCFunction)(void (*)(void))py_has_unknown, METH_FASTCALL,
+     "Whether the wire bytes hold a field the schema does not know (see _fast.py)."},
     {"configure", py_configure, METH_VARARGS, "The Python helpers decode calls (time formats, embedded JSON, base64)."},
     {NULL, NULL, 0, NULL},
 };
