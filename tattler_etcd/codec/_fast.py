@@ -158,9 +158,9 @@ def _field(f: Field) -> tuple[Any, ...]:
             mode = M_MSG
         return (t, _L_OPT, mode, key, sub, null_absent, zero)
     if f.type == "bytes":
-        mode = M_BYTES_OMIT if f.omitempty and not f.pointer and not f.removed else M_PRESENCE
+        mode = M_BYTES_OMIT if f.omitempty and not f.pointer else M_PRESENCE
         return (t, _L_OPT, mode, key, None, null_absent, None)
-    if f.pointer or f.removed:
+    if f.pointer or (f.removed and not f.omitempty):
         return (t, _L_OPT, M_PRESENCE, key, None, null_absent, None)
     if f.omitempty:
         return (t, _L_OPT, M_SCALAR_OMIT, key, None, null_absent, None)
