@@ -24,9 +24,15 @@ resource) and never carry an object's body or a secret value.
     │   ├── HistoryCompactedError   etcd compaction or APIServer 410: relist
     │   ├── PermanentReaderError    retrying will not help
     │   │   ├── AccessDeniedError   401/403: names the resource
-    │   │   └── ConnectTimeoutError no first sync within --connect-timeout: names the endpoint, the last reason
+    │   │   ├── ConnectTimeoutError no first sync within --connect-timeout: names the endpoint, the last reason
+    │   │   ├── NoSuchPathError     404 on the API path: not etcd's gateway (or not this API version)
+    │   │   └── TLSError            a TLS failure retrying will not fix; says which
+    │   │       ├── CertificateVerifyError      the server's certificate is not trusted, and why
+    │   │       ├── ClientCertificateError      the server wants a client certificate, or refused ours
+    │   │       └── SchemeMismatchError         http:// to a TLS port, or https:// to a plain one
     │   └── BadKeyError             an etcd key that is not a Kubernetes object
-    └── RecordingError              cassettes: not a cassette, truncated, other version/resources
+    ├── RecordingError              cassettes: not a cassette, truncated, other version/resources
+    └── DeliveryError               a destination (NATS, a webhook) cannot be reached or refuses entries
 """
 
 from __future__ import annotations
@@ -34,19 +40,25 @@ from __future__ import annotations
 __all__ = [
     "AccessDeniedError",
     "BadKeyError",
+    "CertificateVerifyError",
+    "ClientCertificateError",
     "CodecError",
     "ConfigError",
     "ConnectTimeoutError",
     "DecodeError",
+    "DeliveryError",
     "EncodeError",
     "EncryptedValueError",
     "HistoryCompactedError",
+    "NoSuchPathError",
     "PermanentReaderError",
     "PipelineError",
     "ProcessorError",
     "ReaderError",
     "RecordingError",
     "RegistrationError",
+    "SchemeMismatchError",
+    "TLSError",
     "TattlerError",
     "TransientReaderError",
     "TruncatedValueError",
@@ -180,9 +192,33 @@ class ConnectTimeoutError(PermanentReaderError):
         super().__init__(message)
 
 
+class NoSuchPathError(PermanentReaderError):
+    """404 on the API path: the URL is not etcd's HTTP gateway (or serves another API version)."""
+
+
+class TLSError(PermanentReaderError):
+    """The TLS connection failed for a reason a retry will not fix (a setting, a certificate)."""
+
+
+class CertificateVerifyError(TLSError):
+    """The server's certificate is not trusted; the message carries the verifier's reason."""
+
+
+class ClientCertificateError(TLSError):
+    """The server wants a client certificate and got none, or refused the one given."""
+
+
+class SchemeMismatchError(TLSError):
+    """``http://`` to a port that speaks TLS, or ``https://`` to one that does not."""
+
+
 class BadKeyError(ReaderError):
     """An etcd key that does not name a Kubernetes object; counted and skipped."""
 
 
 class RecordingError(TattlerError):
     """A cassette that cannot be replayed; the message names the file and why."""
+
+
+class DeliveryError(TattlerError):
+    """A destination (NATS, a webhook) cannot be reached or refused what was sent; the message names it."""

@@ -50,19 +50,6 @@ async def test_reader_lists_over_tls_with_a_client_certificate(tls_etcd: EtcdSer
     assert (session.verify, session.cert) == (certs["ca"], (certs["client_cert"], certs["client_key"]))
 
 
-async def test_without_the_client_certificate_the_reader_keeps_retrying(
-    tls_etcd: EtcdServer, certs: dict[str, str],
-) -> None:
-    reader = EtcdReader(tls_etcd.url, resources=["pods"], once=True, cacert=certs["ca"],
-                        backoff_factory=functools.partial(Backoff, initial=0.05, cap=0.1))
-    counters = Counters()
-    send, _recv = trio.open_memory_channel[list[Entry]](0)
-    with trio.move_on_after(1.5):
-        await reader.run(send, counters)
-    assert counters["reader.etcd.retries"] >= 2
-    assert counters["reader.etcd.listed"] == 0
-
-
 def test_tls_files_are_checked_before_any_io(certs: dict[str, str], tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^--cacert /nonexistent/ca.crt: no such file$"):
         EtcdReader("https://127.0.0.1:1", cacert="/nonexistent/ca.crt")
