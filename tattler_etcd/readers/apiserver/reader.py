@@ -312,6 +312,9 @@ class _Loop:
         await self._finish_initial(seen)
 
     async def _finish_initial(self, seen: set[str]) -> None:
+        if not self.synced_once and not seen:
+            log.warning("%s: the server has no %s (an empty first list)", self.ref.name, self.ref.name,
+                        extra={"resource": self.ref.name})
         if self.synced_once:
             vanished = [key for key in self.known if key not in seen]
             gone = [self._deleted(self.known.pop(key)) for key in vanished]

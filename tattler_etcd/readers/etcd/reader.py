@@ -61,6 +61,7 @@ from tattler_etcd.errors import (
     TransientReaderError,
 )
 from tattler_etcd.readers.etcd.gateway import (
+    EtcdAuth,
     Gateway,
     KeyValue,
     RangePage,
@@ -113,6 +114,9 @@ class EtcdReader:
         page_size: keys per range request while listing.
         once: stop after the initial list has been handed on.
         cacert, cert, key: TLS files, as etcdctl names them.
+        insecure_skip_tls_verify: do not check etcd's certificate (etcdctl's flag).
+        user, password: etcd's own authentication (etcdctl's ``--user``), see
+            :class:`~tattler_etcd.readers.etcd.gateway.EtcdAuth`.
         client: an ``httpx.AsyncClient`` to use (not closed here): how a
             recording is made and replayed. Its TLS settings are its own.
         client_factory: makes the client instead (closed here on exit).
@@ -143,6 +147,9 @@ class EtcdReader:
         cacert: str | None = None,
         cert: str | None = None,
         key: str | None = None,
+        insecure_skip_tls_verify: bool = False,
+        user: str | None = None,
+        password: str | None = None,
         client: httpx.AsyncClient | None = None,
         client_factory: Callable[[], httpx.AsyncClient] | None = None,
         api_path: str | None = None,
@@ -172,7 +179,7 @@ class EtcdReader:
         if not specs:
             raise ConfigError("--resources: give at least one resource")
         self.name = name
-        self.tls = TLSFiles(cacert, cert, key)
+        self.tls = TLSFiles(cacert, cert, key, insecure_skip_tls_verify)
         self.endpoints = [endpoint_client(u, self.tls, api_path) for u in urls]
         self.keymap = KeyMap(prefix, specs)
         self.page_size = page_size
@@ -189,6 +196,9 @@ class EtcdReader:
         self._client = client
         self._client_factory = client_factory
         self._ssl = ssl_context(self.tls)  # checks the files now: a bad flag fails before any I/O
+        if user is not None and client is not None:
+            raise ConfigError("user: give it to the injected client's auth (EtcdAuth), not to the reader")
+        self._auth = EtcdAuth(user, password or "", verify=self._ssl or True) if user is not None else None
         self._store = RevisionStore(revision_file, prefix=self.keymap.prefix) if revision_file else None
         self._resources = [
             _Resource(i, spec, self.keymap.key_prefix(spec), prefix_range_end(self.keymap.key_prefix(spec)))
@@ -240,6 +250,7 @@ class EtcdReader:
             client = httpx.AsyncClient(
                 verify=self._ssl if self._ssl is not None else True,
                 timeout=self.request_timeout,
+                auth=self._auth,
                 # One watch stream per resource plus a range: keep them all open.
                 limits=httpx.Limits(max_connections=len(self._resources) + 4, max_keepalive_connections=8),
             )
@@ -279,6 +290,10 @@ class EtcdReader:
             # The first page fixes the revision; every later page, of every
             # resource, is read at it: one consistent snapshot.
             revision = await self._list_resource(gw, r, send, _ADD, revision)
+            if not r.index:
+                log.warning("reader %s: no %s under %s at revision %d (is --prefix right?)", self.name,
+                            r.spec.name, r.key_prefix.decode("utf-8", "replace"), revision,
+                            extra={"resource": r.spec.name})
         self._count("lists")
         if self.progress is not None:
             self.progress(self._listed, done=True)
