@@ -126,13 +126,10 @@ def canonical_resources(words: Sequence[str]) -> list[str]:
 
 
 def _unknown(word: str) -> str:
-    close = difflib.get_close_matches(word.lower(), list(_WORDS), n=3, cutoff=0.6)
-    hint = ""
-    if close:
-        names = []
-        for c in close:
-            plural = _WORDS[c]
-            names.append(c if c == plural else f"{c} ({plural})")
-        hint = f"; did you mean {' or '.join(names)}?"
+    # Two-letter short names (ds, no, po) are close to too much to be worth suggesting.
+    candidates = [w for w in _WORDS if len(w) > 2]
+    close = difflib.get_close_matches(word.lower(), candidates, n=5, cutoff=0.6)
+    plurals = list(dict.fromkeys(_WORDS[c] for c in close))[:3]  # what the words name, each once
+    hint = f"; did you mean {' or '.join(plurals)}?" if plurals else ""
     return (f"resource {word!r}: no built-in resource is called that{hint} "
             "(name a custom resource as plural.group, e.g. widgets.example.com)")
