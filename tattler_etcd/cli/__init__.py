@@ -13,6 +13,7 @@ each subparser gets a copy under its own names, merged in :func:`main`.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -29,8 +30,6 @@ _COMMANDS = ("run", "record", "decode", "encode")
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, every subcommand registered."""
-    import importlib
-
     parser = argparse.ArgumentParser(
         prog="tattler-etcd",
         description=(

@@ -18,6 +18,9 @@ import os
 import sys
 from typing import Any
 
+import yaml
+
+from tattler_etcd import codec
 from tattler_etcd.cli._destinations import add_output_arguments, resolve_output, scheme_of
 from tattler_etcd.errors import CodecError, ConfigError, DecodeError, EncodeError
 
@@ -43,8 +46,6 @@ def register(sub: Any) -> None:
 
 
 def _decode_value(data: bytes, max_size: int | None) -> dict[str, Any]:
-    from tattler_etcd import codec
-
     kwargs = {} if max_size is None else {"max_size": max_size}
     try:
         return codec.decode(data, **kwargs)
@@ -85,8 +86,6 @@ def run_decode(args: argparse.Namespace) -> int:
     except CodecError as exc:
         raise exc.with_key("stdin") from None
     if fmt == "yaml":
-        import yaml
-
         text = yaml.safe_dump(obj, sort_keys=False, allow_unicode=True, default_flow_style=False)
     elif args.compact:
         text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n"
@@ -101,8 +100,6 @@ def _read_object(data: bytes) -> dict[str, Any]:
     try:
         obj = json.loads(text)
     except ValueError:
-        import yaml
-
         try:
             obj = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -115,8 +112,6 @@ def _read_object(data: bytes) -> dict[str, Any]:
 
 
 def run_encode(args: argparse.Namespace) -> int:
-    from tattler_etcd import codec
-
     obj = _read_object(sys.stdin.buffer.read())
     _write_to(args.to, codec.encode(obj))
     return 0

@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -29,7 +30,14 @@ from tattler_etcd.cli._common import (
 )
 from tattler_etcd.cli._destinations import add_output_arguments, deprecated, resolve_output, scheme_of
 from tattler_etcd.cli._logging import notice
+from tattler_etcd.cli._redact import add_redaction_arguments, redaction_rules
 from tattler_etcd.errors import ConfigError
+from tattler_etcd.readers.apiserver import load_incluster, load_kubeconfig
+from tattler_etcd.service import run_draining_on_signals
+
+if TYPE_CHECKING:
+    from tattler_etcd.replay import RecordingInfo
+    from tattler_etcd.replay._transport import Recorder
 
 
 def register(sub: Any) -> None:
@@ -44,6 +52,7 @@ def register(sub: Any) -> None:
     limit = p.add_argument_group("limit (at least one; the first reached stops the recording)")
     limit.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     limit.add_argument("--events", type=int, metavar="N", help="stop after N watch events")
+    add_redaction_arguments(p)
     p.set_defaults(func=main)
 
 
@@ -76,10 +85,13 @@ def _cassette_path(args: argparse.Namespace) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    # Here, not at the top: the replay package imports trio.testing, which
+    # imports pytest when it is installed (~70 ms more for every --help).
     from tattler_etcd.replay._record import record_apiserver, record_etcd
 
     args.out = _cassette_path(args)
     resources = parse_resources(args)
+    rules = redaction_rules(args)
     if args.duration is None and args.events is None:
         raise ConfigError("record: give --duration S or --events N (a watch never ends by itself)")
     if args.page_size < 1:
@@ -94,20 +106,25 @@ def main(args: argparse.Namespace) -> int:
     if source == "etcd":
         endpoint = etcd_endpoints(args)
         options = etcd_options(args)
-        info = trio.run(lambda: record_etcd(
-            args.out, endpoint=endpoint, resources=resources, prefix=args.prefix,
-            page_size=args.page_size, max_events=args.events, duration=args.duration,
-            **options,  # type: ignore[arg-type]
-        ))
-    else:
-        from tattler_etcd.readers.apiserver import load_incluster, load_kubeconfig
 
+        async def record(task_status: trio.TaskStatus[Any]) -> RecordingInfo:
+            return await record_etcd(
+                args.out, endpoint=endpoint, resources=resources, prefix=args.prefix,
+                page_size=args.page_size, max_events=args.events, duration=args.duration,
+                task_status=task_status, redact=rules, keep_unknown_fields=args.keep_unknown_fields,
+                **options,  # type: ignore[arg-type]
+            )
+    else:
         config = (load_incluster() if source == "in-cluster"
                   else load_kubeconfig(kubeconfig_path(args), args.context))
-        info = trio.run(lambda: record_apiserver(
-            args.out, config=config, resources=resources, page_size=args.page_size,
-            content_type=args.content_type, max_events=args.events, duration=args.duration,
-        ))
+
+        async def record(task_status: trio.TaskStatus[Any]) -> RecordingInfo:
+            return await record_apiserver(
+                args.out, config=config, resources=resources, page_size=args.page_size,
+                content_type=args.content_type, max_events=args.events, duration=args.duration,
+                task_status=task_status, redact=rules, keep_unknown_fields=args.keep_unknown_fields,
+            )
+    info, status = trio.run(_record_until_signalled, record)
     if not info.interactions:
         # Nothing answered: a cassette without a single exchange would replay as an empty
         # cluster, which is a lie, not a recording.
@@ -120,4 +137,39 @@ def main(args: argparse.Namespace) -> int:
         f"recorded {info.interactions} interactions ({info.watch_events} watch events, "
         f"stopped by {info.stopped_by}) to {args.out} ({os.path.getsize(args.out)} bytes)", kind="plain",
     )
-    return 0
+    return status
+
+
+async def _record_until_signalled(
+    record: Callable[[trio.TaskStatus[Any]], Awaitable[RecordingInfo]],
+) -> tuple[RecordingInfo, int]:
+    """Run ``record``; SIGTERM/SIGINT stop the recorder, so the cassette is written with what was recorded."""
+    started = _RecorderStarted()
+    result: list[RecordingInfo] = []
+
+    async def work() -> None:
+        result.append(await record(started))
+
+    status = await run_draining_on_signals(work, started.stop, what="recording")
+    return result[0], status
+
+
+class _RecorderStarted:
+    """The ``task_status`` given to ``record_etcd``/``record_apiserver``: keeps the recorder to stop it.
+
+    A stop asked for before the recorder exists is applied as soon as it does.
+    """
+
+    def __init__(self) -> None:
+        self.recorder: Recorder | None = None
+        self.stop_asked = False
+
+    def started(self, value: Recorder) -> None:
+        self.recorder = value
+        if self.stop_asked:
+            value.stop("signal")
+
+    def stop(self) -> None:
+        self.stop_asked = True
+        if self.recorder is not None:
+            self.recorder.stop("signal")

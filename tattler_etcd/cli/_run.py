@@ -10,10 +10,13 @@ cluster.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import prometheus_client
 import trio
 
 from tattler_etcd.cli._common import (
@@ -34,7 +37,14 @@ from tattler_etcd.cli._destinations import (
     resolve_output,
 )
 from tattler_etcd.cli._logging import notice
+from tattler_etcd.cli._redact import add_redaction_arguments, redaction_rules
 from tattler_etcd.errors import ConfigError
+from tattler_etcd.pipeline import Runner
+from tattler_etcd.pipeline.metrics import readiness
+from tattler_etcd.readers.apiserver import APIServerReader, FileBookmarkStore, load_incluster, load_kubeconfig
+from tattler_etcd.readers.etcd import EtcdReader
+from tattler_etcd.service import run_draining_on_signals
+from tattler_etcd.service.http import parse_address, serve_endpoints
 
 
 def register(sub: Any) -> None:
@@ -59,8 +69,12 @@ def register(sub: Any) -> None:
     pipe.add_argument("--batch-size", type=int, default=1000, metavar="N", help="batch size limit (default: 1000)")
     pipe.add_argument("--relist-interval", type=float, default=None, metavar="SECONDS",
                       help="re-list every so often, emitting snapshot and delete entries (default: never)")
+    service = p.add_argument_group("service")
+    service.add_argument("--metrics-address", metavar="HOST:PORT",
+                         help="serve /metrics (Prometheus), /healthz and /readyz here (default: off)")
     pipe.add_argument("--allow-secrets", action="store_true",
                       help="let Secret objects through (their data always redacted)")
+    add_redaction_arguments(p)
     p.set_defaults(func=main)
 
 
@@ -71,10 +85,13 @@ RUN_FORMATS = ("json",)
 def main(args: argparse.Namespace) -> int:
     args.output, args.to = resolve_output("run", args.output, args.to, formats=RUN_FORMATS, legacy_paths=True)
     resources = args.resource_names = parse_resources(args)
+    args.redaction_rules = redaction_rules(args)
     if args.batch_size < 1:
         raise ConfigError("--batch-size: must be at least 1")
     if args.batch_window <= 0:
         raise ConfigError("--batch-window: must be more than 0 seconds")
+    if args.metrics_address:
+        parse_address(args.metrics_address)  # a bad address fails before any connection
     apply_environment(args)
     source = choose_source(args)
     if "secrets" in resources and not args.allow_secrets:
@@ -99,19 +116,32 @@ async def _run_pipeline(
     ``drive`` replaces ``runner.run()`` when something else must run it (a
     replay adds its own readers inside vcrpy's playback).
     """
-    from tattler_etcd.pipeline import Runner
-
-    runner = Runner(batch_window=args.batch_window, batch_size=args.batch_size, allow_secrets=args.allow_secrets)
+    runner = Runner(
+        batch_window=args.batch_window, batch_size=args.batch_size, allow_secrets=args.allow_secrets,
+        redact=args.redaction_rules, keep_unknown_fields=args.keep_unknown_fields,
+    )
     ctx = DestinationContext(format=args.output, on_closed=runner.stop, args=args)
     async with open_destinations(args.to, ctx) as destinations:
         for reader in readers:
             runner.add_reader(reader)
         for d in destinations:
             runner.add_processor(d.name, d.processor, policy=d.policy, buffer=d.buffer)
-        await (drive(runner) if drive is not None else runner.run())
-    if args.once:
+        status = await run_draining_on_signals(
+            lambda: drive(runner) if drive is not None else runner.run(), runner.stop,
+            alongside=_endpoints(args, runner),
+        )
+    if args.once and status == 0:
         _say_if_empty(runner.counters, getattr(args, "resource_names", ()))
-    return 0
+    return status
+
+
+def _endpoints(args: argparse.Namespace, runner: Any) -> list[Callable[..., Awaitable[object]]]:
+    """The ``--metrics-address`` server, on a registry of its own, as a task to run beside the pipeline."""
+    if not args.metrics_address:
+        return []
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(runner.collector())
+    return [functools.partial(serve_endpoints, args.metrics_address, registry, lambda: readiness(runner))]
 
 
 def _say_if_empty(counters: Any, resources: Sequence[str]) -> None:
@@ -128,8 +158,6 @@ def _say_if_empty(counters: Any, resources: Sequence[str]) -> None:
 
 
 def _etcd_readers(args: argparse.Namespace, resources: list[str]) -> list[Any]:
-    from tattler_etcd.readers.etcd import EtcdReader
-
     return [EtcdReader(
         etcd_endpoints(args), resources=resources, prefix=args.prefix, page_size=args.page_size,
         once=args.once, **etcd_options(args),  # type: ignore[arg-type]
@@ -146,8 +174,6 @@ class _ListProgress:
     """
 
     def __init__(self, stream: Any) -> None:
-        import time
-
         self._clock = time.monotonic
         self._stream = stream
         self._start = self._clock()
@@ -170,13 +196,6 @@ class _ListProgress:
 
 
 def _apiserver_readers(args: argparse.Namespace, resources: list[str], *, in_cluster: bool) -> list[Any]:
-    from tattler_etcd.readers.apiserver import (
-        APIServerReader,
-        FileBookmarkStore,
-        load_incluster,
-        load_kubeconfig,
-    )
-
     if args.relist_interval is not None and args.relist_interval <= 0:
         raise ConfigError("--relist-interval: must be more than 0 seconds")
     if args.page_size < 0:
@@ -195,6 +214,8 @@ def _replay(args: argparse.Namespace, resources: list[str]) -> int:
     ``--resources`` left at its default means "what was recorded"; any other
     value must name exactly the recorded resources.
     """
+    # Here, not at the top: the replay package imports trio.testing, which
+    # imports pytest when it is installed (~70 ms more for every --help).
     from tattler_etcd.replay import bundled_recording, read_recording, replay_into, run_replay
 
     path = args.replay or str(bundled_recording())
