@@ -31,7 +31,8 @@ resource) and never carry an object's body or a secret value.
     │   │       ├── ClientCertificateError      the server wants a client certificate, or refused ours
     │   │       └── SchemeMismatchError         http:// to a TLS port, or https:// to a plain one
     │   └── BadKeyError             an etcd key that is not a Kubernetes object
-    └── RecordingError              cassettes: not a cassette, truncated, other version/resources
+    ├── RecordingError              cassettes: not a cassette, truncated, other version/resources
+    └── DeliveryError               a destination (NATS, a webhook) cannot be reached or refuses entries
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ __all__ = [
     "ConfigError",
     "ConnectTimeoutError",
     "DecodeError",
+    "DeliveryError",
     "EncodeError",
     "EncryptedValueError",
     "HistoryCompactedError",
@@ -216,3 +218,7 @@ class BadKeyError(ReaderError):
 
 class RecordingError(TattlerError):
     """A cassette that cannot be replayed; the message names the file and why."""
+
+
+class DeliveryError(TattlerError):
+    """A destination (NATS, a webhook) cannot be reached or refused what was sent; the message names it."""

@@ -129,7 +129,7 @@ def test_a_scrape_during_a_live_run(etcd: EtcdServer, tmp_path: Path) -> None:
         assert got[("tattler_entries_in_total", (("change", "add"), ("kind", "Pod"), ("source", "etcd")))] >= 20
         assert got[("tattler_reader_state", (("reader", "etcd"), ("state", "synced")))] == 1
         assert got[("tattler_reader_last_revision", (("reader", "etcd"),))] >= 1
-        assert ("tattler_processor_duration_seconds_count", (("processor", "output"),)) in got
+        assert ("tattler_processor_duration_seconds_count", (("processor", "file"),)) in got
         cli.signal(signal.SIGTERM)
         assert cli.wait() == 0
     finally:

@@ -252,3 +252,11 @@ def resolve_output(
             raise ConfigError(f"{command}: -o {output}: not a format; give {'|'.join(formats)} "
                               f"(where the output goes is --to PATH)")
     return fmt, dests or ["-"]
+
+# Delivery (issue 14): imported on first use, so nats-py is loaded only for nats://.
+register_scheme("nats", "tattler_etcd.cli._delivery:nats_destination",
+                help="a NATS JetStream stream and KV state mirror (nats://HOST:PORT?stream=S&kv=B)")
+register_scheme("https", "tattler_etcd.cli._delivery:webhook_destination",
+                help="a webhook: each batch POSTed as CloudEvents (https://HOST/PATH?ca=FILE&token_file=FILE)")
+register_scheme("http", "tattler_etcd.cli._delivery:webhook_destination",
+                help="a webhook over plain HTTP (http://HOST/PATH)")

@@ -21,19 +21,25 @@ of a list or every value of a map. Recursive types are followed once per path
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator, Set as AbstractSet
 from functools import lru_cache
 
-from tattler_etcd.codec._schema import SCHEMA, Field
+from tattler_etcd.codec._schema import META_PACKAGE, SCHEMA, Field
 
 __all__ = ["KIND_NAMES", "kind_paths", "leaf_types", "star_labels"]
 
 Path = tuple[str, ...]
 
-_OBJECT_META = f"{SCHEMA.meta_package}.ObjectMeta"
+_OBJECT_META = f"{META_PACKAGE}.ObjectMeta"
 
 
-def _kind_messages() -> dict[str, tuple[str, ...]]:
-    """Kind name -> the message names of that kind in every group-version (objects with ObjectMeta)."""
+@functools.cache
+def _kinds() -> dict[str, tuple[str, ...]]:
+    """Kind name -> the message names of that kind in every group-version (objects with ObjectMeta).
+
+    Built on first use, not at import: importing the codec must not load the schema.
+    """
     packages = set(SCHEMA.groups.values())
     out: dict[str, list[str]] = {}
     for name, msg in SCHEMA.messages.items():
@@ -45,9 +51,24 @@ def _kind_messages() -> dict[str, tuple[str, ...]]:
     return {k: tuple(sorted(v)) for k, v in out.items()}
 
 
-_KINDS = _kind_messages()
+class _KindNames(AbstractSet[str]):
+    """A read-only set of names, worked out from the schema on first use."""
+
+    def __contains__(self, name: object) -> bool:
+        return name in _kinds()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_kinds())
+
+    def __len__(self) -> int:
+        return len(_kinds())
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} kind names>"
+
+
 #: Every kind name the schema holds an object type for (any group, any version).
-KIND_NAMES: frozenset[str] = frozenset(_KINDS)
+KIND_NAMES: AbstractSet[str] = _KindNames()
 
 
 def _flat_fields(message: str) -> list[Field]:
@@ -100,7 +121,7 @@ def kind_paths(kind: str, *, message: str | None = None, field: str | None = Non
     """
     if (message is None) == (special is None):
         raise ValueError("kind_paths: give message (and field) or special")
-    names = _KINDS.get(kind, ())
+    names = _kinds().get(kind, ())
     paths: dict[Path, None] = {}
     for name in names:
         for p in _message_paths(name, message, field, special):
@@ -154,7 +175,7 @@ def leaf_types(kind: str, path: Path) -> frozenset[str]:
     (``"int32"``...) for numbers; empty when it reaches nothing.
     """
     out: set[str] = set()
-    for name in _KINDS.get(kind, ()):
+    for name in _kinds().get(kind, ()):
         _reach(name, "opt", path, 0, out)
     return frozenset(out)
 
@@ -168,7 +189,7 @@ def star_labels(kind: str, path: Path) -> tuple[str | None, ...]:
     """
     out: list[str | None] = [None] * len(path)
     seen: list[set[str]] = [set() for _ in path]
-    for name in _KINDS.get(kind, ()):
+    for name in _kinds().get(kind, ()):
         _labels(name, "opt", path, 0, seen)
     for i, labels in enumerate(seen):
         if len(labels) == 1 and path[i] == "*":
