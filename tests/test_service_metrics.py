@@ -20,7 +20,8 @@ from tattler_etcd.errors import ConfigError
 from tattler_etcd.pipeline import Runner
 from tattler_etcd.pipeline.metrics import readiness
 from tattler_etcd.readers.memory import MemoryReader
-from tattler_etcd.service.http import parse_address, serve_endpoints
+from tattler_etcd.service import parse_address
+from tattler_etcd.service.http import serve_endpoints
 from tests.support.cli_process import CliProcess
 from tests.support.etcd import EtcdServer, free_port
 from tests.support.etcd_reading import key, obj

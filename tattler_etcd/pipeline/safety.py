@@ -45,6 +45,7 @@ from typing import Any, Final
 
 import trio
 
+from tattler_etcd import codec
 from tattler_etcd.data import Entry
 from tattler_etcd.errors import TattlerError, UnsafeObjectError
 from tattler_etcd.stats import Counters
@@ -272,31 +273,16 @@ def _redact_applied_leaf(v: Any) -> Any:
     return new if changed else v
 
 
-#: ``tattler_etcd.codec``, imported on first use: importing it builds its schema
-#: (~0.2 s), which a pipeline that never sees protobuf need not pay; and a
-#: function-level import costs ~0.5 us a call on this path.
-_codec: Any = None
-
-
-def _load_codec() -> Any:
-    global _codec
-    from tattler_etcd import codec
-
-    _codec = codec
-    return codec
-
-
 #: kind -> its paths (kinds come from the data, hence the bound).
 _paths_cache: dict[str, tuple[tuple[str, ...], ...]] = {}
 _LAST_APPLIED_PATHS: Final = (LAST_APPLIED,)
 #: Above this many bytes, a parsed object's annotation is looked up rather than scanned for.
 _SCAN_LIMIT: Final = 4096
-_MAGIC: Final = b"k8s\x00"  # what every protobuf value starts with (codec.MAGIC)
+_MAGIC: Final = codec.MAGIC  # what every protobuf value starts with
 
 
 def _scrub_parsed(parsed: Any, kind: str, value: bytes) -> int:
     """Redact a parsed protobuf object (``value``: its bytes) in place; how many values changed."""
-    codec = _codec or _load_codec()
     paths = _paths_cache.get(kind)
     if paths is None:
         paths = paths_for(kind)
@@ -323,7 +309,6 @@ def scrub_value(value: bytes, kind: str) -> tuple[bytes, int]:
     Raises:
         UnsafeObjectError: the codec cannot walk the value; chained to its error.
     """
-    codec = _codec or _load_codec()
     try:
         parsed = codec.parse(value)
         n = _scrub_parsed(parsed, kind, value)
@@ -358,7 +343,6 @@ def scrub_entry(entry: Entry, *, allow_secrets: bool = False) -> int | None:
     if not entry.has_raw():
         value = entry.value
         if value is not None:
-            codec = _codec or _load_codec()
             if value[:4] == _MAGIC or not codec.is_json(value):
                 try:
                     parsed = codec.parse(value)

@@ -23,7 +23,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from tattler_etcd import codec
 from tattler_etcd.codec.wire import length_delimited, replace_field
+from tattler_etcd.errors import TattlerError
+from tattler_etcd.pipeline.safety import scrub_dict
 
 __all__ = [
     "WITHHELD",
@@ -74,8 +77,6 @@ def scrub_etcd_doc(doc: Any, scrub: ValueScrubber) -> int:
 
 
 def _scrub_b64(value: str, key: str, scrub: ValueScrubber) -> str:
-    from tattler_etcd.errors import TattlerError
-
     try:
         raw = base64.b64decode(value, validate=True)
         key_text = base64.b64decode(key).decode("utf-8", "replace")
@@ -113,8 +114,6 @@ def scrub_apiserver_line(body: bytes, scrub: ObjectScrubber) -> bytes:
         return body
     if not isinstance(doc, dict):
         return body
-    from tattler_etcd.errors import TattlerError
-
     try:
         return _scrub_apiserver_doc(doc, body, scrub)
     except TattlerError:
@@ -145,9 +144,6 @@ def scrub_stored_value(value: bytes, key: str) -> bytes:
         tattler_etcd.errors.TattlerError: the value does not decode, or its
             shape does not match the rules (the caller withholds it).
     """
-    from tattler_etcd import codec
-    from tattler_etcd.pipeline.safety import scrub_dict
-
     obj = codec.decode(value)
     if scrub_dict(obj) == 0:
         return value
@@ -163,8 +159,6 @@ def scrub_served_object(obj: dict[str, Any]) -> dict[str, Any]:
     Raises:
         tattler_etcd.errors.UnsafeObjectError: the shape does not match the rules.
     """
-    from tattler_etcd.pipeline.safety import scrub_dict
-
     scrub_dict(obj)
     return obj
 
@@ -177,8 +171,6 @@ def scrub_watch_frame(frame: bytes, scrub: ValueScrubber) -> tuple[bytes, str, b
     replaced; every other field keeps its bytes. A frame that does not parse
     comes back as :data:`WITHHELD` with type ``""``.
     """
-    from tattler_etcd.errors import TattlerError
-
     try:
         fields = length_delimited(frame)
         type_ = next((frame[f.start:f.end].decode("utf-8") for f in fields if f.number == 1), "")
