@@ -16,9 +16,12 @@ access and then kept.
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Mapping
 from typing import Any
+
+from tattler_etcd import codec
+from tattler_etcd.jsonout import dumps as _dumps
+from tattler_etcd.models import to_model
 
 __all__ = ["ChangeType", "Entry", "SourceType"]
 
@@ -65,6 +68,7 @@ class Entry:
 
     __slots__ = (
         "_object",
+        "_object_json",
         "_raw",
         "_value",
         "api_version",
@@ -107,6 +111,8 @@ class Entry:
         self._raw = raw
         self._value = value
         self._object: Any = None
+        #: The object's JSON, kept while no dict is (see :meth:`to_json_bytes`).
+        self._object_json: bytes | None = None
 
     @classmethod
     def from_dict(
@@ -162,7 +168,6 @@ class Entry:
         Raises:
             tattler_etcd.errors.DecodeError: the bytes are not an object.
         """
-        codec = _codec or _load_codec()
         if value[:4] != codec.MAGIC and codec.is_json(value):
             entry = cls.from_dict(
                 codec.decode(value), change=change, source=source, key=key,
@@ -192,16 +197,18 @@ class Entry:
     def raw(self) -> dict[str, Any]:
         """The object as a JSON-shaped dict, exactly as the APIServer serves it (built once)."""
         if self._raw is None:
-            from tattler_etcd import codec
-
-            assert self._value is not None
-            raw = codec.decode(self._value)
-            if self.resource_version:
-                meta = raw.get("metadata")
-                if isinstance(meta, dict):
-                    meta["resourceVersion"] = self.resource_version
-            self._raw = raw
+            self._raw = self._decode()
+            self._object_json = None  # the dict may now be edited in place
         return self._raw
+
+    def _decode(self) -> dict[str, Any]:
+        assert self._value is not None
+        raw: dict[str, Any] = codec.decode(self._value)
+        if self.resource_version:
+            meta = raw.get("metadata")
+            if isinstance(meta, dict):
+                meta["resourceVersion"] = self.resource_version
+        return raw
 
     @property
     def object(self) -> Any:
@@ -212,8 +219,6 @@ class Entry:
         round trip re-formats timestamps and drops nulls).
         """
         if self._object is None:
-            from tattler_etcd.models import to_model
-
             self._object = to_model(self.raw)
         return self._object
 
@@ -226,12 +231,14 @@ class Entry:
         self._value = value
         self._raw = None
         self._object = None
+        self._object_json = None
 
     def replace_raw(self, raw: dict[str, Any]) -> None:
         """Swap the dict (safety, preprocessors); the bytes no longer match, so they go."""
         self._raw = raw
         self._value = None
         self._object = None
+        self._object_json = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """The one JSON form every consumer and the CLI share (lower-case change/source)."""
@@ -249,7 +256,43 @@ class Entry:
 
     def to_json(self) -> str:
         """:meth:`to_json_dict` as one compact line of JSON (no newline)."""
-        return json.dumps(self.to_json_dict(), separators=(",", ":"), ensure_ascii=False)
+        return self.to_json_bytes().decode("utf-8")
+
+    def to_json_bytes(self) -> bytes:
+        """:meth:`to_json_dict` as one compact line of JSON, UTF-8 (no newline).
+
+        What processors that write or send entries should use: the text of
+        ``json.dumps(entry.to_json_dict(), separators=(",", ":"),
+        ensure_ascii=False)`` (see :mod:`tattler_etcd.jsonout`), ~5x faster,
+        and without keeping the decoded dict: an entry that holds only bytes
+        decodes them, writes the JSON and drops the dict, so a batch of
+        written entries does not keep a thousand decoded objects alive (the
+        garbage collector walks every one of them, again and again). The
+        object's JSON is kept instead (a few KB of bytes, which the collector
+        skips), so a second processor writing the same entry does not decode
+        it again.
+
+        Raises:
+            tattler_etcd.errors.DecodeError: the stored bytes are not an object.
+        """
+        head = _dumps({
+            "change": self.change.value,
+            "source": self.source.value,
+            "uid": self.uid,
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "name": self.name,
+            "resourceVersion": self.resource_version,
+        })
+        body: bytes | None
+        if self._raw is not None:
+            body = _dumps(self._raw)
+        else:
+            body = self._object_json
+            if body is None:
+                body = self._object_json = _dumps(self._decode())
+        return b"".join((head[:-1], b',"object":', body, b"}"))
 
     @classmethod
     def from_json_dict(cls, doc: Mapping[str, Any]) -> Entry:
@@ -272,21 +315,6 @@ class Entry:
             f"Entry({self.change.value} {self.source.value} {self.kind} "
             f"{self.key} uid={self.uid} rv={self.resource_version})"
         )
-
-
-#: ``tattler_etcd.codec``, imported on first use: importing it builds its schema
-#: (~0.2 s), which a program that never reads a value need not pay; and an
-#: import in the function costs ~0.4 us a call, on a path readers take for
-#: every object.
-_codec: Any = None
-
-
-def _load_codec() -> Any:
-    global _codec
-    from tattler_etcd import codec
-
-    _codec = codec
-    return codec
 
 
 def _default_key(kind: str, namespace: str | None, name: str) -> str:

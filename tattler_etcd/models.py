@@ -19,6 +19,8 @@ __all__ = ["model_class", "to_model"]
 @functools.lru_cache(maxsize=512)
 def model_class(api_version: str, kind: str) -> type[Any] | None:
     """The kubernetes model class for ``api_version``/``kind``, or None."""
+    # Here, not at the top: the kubernetes package takes ~140 ms to import, and
+    # only a program that reads Entry.object needs it (tests/test_layers.py allows it).
     from kubernetes import client
 
     group, _, version = api_version.rpartition("/")

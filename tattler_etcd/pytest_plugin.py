@@ -22,15 +22,16 @@ import dataclasses
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
+import trio
+import trio.testing
 
-if TYPE_CHECKING:
-    from tattler_etcd.data import Entry
-    from tattler_etcd.errors import ProcessorError
-    from tattler_etcd.pipeline import Batch, Preprocessor, Processor
-    from tattler_etcd.replay import RecordingInfo
+from tattler_etcd.data import Entry
+from tattler_etcd.errors import ProcessorError
+from tattler_etcd.pipeline import Batch, Preprocessor, Processor, Runner
+from tattler_etcd.replay import RecordingInfo, bundled_recording, replay_into, run_replay
 
 __all__ = ["ReplayHarness", "ReplayResult", "tattler_replay"]
 
@@ -68,8 +69,6 @@ class ReplayHarness:
     @property
     def bundled(self) -> Path:
         """The recording shipped with tattler-etcd (the default)."""
-        from tattler_etcd.replay import bundled_recording
-
         return bundled_recording()
 
     async def __call__(
@@ -93,9 +92,6 @@ class ReplayHarness:
             RuntimeError: the test runs on the wall clock (ask for ``autojump_clock``).
             tattler_etcd.errors.RecordingError: a bad recording.
         """
-        import trio
-        import trio.testing
-
         clock = trio.lowlevel.current_clock()
         if not isinstance(clock, trio.testing.MockClock) or clock.autojump_threshold != 0:
             raise RuntimeError(
@@ -109,8 +105,6 @@ class ReplayHarness:
 
     def run(self, recording: str | os.PathLike[str] | None = None, **kwargs: Any) -> ReplayResult:
         """The same as awaiting the harness, from a sync test (starts trio on a virtual clock)."""
-        from tattler_etcd.replay import run_replay
-
         async def main() -> ReplayResult:
             return await self._replay(recording, **kwargs)
 
@@ -128,9 +122,6 @@ class ReplayHarness:
         resources: Iterable[str] | None = None,
         once: bool = False,
     ) -> ReplayResult:
-        from tattler_etcd.pipeline import Runner
-        from tattler_etcd.replay import replay_into
-
         path = self.bundled if recording is None else recording
         runner = Runner(batch_window=batch_window, batch_size=batch_size, allow_secrets=allow_secrets)
         batches: list[Batch] = []

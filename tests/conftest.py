@@ -1,4 +1,4 @@
-"""Shared fixtures. ``etcd``: a real etcd process per test, always stopped."""
+"""Shared fixtures. ``etcd`` and ``nats_server``: a real etcd / nats-server process per test, always stopped."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.etcd import EtcdServer
+from tests.support.nats import NatsServer
 
 #: The upstream fixture pairs (test data only; the package never reads them).
 TESTDATA = Path(__file__).resolve().parent / "data" / "k8s-api" / "HEAD"
@@ -16,6 +17,16 @@ TESTDATA = Path(__file__).resolve().parent / "data" / "k8s-api" / "HEAD"
 @pytest.fixture
 def etcd() -> Iterator[EtcdServer]:
     server = EtcdServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def nats_server() -> Iterator[NatsServer]:
+    server = NatsServer()
     server.start()
     try:
         yield server

@@ -77,12 +77,38 @@ async def test_restart_resumes_without_relisting(server: RunningServer, tmp_path
         async with run_reader(reader(server, store)) as h:
             got = await h.take(1)
             assert [(e.change.value, e.key) for e in got] == [("delete", "pods/default/pod-00000")]
-            assert h.counters["reader.apiserver.resumed"] == 1
+            assert h.counters["reader.apiserver.resumes"] == 1
         assert len(c.list_requests("pods")) == lists_before  # no relist
     await client.aclose()
     if kind == "configmap":
         cm = c.get("configmaps", "tattler-bookmarks")
         assert cm is not None and cm["data"]["pods"].isdigit()
+
+
+async def test_a_restart_through_a_410_deletes_what_vanished_while_down(server: RunningServer, tmp_path: Path,
+                                                                       autojump_clock: Any) -> None:
+    """The index file beside the bookmark file: the relist after the 410 knows what it had delivered."""
+    c = server.cluster
+    for i in range(3):
+        c.create("pods", make_pod(i))
+    store = FileBookmarkStore(tmp_path / "rv.json")
+    with trio.fail_after(600):
+        async with run_reader(reader(server, store)) as h:
+            assert len(h.entries) == 3
+        assert (tmp_path / "rv.json.index").exists()
+        gone = c.get("pods", "pod-00000")
+        assert gone is not None
+        c.delete("pods", "pod-00000")  # while tattler-etcd is down, and the history goes
+        c.create("pods", make_pod(3))
+        c.compact()
+        async with run_reader(reader(server, store)) as h:
+            got = await h.take(4)
+    assert sorted((e.change.value, e.key) for e in got) == [
+        ("delete", "pods/default/pod-00000"), ("snapshot", "pods/default/pod-00001"),
+        ("snapshot", "pods/default/pod-00002"), ("snapshot", "pods/default/pod-00003")]
+    (deleted,) = [e for e in got if e.change.value == "delete"]
+    assert (deleted.uid, deleted.kind, deleted.api_version) == (gone["metadata"]["uid"], "Pod", "v1")
+    assert h.counters["reader.apiserver.deletes_on_relist"] == 1
 
 
 async def test_stale_stored_version_relists(server: RunningServer, tmp_path: Path, autojump_clock: Any) -> None:

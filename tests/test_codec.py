@@ -509,6 +509,14 @@ def test_invalid_utf8_strings_come_back_as_go_serves_them() -> None:
     assert n == 1 and codec.decode(new)["metadata"]["name"] == "x"
 
 
+def test_invalid_utf8_repair_keeps_the_fields_between_and_after_the_strings() -> None:
+    # generation (7) sits between two repaired strings, deletionGracePeriodSeconds (10) ends the message
+    meta = ld(1, b"n\xff") + b"\x38\x05" + ld(11, ld(1, b"k") + ld(2, b"v\xc3")) + b"\x50\x03"
+    got = codec.decode(codec.wrap("v1", "Namespace", ld(1, meta)))
+    assert got["metadata"] == {"name": "n\ufffd", "generation": 5, "labels": {"k": "v\ufffd"},
+                               "deletionGracePeriodSeconds": 3}
+
+
 # ---------------------------------------------------------------- redact: path shapes
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import trio
 
 from tattler_etcd.data import Entry
 from tattler_etcd.errors import ConfigError
+from tattler_etcd.readers import Backoff
 from tattler_etcd.readers.etcd import EtcdReader
 from tattler_etcd.stats import Counters
 from tests.support.etcd import EtcdServer, make_test_certs
@@ -45,19 +47,6 @@ async def test_reader_lists_over_tls_with_a_client_certificate(tls_etcd: EtcdSer
     # etcd3gw's client holds the same files (the conventions the reader takes from it).
     session = reader.endpoints[0].session
     assert (session.verify, session.cert) == (certs["ca"], (certs["client_cert"], certs["client_key"]))
-
-
-async def test_without_the_client_certificate_the_reader_keeps_retrying(
-    tls_etcd: EtcdServer, certs: dict[str, str],
-) -> None:
-    reader = EtcdReader(tls_etcd.url, resources=["pods"], once=True, cacert=certs["ca"],
-                        backoff_initial=0.05, backoff_max=0.1)
-    counters = Counters()
-    send, _recv = trio.open_memory_channel[list[Entry]](0)
-    with trio.move_on_after(1.5):
-        await reader.run(send, counters)
-    assert counters["reader.etcd.retries"] >= 2
-    assert counters["reader.etcd.listed"] == 0
 
 
 def test_tls_files_are_checked_before_any_io(certs: dict[str, str], tmp_path: Path) -> None:

@@ -308,7 +308,8 @@ def test_pipeline_all_is_complete() -> None:
 
     # ("@py_builtins"/"@pytest_ar": pytest's assertion rewriting, which the pytest11 plugin turns on for the package)
     public = {n for n in vars(pipeline) if not n.startswith(("_", "@"))} - {
-        "annotations", "batching", "preprocess", "processors", "redaction", "routing", "runner", "safety",
+        "annotations", "batching", "metrics", "preprocess", "processors", "redaction", "routing", "runner",
+        "safety",
     }
     # (its order is ruff's RUF022)
     assert set(pipeline.__all__) == public

@@ -14,10 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
-from tattler_etcd.errors import CodecError, DecodeError, EncodeError
+import yaml
+
+from tattler_etcd import codec
+from tattler_etcd.cli._destinations import add_output_arguments, resolve_output, scheme_of
+from tattler_etcd.errors import CodecError, ConfigError, DecodeError, EncodeError
+
+#: What ``decode -o`` takes.
+DECODE_FORMATS = ("json", "yaml")
 
 
 def register(sub: Any) -> None:
@@ -25,7 +33,7 @@ def register(sub: Any) -> None:
         "decode", help="decode one raw etcd value (stdin) to JSON or YAML",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("-o", "--output", choices=("json", "yaml"), default="json", help="output format (default: json)")
+    add_output_arguments(p, formats=DECODE_FORMATS, repeat=False, to_help="where the object goes: - (stdout) or a PATH")
     p.add_argument("--compact", action="store_true", help="JSON on one line")
     p.add_argument("--max-size", type=int, default=None, metavar="BYTES", help="refuse values larger than this")
     p.set_defaults(func=run_decode)
@@ -33,12 +41,11 @@ def register(sub: Any) -> None:
         "encode", help="encode one object (JSON or YAML on stdin) to the raw etcd value",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    e.add_argument("--to", metavar="DEST", help="where the raw value goes: - (stdout) or a PATH")
     e.set_defaults(func=run_encode)
 
 
 def _decode_value(data: bytes, max_size: int | None) -> dict[str, Any]:
-    from tattler_etcd import codec
-
     kwargs = {} if max_size is None else {"max_size": max_size}
     try:
         return codec.decode(data, **kwargs)
@@ -49,7 +56,28 @@ def _decode_value(data: bytes, max_size: int | None) -> dict[str, Any]:
         raise
 
 
+def _write_to(dest: str | None, data: bytes) -> None:
+    """Write ``data`` to ``--to`` (stdout when ``-`` or absent).
+
+    Raises:
+        ConfigError: a URL, or a file that cannot be written.
+    """
+    if dest is None or dest == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    if scheme_of(dest) is not None:
+        raise ConfigError(f"--to {dest}: one value is written to a file or stdout; give a path or -")
+    path = os.path.expanduser(dest)
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as exc:
+        raise ConfigError(f"--to {dest}: {exc.strerror}") from exc
+
+
 def run_decode(args: argparse.Namespace) -> int:
+    fmt, _ = resolve_output("decode", args.output, args.to, formats=DECODE_FORMATS)
     data = sys.stdin.buffer.read()
     if not data.strip():
         raise DecodeError("stdin: no value (pipe in what `etcdctl get KEY --print-value-only` prints)")
@@ -57,16 +85,13 @@ def run_decode(args: argparse.Namespace) -> int:
         obj = _decode_value(data, args.max_size)
     except CodecError as exc:
         raise exc.with_key("stdin") from None
-    if args.output == "yaml":
-        import yaml
-
+    if fmt == "yaml":
         text = yaml.safe_dump(obj, sort_keys=False, allow_unicode=True, default_flow_style=False)
     elif args.compact:
         text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n"
     else:
         text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
-    sys.stdout.write(text)
-    sys.stdout.flush()
+    _write_to(args.to, text.encode("utf-8"))
     return 0
 
 
@@ -75,8 +100,6 @@ def _read_object(data: bytes) -> dict[str, Any]:
     try:
         obj = json.loads(text)
     except ValueError:
-        import yaml
-
         try:
             obj = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -89,10 +112,6 @@ def _read_object(data: bytes) -> dict[str, Any]:
 
 
 def run_encode(args: argparse.Namespace) -> int:
-    from tattler_etcd import codec
-
     obj = _read_object(sys.stdin.buffer.read())
-    value = codec.encode(obj)
-    sys.stdout.buffer.write(value)
-    sys.stdout.buffer.flush()
+    _write_to(args.to, codec.encode(obj))
     return 0

@@ -2,7 +2,7 @@
 
 The reader lists, then watches, exactly as ``run --etcd-endpoints`` (or
 ``run --kubeconfig``) would;
-every HTTP exchange is written to ``--out`` as a vcrpy cassette, with every
+every HTTP exchange is written to ``--to FILE`` as a vcrpy cassette, with every
 value scrubbed by the safety rules and authorization headers dropped. Give a
 limit: ``--events N`` stops after N watch events, ``--duration S`` after S
 seconds (whichever comes first); open watch streams are cut after their last
@@ -12,15 +12,24 @@ whole line. Replay the file with ``tattler-etcd run --replay FILE``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from tattler_etcd.cli._common import add_reader_arguments, parse_resources
+from tattler_etcd.cli._destinations import add_output_arguments, deprecated, resolve_output, scheme_of
+from tattler_etcd.cli._logging import notice
 from tattler_etcd.cli._redact import add_redaction_arguments, redaction_rules
 from tattler_etcd.errors import ConfigError
+from tattler_etcd.readers.apiserver import load_incluster, load_kubeconfig
+from tattler_etcd.service import run_draining_on_signals
+
+if TYPE_CHECKING:
+    from tattler_etcd.replay import RecordingInfo
+    from tattler_etcd.replay._transport import Recorder
 
 
 def register(sub: Any) -> None:
@@ -29,7 +38,9 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_reader_arguments(p, endpoints_help="etcd's HTTP gateway (one URL)", endpoints_metavar="URL")
-    p.add_argument("--out", required=True, metavar="FILE", help="the cassette to write (YAML)")
+    add_output_arguments(p, formats=RECORD_FORMATS, repeat=False,
+                         to_help="the cassette to write (a YAML file); --out FILE, the old spelling, still works")
+    p.add_argument("--out", metavar="FILE", help=argparse.SUPPRESS)
     limit = p.add_argument_group("limit (at least one; the first reached stops the recording)")
     limit.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     limit.add_argument("--events", type=int, metavar="N", help="stop after N watch events")
@@ -37,9 +48,40 @@ def register(sub: Any) -> None:
     p.set_defaults(func=main)
 
 
+#: What ``record -o`` takes: a cassette is YAML.
+RECORD_FORMATS = ("yaml",)
+
+
+def _same_file(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _cassette_path(args: argparse.Namespace) -> str:
+    """The one file ``--to`` (or the old ``--out``) names.
+
+    Raises:
+        ConfigError: none, two different ones, stdout or a URL.
+    """
+    _, dests = resolve_output("record", args.output, args.to, formats=RECORD_FORMATS)
+    to = args.to
+    if args.out is not None:
+        if to is not None and _same_file(to) != _same_file(args.out):
+            raise ConfigError(f"record: --out {args.out} and --to {to} name different files: give --to only")
+        deprecated(f"--out {args.out}", f"--to {args.out}")
+        to = args.out
+    if to is None:
+        raise ConfigError("record: give --to FILE, the cassette to write")
+    if to == "-" or scheme_of(to) is not None:
+        raise ConfigError(f"record: --to {to}: a recording is written to a file; give a path")
+    return os.path.expanduser(to)
+
+
 def main(args: argparse.Namespace) -> int:
+    # Here, not at the top: the replay package imports trio.testing, which
+    # imports pytest when it is installed (~70 ms more for every --help).
     from tattler_etcd.replay._record import record_apiserver, record_etcd
 
+    args.out = _cassette_path(args)
     resources = parse_resources(args)
     rules = redaction_rules(args)
     if args.duration is None and args.events is None:
@@ -50,24 +92,68 @@ def main(args: argparse.Namespace) -> int:
     if sum(sources) != 1:
         raise ConfigError("record: give one source: --etcd-endpoints URL, or --kubeconfig PATH / --in-cluster")
     if args.etcd_endpoints:
-        info = trio.run(lambda: record_etcd(
-            args.out, endpoint=args.etcd_endpoints, resources=resources, prefix=args.prefix,
-            page_size=args.page_size, max_events=args.events, duration=args.duration,
-            cacert=args.cacert, cert=args.cert, key=args.key,
-            redact=rules, keep_unknown_fields=args.keep_unknown_fields,
-        ))
+        async def record(task_status: trio.TaskStatus[Any]) -> RecordingInfo:
+            return await record_etcd(
+                args.out, endpoint=args.etcd_endpoints, resources=resources, prefix=args.prefix,
+                page_size=args.page_size, max_events=args.events, duration=args.duration,
+                cacert=args.cacert, cert=args.cert, key=args.key, task_status=task_status,
+                redact=rules, keep_unknown_fields=args.keep_unknown_fields,
+            )
     else:
-        from tattler_etcd.readers.apiserver import load_incluster, load_kubeconfig
-
         config = load_kubeconfig(args.kubeconfig, args.context) if args.kubeconfig else load_incluster()
-        info = trio.run(lambda: record_apiserver(
-            args.out, config=config, resources=resources, page_size=args.page_size,
-            content_type=args.content_type, max_events=args.events, duration=args.duration,
-            redact=rules, keep_unknown_fields=args.keep_unknown_fields,
-        ))
-    print(
-        f"tattler-etcd: recorded {info.interactions} interactions ({info.watch_events} watch events, "
-        f"stopped by {info.stopped_by}) to {args.out} ({os.path.getsize(args.out)} bytes)",
-        file=sys.stderr,
+
+        async def record(task_status: trio.TaskStatus[Any]) -> RecordingInfo:
+            return await record_apiserver(
+                args.out, config=config, resources=resources, page_size=args.page_size,
+                content_type=args.content_type, max_events=args.events, duration=args.duration,
+                task_status=task_status, redact=rules, keep_unknown_fields=args.keep_unknown_fields,
+            )
+    info, status = trio.run(_record_until_signalled, record)
+    if not info.interactions:
+        # Nothing answered: a cassette without a single exchange would replay as an empty
+        # cluster, which is a lie, not a recording.
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(args.out)
+        notice(f"recorded nothing: {info.endpoint} never answered (stopped by {info.stopped_by}); "
+               "no file written", kind="error")
+        return 1
+    notice(
+        f"recorded {info.interactions} interactions ({info.watch_events} watch events, "
+        f"stopped by {info.stopped_by}) to {args.out} ({os.path.getsize(args.out)} bytes)", kind="plain",
     )
-    return 0
+    return status
+
+
+async def _record_until_signalled(
+    record: Callable[[trio.TaskStatus[Any]], Awaitable[RecordingInfo]],
+) -> tuple[RecordingInfo, int]:
+    """Run ``record``; SIGTERM/SIGINT stop the recorder, so the cassette is written with what was recorded."""
+    started = _RecorderStarted()
+    result: list[RecordingInfo] = []
+
+    async def work() -> None:
+        result.append(await record(started))
+
+    status = await run_draining_on_signals(work, started.stop, what="recording")
+    return result[0], status
+
+
+class _RecorderStarted:
+    """The ``task_status`` given to ``record_etcd``/``record_apiserver``: keeps the recorder to stop it.
+
+    A stop asked for before the recorder exists is applied as soon as it does.
+    """
+
+    def __init__(self) -> None:
+        self.recorder: Recorder | None = None
+        self.stop_asked = False
+
+    def started(self, value: Recorder) -> None:
+        self.recorder = value
+        if self.stop_asked:
+            value.stop("signal")
+
+    def stop(self) -> None:
+        self.stop_asked = True
+        if self.recorder is not None:
+            self.recorder.stop("signal")

@@ -7,15 +7,31 @@ Sources, first match wins: ``--replay FILE``; ``--etcd-endpoints``;
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import prometheus_client
 import trio
 
 from tattler_etcd.cli._common import DEFAULT_RESOURCES, add_reader_arguments, parse_resources
+from tattler_etcd.cli._destinations import (
+    DestinationContext,
+    add_output_arguments,
+    open_destinations,
+    resolve_output,
+)
+from tattler_etcd.cli._logging import notice
 from tattler_etcd.cli._redact import add_redaction_arguments, redaction_rules
 from tattler_etcd.errors import ConfigError
+from tattler_etcd.pipeline import Runner
+from tattler_etcd.pipeline.metrics import readiness
+from tattler_etcd.readers.apiserver import APIServerReader, FileBookmarkStore, load_incluster, load_kubeconfig
+from tattler_etcd.readers.etcd import EtcdReader
+from tattler_etcd.service import run_draining_on_signals
+from tattler_etcd.service.http import parse_address, serve_endpoints
 
 
 def register(sub: Any) -> None:
@@ -28,7 +44,9 @@ def register(sub: Any) -> None:
     g = add_reader_arguments(p, endpoints_help="read straight from etcd's HTTP gateway")
     g.source.add_argument("--replay", metavar="FILE", help="replay a recorded cassette (no cluster needed)")
     p.add_argument("--once", action="store_true", help="stop after the initial list has been delivered")
-    p.add_argument("-o", "--output", default="-", metavar="FILE|-", help="where the JSON lines go (default: stdout)")
+    add_output_arguments(p, formats=RUN_FORMATS, to_help=(
+        "where the entries go, repeatable: - (stdout, the default), a PATH, or SCHEME://... "
+        "(see docs/cli.md); -o FILE, the old spelling, still works"))
     g.etcd.add_argument("--revision-file", metavar="FILE",
                         help="remember the last revision here; resume from it on start")
     g.apiserver.add_argument("--bookmark-file", metavar="FILE",
@@ -38,19 +56,29 @@ def register(sub: Any) -> None:
     pipe.add_argument("--batch-size", type=int, default=1000, metavar="N", help="batch size limit (default: 1000)")
     pipe.add_argument("--relist-interval", type=float, default=None, metavar="SECONDS",
                       help="re-list every so often, emitting snapshot and delete entries (default: never)")
+    service = p.add_argument_group("service")
+    service.add_argument("--metrics-address", metavar="HOST:PORT",
+                         help="serve /metrics (Prometheus), /healthz and /readyz here (default: off)")
     pipe.add_argument("--allow-secrets", action="store_true",
                       help="let Secret objects through (their data always redacted)")
     add_redaction_arguments(p)
     p.set_defaults(func=main)
 
 
+#: What ``run -o`` takes: ``json``, one JSON object per line.
+RUN_FORMATS = ("json",)
+
+
 def main(args: argparse.Namespace) -> int:
+    args.output, args.to = resolve_output("run", args.output, args.to, formats=RUN_FORMATS, legacy_paths=True)
     resources = parse_resources(args)
     args.redaction_rules = redaction_rules(args)
     if args.batch_size < 1:
         raise ConfigError("--batch-size: must be at least 1")
     if args.batch_window <= 0:
         raise ConfigError("--batch-window: must be more than 0 seconds")
+    if args.metrics_address:
+        parse_address(args.metrics_address)  # a bad address fails before any connection
     if args.replay or not (args.etcd_endpoints or args.kubeconfig or args.in_cluster):
         return _replay(args, resources)
     if args.etcd_endpoints:
@@ -60,48 +88,42 @@ def main(args: argparse.Namespace) -> int:
     return trio.run(_run_pipeline, args, readers)
 
 
-def _open_output(path: str) -> Any:
-    if path == "-":
-        return sys.stdout
-    try:
-        return open(path, "w", encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"--output {path}: {exc.strerror}") from exc
-
-
 async def _run_pipeline(
     args: argparse.Namespace,
     readers: Sequence[Any] = (),
     drive: Callable[[Any], Awaitable[object]] | None = None,
 ) -> int:
-    """Build the runner with the JSON-lines output, then run it.
+    """Build the runner with every ``--to`` destination, then run it.
 
     ``drive`` replaces ``runner.run()`` when something else must run it (a
     replay adds its own readers inside vcrpy's playback).
     """
-    from tattler_etcd.pipeline import JsonLinesProcessor, Runner
-
-    out = _open_output(args.output)
-    try:
-        runner = Runner(
-            batch_window=args.batch_window, batch_size=args.batch_size, allow_secrets=args.allow_secrets,
-            redact=args.redaction_rules, keep_unknown_fields=args.keep_unknown_fields,
-        )
+    runner = Runner(
+        batch_window=args.batch_window, batch_size=args.batch_size, allow_secrets=args.allow_secrets,
+        redact=args.redaction_rules, keep_unknown_fields=args.keep_unknown_fields,
+    )
+    ctx = DestinationContext(format=args.output, on_closed=runner.stop, args=args)
+    async with open_destinations(args.to, ctx) as destinations:
         for reader in readers:
             runner.add_reader(reader)
-        runner.add_processor("output", JsonLinesProcessor(out, on_closed=runner.stop))
-        await (drive(runner) if drive is not None else runner.run())
-    finally:
-        if out is not sys.stdout:
-            out.close()
-        else:
-            out.flush()
-    return 0
+        for d in destinations:
+            runner.add_processor(d.name, d.processor, policy=d.policy, buffer=d.buffer)
+        return await run_draining_on_signals(
+            lambda: drive(runner) if drive is not None else runner.run(), runner.stop,
+            alongside=_endpoints(args, runner),
+        )
+
+
+def _endpoints(args: argparse.Namespace, runner: Any) -> list[Callable[..., Awaitable[object]]]:
+    """The ``--metrics-address`` server, on a registry of its own, as a task to run beside the pipeline."""
+    if not args.metrics_address:
+        return []
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(runner.collector())
+    return [functools.partial(serve_endpoints, args.metrics_address, registry, lambda: readiness(runner))]
 
 
 def _etcd_readers(args: argparse.Namespace, resources: list[str]) -> list[Any]:
-    from tattler_etcd.readers.etcd import EtcdReader
-
     return [EtcdReader(
         args.etcd_endpoints, resources=resources, prefix=args.prefix, page_size=args.page_size,
         once=args.once, cacert=args.cacert, cert=args.cert, key=args.key,
@@ -118,8 +140,6 @@ class _ListProgress:
     """
 
     def __init__(self, stream: Any) -> None:
-        import time
-
         self._clock = time.monotonic
         self._stream = stream
         self._start = self._clock()
@@ -142,13 +162,6 @@ class _ListProgress:
 
 
 def _apiserver_readers(args: argparse.Namespace, resources: list[str]) -> list[Any]:
-    from tattler_etcd.readers.apiserver import (
-        APIServerReader,
-        FileBookmarkStore,
-        load_incluster,
-        load_kubeconfig,
-    )
-
     if args.relist_interval is not None and args.relist_interval <= 0:
         raise ConfigError("--relist-interval: must be more than 0 seconds")
     if args.page_size < 0:
@@ -170,13 +183,15 @@ def _replay(args: argparse.Namespace, resources: list[str]) -> int:
     ``--resources`` left at its default means "what was recorded"; any other
     value must name exactly the recorded resources.
     """
+    # Here, not at the top: the replay package imports trio.testing, which
+    # imports pytest when it is installed (~70 ms more for every --help).
     from tattler_etcd.replay import bundled_recording, read_recording, replay_into, run_replay
 
     path = args.replay or str(bundled_recording())
     info = read_recording(path)  # bad files fail before any output is opened
     if not args.replay:
-        print(f"tattler-etcd: no source given: replaying the bundled recording {path} "
-              f"({info.source}, {','.join(info.resources)}; see docs/replay.md)", file=sys.stderr)
+        notice(f"no source given: replaying the bundled recording {path} "
+               f"({info.source}, {','.join(info.resources)}; see docs/replay.md)", kind="plain")
     requested = None if args.resources == DEFAULT_RESOURCES else resources
 
     async def replay() -> int:

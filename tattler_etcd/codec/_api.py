@@ -1,25 +1,27 @@
-"""The codec's public functions: envelopes, decode, encode, peek, lists, watch events."""
+"""The codec's public functions: decode, encode, peek, parse, lists, watch events.
+
+The facade: each function checks its input, splits the envelope
+(``_envelope``), parses the typed object (``_utf8`` repairs invalid UTF-8)
+and converts it (``_convert``, ``_encode``). See ``tattler_etcd.codec``.
+"""
 
 from __future__ import annotations
 
-import codecs
 import json
 from typing import Any, NamedTuple
 
-from google.protobuf.message import DecodeError as _PbDecodeError
-
-from tattler_etcd.codec._convert import converter, counters
+from tattler_etcd.codec._convert import converter
 from tattler_etcd.codec._encode import EncodeFailure, fill_message
-from tattler_etcd.codec._schema import SCHEMA
-from tattler_etcd.codec.wire import CutShort, length_delimited, write_varint
-from tattler_etcd.errors import (
-    DecodeError,
-    EncodeError,
-    EncryptedValueError,
-    TruncatedValueError,
-    UnknownKindError,
-    ValueTooLargeError,
-)
+from tattler_etcd.codec._envelope import _PARSE_ERRORS, MAGIC, _parse_error, wrap
+
+# (re-exported under their old names: codec._redact and tests import them from here)
+from tattler_etcd.codec._envelope import _check as _check
+from tattler_etcd.codec._envelope import _envelope as _envelope
+from tattler_etcd.codec._envelope import _split_envelope as _split_envelope
+from tattler_etcd.codec._schema import META_PACKAGE, SCHEMA, LazyClasses
+from tattler_etcd.codec._utf8 import _parse_typed as _parse_typed
+from tattler_etcd.codec.wire import length_delimited
+from tattler_etcd.errors import DecodeError, EncodeError, UnknownKindError
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
@@ -38,120 +40,13 @@ __all__ = [
     "wrap",
 ]
 
-#: The 4 bytes that start every protobuf value the APIServer writes.
-MAGIC = b"k8s\x00"
 #: Values larger than this are refused before parsing. etcd's own default
 #: request limit is 1.5 MiB; clusters raise it, rarely past a few tens of MiB.
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
 
-_ENC_PREFIX = b"k8s:enc:"
-_UNKNOWN = "k8s.io.apimachinery.pkg.runtime.Unknown"
-_WATCH_EVENT = f"{SCHEMA.meta_package}.WatchEvent"
-_Unknown = SCHEMA.message_class(_UNKNOWN)
-_WatchEvent = SCHEMA.message_class(_WATCH_EVENT)
-_PeekObject = SCHEMA.message_class("tattler.codec.PeekObject")
-_ListShell = SCHEMA.message_class("tattler.codec.ListShell")
-_OBJECT_META = f"{SCHEMA.meta_package}.ObjectMeta"
-_PARSE_ERRORS = (_PbDecodeError, ValueError, TypeError, UnicodeDecodeError, OverflowError, RecursionError)
-
-
-def _go_replace(exc: UnicodeError) -> tuple[str, int]:
-    # Go's JSON encoder replaces each invalid byte with U+FFFD, one at a time.
-    assert isinstance(exc, UnicodeDecodeError)
-    return "\ufffd", exc.start + 1
-
-
-codecs.register_error("tattler-go-replace", _go_replace)
-
-
-def _text(b: bytes) -> str:
-    return b.decode("utf-8", "tattler-go-replace")
-
-
-def _wire_fields(buf: bytes) -> list[tuple[int, int, Any, bytes]]:
-    """(number, wire type, value, the field's raw bytes) for each top-level field; ValueError if malformed."""
-    out = []
-    i, n = 0, len(buf)
-
-    def varint() -> int:
-        nonlocal i
-        shift = result = 0
-        while True:
-            if i >= n or shift > 63:
-                raise ValueError("bad varint")
-            c = buf[i]
-            i += 1
-            result |= (c & 0x7F) << shift
-            shift += 7
-            if c < 0x80:
-                return result
-
-    while i < n:
-        start = i
-        key = varint()
-        wt = key & 7
-        value: Any
-        if wt == 0:
-            value = varint()
-        elif wt == 1:
-            value, i = buf[i:i + 8], i + 8
-        elif wt == 5:
-            value, i = buf[i:i + 4], i + 4
-        elif wt == 2:
-            length = varint()
-            value, i = buf[i:i + length], i + length
-        else:
-            raise ValueError("unsupported wire type")
-        if i > n:
-            raise ValueError("truncated")
-        out.append((key >> 3, wt, value, buf[start:i]))
-    return out
-
-
-def _repair_wire(buf: bytes, name: str | None, map_value: str | None = None) -> bytes:
-    """Re-encode ``buf`` (a message ``name``, or a map entry when ``map_value`` is
-    given) with every invalid UTF-8 string replaced as Go's JSON encoder would."""
-    fields = {f.number: f for f in SCHEMA.messages[name].fields} if name else {}
-    out = bytearray()
-    for number, wt, value, raw in _wire_fields(buf):
-        if wt != 2:
-            out += raw
-            continue
-        if map_value is not None:
-            ftype = "string" if number == 1 else map_value
-            label = "opt"
-        elif number in fields:
-            ftype, label = fields[number].type, fields[number].label
-        else:
-            out += raw
-            continue
-        if label == "map":
-            payload = _repair_wire(value, None, ftype)
-        elif ftype == "string":
-            payload = _text(value).encode("utf-8")
-        elif ftype in SCHEMA.messages:
-            payload = _repair_wire(value, ftype)
-        else:
-            out += raw
-            continue
-        out += write_varint(number << 3 | 2) + write_varint(len(payload)) + payload
-    return bytes(out)
-
-
-def _parse_typed(name: str, raw: bytes, what: str) -> Any:
-    """Parse the typed object; a value with invalid UTF-8 in a string is repaired, not refused."""
-    try:
-        return SCHEMA.message_class(name).FromString(raw)
-    except _PARSE_ERRORS as exc:
-        first = exc
-    if not isinstance(first, _PbDecodeError):
-        raise _parse_error(what, raw, first)
-    try:
-        msg = SCHEMA.message_class(name).FromString(_repair_wire(bytes(raw), name))
-    except (*_PARSE_ERRORS, KeyError):
-        raise _parse_error(what, raw, first) from None
-    counters.add("codec.invalid_utf8")
-    return msg
+_WATCH_EVENT = f"{META_PACKAGE}.WatchEvent"
+_OBJECT_META = f"{META_PACKAGE}.ObjectMeta"
+_classes = LazyClasses(WatchEvent=_WATCH_EVENT, PeekObject="tattler.codec.PeekObject", ListShell="tattler.codec.ListShell")
 
 
 class Meta(NamedTuple):
@@ -172,98 +67,6 @@ def is_json(value: bytes) -> bool:
             continue
         return b == 0x7B  # "{"
     return False
-
-
-def _check(value: bytes, max_size: int) -> bytes:
-    """Refuse what must not be parsed (too large, encrypted); give plain bytes."""
-    if type(value) is not bytes and not isinstance(value, (bytes, bytearray, memoryview)):
-        raise DecodeError(f"expected bytes, got {type(value).__name__}")
-    if len(value) > max_size:  # before any copy or parse
-        raise ValueTooLargeError(f"value of {len(value)} bytes is over the limit of {max_size} bytes")
-    if type(value) is not bytes:
-        value = bytes(value)
-    if value[:8] == _ENC_PREFIX:
-        parts = bytes(value[:256]).split(b":")
-        provider = parts[2].decode("ascii", "replace") if len(parts) > 2 else "?"
-        key_name = parts[4].decode("ascii", "replace") if len(parts) > 4 else "?"
-        raise EncryptedValueError(
-            f"value is encrypted at rest (provider {provider}, key {key_name}); "
-            "decoding it needs the cluster's encryption key",
-            provider=provider,
-        )
-    return value
-
-
-def _cut_short(buf: bytes) -> bool:
-    """True when the bytes end inside a top-level field (say "truncated", not "not protobuf")."""
-    try:
-        length_delimited(buf)
-    except CutShort:
-        return True
-    except ValueError:
-        return False
-    return False
-
-
-def _parse_error(what: str, buf: bytes, exc: BaseException | None) -> DecodeError:
-    if _cut_short(buf):
-        return TruncatedValueError(f"{what}: the bytes end inside a field ({len(buf)} bytes)")
-    reason = f" ({type(exc).__name__})" if exc is not None else ""
-    return DecodeError(f"{what}: not valid protobuf{reason}")
-
-
-def _envelope(value: bytes) -> Any:
-    if value[:4] != MAGIC:
-        raise DecodeError("not a Kubernetes object: neither JSON nor the k8s protobuf envelope")
-    body = bytes(value[4:])
-    try:
-        return _Unknown.FromString(body)
-    except _PARSE_ERRORS as exc:
-        raise _parse_error("envelope", body, exc) from None
-
-
-#: What may follow ``raw`` in an envelope for the quick split to take it:
-#: nothing, or the empty contentEncoding/contentType the APIServer writes.
-_ENVELOPE_TAILS = frozenset((b"", b"\x1a\x00\x22\x00", b"\x1a\x00", b"\x22\x00"))
-#: ``k8s\0`` + typeMeta, as seen in values upb has already read -> (apiVersion, kind).
-_envelope_heads: dict[bytes, tuple[str, str]] = {}
-
-
-def _split_envelope(value: bytes) -> tuple[str, str, bytes]:
-    """(apiVersion, kind, raw) of a ``k8s\\0`` envelope; ``value`` has passed :func:`_check`.
-
-    Why not always upb: every object of a kind starts with the same bytes
-    (magic and typeMeta), so once upb has read one, the others are split by
-    a dict lookup and a length, cheaper than a upb parse of the envelope plus
-    the copies. Anything else (a typeMeta not seen yet or over 127 bytes,
-    another layout, unknown fields, truncation) goes to upb, so results and
-    errors are upb's.
-    """
-    try:
-        end = 6 + value[5]
-        known = _envelope_heads.get(value[:end])
-        if known is not None and value[end] == 0x12:
-            c = value[end + 1]
-            if c < 0x80:
-                i, length = end + 2, c
-            else:
-                c2 = value[end + 2]
-                i, length = end + 3, (c & 0x7F) | (c2 << 7)
-                if c2 >= 0x80:
-                    i = -1  # a longer size: upb reads it
-            j = i + length
-            if i > 0 and j <= len(value) and value[j:] in _ENVELOPE_TAILS:
-                return known[0], known[1], value[i:j]
-    except IndexError:
-        pass
-    env = _envelope(value)
-    tm = env.typeMeta
-    api_version, kind = tm.apiVersion, tm.kind
-    if value[4:5] == b"\x0a" and len(_envelope_heads) < 4096:  # bounded: kinds come from the data
-        head = MAGIC + _ld(1, _ld(1, api_version.encode("utf-8")) + _ld(2, kind.encode("utf-8")))
-        if len(head) < 134 and value.startswith(head):
-            _envelope_heads[head] = (api_version, kind)
-    return api_version, kind, env.raw
 
 
 def _message_for(api_version: str, kind: str) -> str:
@@ -464,33 +267,6 @@ def _fill_watch_event(msg: Any, obj: dict[str, Any]) -> None:
         msg.object.raw = json.dumps(o, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _ld(number: int, payload: bytes) -> bytes:
-    return bytes((number << 3 | 2,)) + write_varint(len(payload)) + payload
-
-
-#: (apiVersion, kind) -> the envelope's bytes up to raw's tag (a few dozen kinds in practice).
-_wrap_heads: dict[tuple[str, str], bytes] = {}
-_ENVELOPE_TAIL = b"\x1a\x00\x22\x00"
-
-
-def wrap(api_version: str, kind: str, raw: bytes) -> bytes:
-    """The ``k8s\\0`` envelope around a typed message's bytes, as the APIServer writes it."""
-    head = _wrap_heads.get((api_version, kind))
-    if head is None:
-        type_meta = _ld(1, api_version.encode("utf-8")) + _ld(2, kind.encode("utf-8"))
-        head = MAGIC + _ld(1, type_meta) + b"\x12"
-        if len(_wrap_heads) < 4096:  # bounded: kinds come from the data
-            _wrap_heads[(api_version, kind)] = head
-    n = len(raw)
-    if n < 0x80:
-        size = bytes((n,))
-    elif n < 0x4000:
-        size = bytes((n & 0x7F | 0x80, n >> 7))
-    else:
-        size = write_varint(n)
-    return b"".join((head, size, raw, _ENVELOPE_TAIL))
-
-
 def peek(value: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Meta:
     """The identity of an object (apiVersion, kind, uid, namespace, name, resourceVersion), cheaply.
 
@@ -517,7 +293,7 @@ def peek(value: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Meta:
     api_version, kind, raw = _split_envelope(value)
     if _has_object_meta(_message_for(api_version, kind)):
         try:
-            m = _PeekObject.FromString(raw).metadata
+            m = _classes.PeekObject.FromString(raw).metadata
             return Meta(api_version, kind, m.uid, m.namespace or None, m.name, m.resourceVersion)
         except _PARSE_ERRORS:
             pass  # decode says what is wrong, or repairs invalid UTF-8
@@ -557,7 +333,7 @@ def split_list(value: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> tuple[dict[
     _message_for(api_version, kind)
     item_kind = kind[:-4]
     try:
-        shell = _ListShell.FromString(env.raw)
+        shell = _classes.ListShell.FromString(env.raw)
         meta = converter(f"{SCHEMA.meta_package}.ListMeta").value(shell.metadata)
     except _PARSE_ERRORS as exc:
         raise _parse_error(f"{api_version} {kind}", env.raw, exc) from None
@@ -592,7 +368,7 @@ def decode_watch_event(frame: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> tup
             raise DecodeError(f"{tm.apiVersion} {tm.kind}: not a WatchEvent")
         raw = env.raw
     try:
-        event = _WatchEvent.FromString(raw)
+        event = _classes.WatchEvent.FromString(raw)
     except _PARSE_ERRORS as exc:
         raise _parse_error("WatchEvent", raw, exc) from None
     if not event.type:

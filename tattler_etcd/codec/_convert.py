@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import binascii
 import json
+import keyword
 import logging
 import threading
 from collections.abc import Callable
@@ -36,7 +37,9 @@ from typing import Any
 
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-from tattler_etcd.codec import _gotime
+# _api imports this module and _embedded calls back into _api.decode (a nested
+# object); the module, not the name: _api is half-initialized while this runs.
+from tattler_etcd.codec import _api, _gotime
 from tattler_etcd.codec._schema import SCHEMA, Field, Message
 from tattler_etcd.stats import Counters
 
@@ -205,9 +208,7 @@ def _special_value(special: str) -> Callable[[Any], Any]:
 def _embedded(raw: bytes) -> Any:
     """Bytes held by RawExtension/FieldsV1: embedded JSON, or a nested ``k8s\\0`` object."""
     if raw.startswith(b"k8s\x00"):
-        from tattler_etcd.codec._api import decode
-
-        return decode(raw)
+        return _api.decode(raw)
     if not raw:
         raise ValueError("an embedded object is empty (neither JSON nor null)")
     return json.loads(raw)
@@ -375,8 +376,6 @@ def _generate(conv: Converter) -> None:
 
 
 def _attr(f: Field) -> str:
-    import keyword
-
     p = f.proto_name
     return f"m.{p}" if p.isidentifier() and not keyword.iskeyword(p) else f"getattr(m, {p!r})"
 

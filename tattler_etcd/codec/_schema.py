@@ -1,9 +1,15 @@
 """The generated schema, loaded once, and the protobuf message classes built from it.
 
 Only this module reads ``_generated/schema.json`` (written by
-``tools/gen_schema.py``). The upb message classes are built at import from
-that data (``FileDescriptorProto`` -> ``DescriptorPool`` -> classes, about
-30 ms for every message), so no protoc output is shipped or needed.
+``tools/gen_schema.py``). The upb message classes are built from that data
+(``FileDescriptorProto`` -> ``DescriptorPool`` -> classes, about 30 ms for
+every message), so no protoc output is shipped or needed.
+
+The schema loads lazily: :data:`SCHEMA` is made at import but reads the file
+and builds the pool on the first access to any of its data (about 40-70 ms
+with the protobuf imports), so importing the codec costs little and every
+module may import it at the top; a program that never meets a protobuf value
+(a JSON-only APIServer reader, ``tattler-etcd --help``) never pays for it.
 
 A few messages of our own live in the package ``tattler.codec``: narrow views
 used for cheap partial reads (``peek``) and for splitting lists without
@@ -14,13 +20,15 @@ length-delimited field can be declared as bytes or as a message.
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-__all__ = ["SCHEMA", "Field", "Message", "Schema"]
+__all__ = ["META_PACKAGE", "SCHEMA", "Field", "LazyClasses", "Message", "Schema"]
 
 _SCALAR_TYPES = {
     "string": descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
@@ -40,6 +48,9 @@ _MSG = descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE
 #: Our own narrow views (package ``tattler.codec``): number -> (name, type, label).
 _OWN_PACKAGE = "tattler.codec"
 _META = "k8s.io.apimachinery.pkg.apis.meta.v1"
+#: The package of meta/v1 (ObjectMeta, WatchEvent...): a constant, so naming its
+#: messages does not load the schema (the schema's ``meta_package`` must match).
+META_PACKAGE = _META
 _OWN_MESSAGES: dict[str, list[tuple[int, str, str, str]]] = {
     # ObjectMeta reduced to the identity fields.
     "PeekMeta": [(1, "name", "string", "opt"), (3, "namespace", "string", "opt"),
@@ -84,13 +95,52 @@ class Message:
 
 
 class Schema:
-    """Messages, group-versions and the upb classes, built once at import."""
+    """Messages, group-versions and the upb classes, built once: from ``data``, or by ``load`` on first use.
 
-    def __init__(self, data: dict[str, Any]) -> None:
-        self.sources: list[str] = list(data["sources"])
-        self.meta_package: str = data["meta_package"]
-        self.groups: dict[str, str] = dict(data["groups"])
-        self.messages: dict[str, Message] = {}
+    With ``load``, nothing is read until an attribute is first looked up: the
+    data attributes are missing until then, so that lookup reaches
+    ``__getattr__``, which builds them all once (under a lock: off-loop
+    workers may race to it); after that it is never called again, so the
+    lazy load costs nothing on the hot paths.
+    """
+
+    sources: list[str]
+    meta_package: str
+    groups: dict[str, str]
+    messages: dict[str, Message]
+    pool: Any
+
+    def __init__(self, data: dict[str, Any] | None = None, *, load: Callable[[], dict[str, Any]] | None = None) -> None:
+        if data is not None:
+            self._build(data)
+        else:
+            if load is None:
+                raise TypeError("Schema needs data or load")
+            self._pending: tuple[Callable[[], dict[str, Any]], threading.Lock] | None = (load, threading.Lock())
+
+    if not TYPE_CHECKING:  # for mypy every attribute is declared above; unknown names stay errors
+
+        def __getattr__(self, name: str) -> Any:
+            # Reached only for an attribute not set yet: the first use of a lazy schema.
+            pending = self.__dict__.get("_pending")
+            if pending is None or name.startswith("__"):
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            load, lock = pending
+            with lock:
+                if self.__dict__.get("_pending") is not None:
+                    # Built apart, then every attribute set at once: a reader on
+                    # another thread sees each one complete or not at all.
+                    self.__dict__.update(Schema(load()).__dict__)
+                    self._pending = None
+            return object.__getattribute__(self, name)
+
+    def _build(self, data: dict[str, Any]) -> None:
+        if data["meta_package"] != META_PACKAGE:
+            raise RuntimeError(f"schema: meta package {data['meta_package']!r}, expected {META_PACKAGE!r}")
+        self.sources = list(data["sources"])
+        self.meta_package = data["meta_package"]
+        self.groups = dict(data["groups"])
+        self.messages = {}
         for name, msg in data["messages"].items():
             fields = tuple(
                 Field(
@@ -113,7 +163,7 @@ class Schema:
         presence is tracked exactly as in proto2) and repeated numbers
         unpacked (as Go writes them): that makes upb check UTF-8 while parsing,
         so a string is always ``str``. Go accepts invalid UTF-8; such values
-        are repaired before parsing (see ``_api._repair_wire``).
+        are repaired before parsing (see ``_utf8._repair_wire``).
         """
         pool = descriptor_pool.DescriptorPool()
         by_package: dict[str, list[str]] = {}
@@ -242,10 +292,30 @@ def _proto3_presence(dp: descriptor_pb2.DescriptorProto) -> None:
             _proto3_presence(nested)
 
 
-def _load() -> Schema:
+class LazyClasses:
+    """upb classes of :data:`SCHEMA` as attributes, each looked up on first use (so at import nothing loads).
+
+    ``LazyClasses(Unknown="k8s.io...Unknown").Unknown`` is the class; after
+    the first lookup it is a plain instance attribute, as cheap as a global.
+    """
+
+    def __init__(self, **names: str) -> None:
+        self._names = names
+
+    def __getattr__(self, attr: str) -> Any:
+        name = self.__dict__["_names"].get(attr) if "_names" in self.__dict__ else None
+        if name is None:
+            raise AttributeError(f"no message class {attr!r}")
+        cls = SCHEMA.message_class(name)
+        setattr(self, attr, cls)
+        return cls
+
+
+def _read() -> dict[str, Any]:
     text = resources.files("tattler_etcd.codec").joinpath("_generated/schema.json").read_text(encoding="utf-8")
-    return Schema(json.loads(text))
+    data: dict[str, Any] = json.loads(text)
+    return data
 
 
-#: The one schema, loaded at import.
-SCHEMA = _load()
+#: The one schema, loaded on first use.
+SCHEMA = Schema(load=_read)

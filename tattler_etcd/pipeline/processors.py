@@ -1,16 +1,17 @@
 """Built-in processors.
 
 :class:`JsonLinesProcessor` writes one line per entry in the shared JSON form
-(:meth:`tattler_etcd.data.Entry.to_json`): the CLI's output, and a handy
-sink for tools that read JSON lines.
+(:meth:`tattler_etcd.data.Entry.to_json_bytes`): the CLI's output, and a
+handy sink for tools that read JSON lines.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from collections.abc import Callable
-from typing import TextIO
+from typing import IO, Any
 
 import trio
 
@@ -26,7 +27,12 @@ class JsonLinesProcessor:
     """Write each entry of each batch as one JSON line to ``out`` (default: stdout).
 
     One ``write`` per batch, then a flush (unless ``flush=False``), so a
-    reader of the file sees whole batches. The write is synchronous: local
+    reader of the file sees whole batches. ``out`` may be binary or text: a
+    text file opened by ``open()`` (or ``sys.stdout``) gets the UTF-8 bytes
+    on its underlying buffer, any other text stream (``io.StringIO``) the
+    text. Entries are turned into JSON one at a time and their decoded
+    objects dropped at once (see :meth:`Entry.to_json_bytes
+    <tattler_etcd.data.Entry.to_json_bytes>`). The write is synchronous: local
     files and pipes are fast, and a thread per batch would cost more than it
     saves; a consumer that stops reading a pipe does stall the pipeline (as
     back-pressure should). The caller opens and closes ``out``.
@@ -42,7 +48,7 @@ class JsonLinesProcessor:
     """
 
     def __init__(
-        self, out: TextIO | None = None, *, flush: bool = True, on_closed: Callable[[], None] | None = None,
+        self, out: IO[Any] | None = None, *, flush: bool = True, on_closed: Callable[[], None] | None = None,
     ) -> None:
         self._out = out
         self._flush = flush
@@ -57,10 +63,10 @@ class JsonLinesProcessor:
         self.closed = False
 
     async def __call__(self, batch: Batch) -> None:
-        lines: list[str] = []
+        lines: list[bytes] = []
         for entry in batch:
             try:
-                lines.append(entry.to_json())
+                lines.append(entry.to_json_bytes())
             except TattlerError as exc:
                 self.skipped += 1
                 logger.warning("json-lines: skipped %s: %s", entry.key, str(exc)[:256])
@@ -69,9 +75,9 @@ class JsonLinesProcessor:
             self.lost += len(lines)
         elif lines:
             n = len(lines)
-            lines.append("")
+            lines.append(b"")
             try:
-                out.write("\n".join(lines))
+                _write(out, b"\n".join(lines))
                 if self._flush:
                     out.flush()
             except BrokenPipeError:
@@ -83,3 +89,16 @@ class JsonLinesProcessor:
             else:
                 self.written += n
         await trio.lowlevel.checkpoint()
+
+
+def _write(out: IO[Any], data: bytes) -> None:
+    """``data`` (UTF-8) to a binary stream, a text file's buffer, or as text."""
+    if isinstance(out, io.TextIOBase):
+        buffer = getattr(out, "buffer", None)
+        if buffer is None or (getattr(out, "encoding", None) or "").lower().replace("-", "") != "utf8":
+            out.write(data.decode("utf-8"))
+            return
+        out.flush()  # whatever text is pending goes first
+        buffer.write(data)
+        return
+    out.write(data)

@@ -33,13 +33,14 @@ import logging
 import math
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import trio
 
 from tattler_etcd.data import Entry
 from tattler_etcd.errors import ConfigError, ProcessorError, RegistrationError
 from tattler_etcd.pipeline.batching import Batch, run_batching
+from tattler_etcd.pipeline.metrics import PipelineMetrics, RunnerCollector, tap_receive, tap_send
 from tattler_etcd.pipeline.preprocess import Preprocessor, run_preprocess
 from tattler_etcd.pipeline.redaction import Redactor
 from tattler_etcd.pipeline.routing import Policy, Processor, Route, run_processor, run_routing
@@ -59,14 +60,17 @@ _MAX_ERRORS = 100
 class _ReaderStarted:
     """The ``task_status`` a reader gets: counts it as started (once)."""
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Runner, name: str) -> None:
         self._runner = runner
+        self._name = name
         self.done = False
 
     def started(self, value: Any = None) -> None:
         if self.done:
             raise RuntimeError("called 'started' twice on the same task status")
         self.done = True
+        if self._runner._reader_states.get(self._name) == "starting":
+            self._runner._reader_states[self._name] = "synced"
         self._runner._reader_started()
 
 
@@ -120,6 +124,9 @@ class Runner:
         self._stage_scope = trio.CancelScope(shield=True)
         self._to_start = 0
         self._all_started = trio.Event()
+        self._reader_states: dict[str, str] = {}
+        #: What the metric taps count; None until :meth:`collector` is asked for.
+        self.metrics: PipelineMetrics | None = None
 
     # -- registration -------------------------------------------------------
 
@@ -180,6 +187,28 @@ class Runner:
         """The processors' names, in the order added."""
         return [r.name for r in self._routes]
 
+    @property
+    def reader_names(self) -> list[str]:
+        """The readers' names, in the order added."""
+        return [r.name for r in self._readers]
+
+    @property
+    def reader_states(self) -> dict[str, str]:
+        """Each started reader's state: ``starting``, ``synced`` (initial list handed on), ``ended``, ``failed``."""
+        return dict(self._reader_states)
+
+    def collector(self) -> RunnerCollector:
+        """A Prometheus collector of this runner's metrics (see :mod:`tattler_etcd.pipeline.metrics`).
+
+        Register it on a registry of your own. Ask for it before :meth:`run`
+        to get the labelled metrics (entries by source/kind/change, batch
+        sizes, processor durations, queue depths); later, only those read
+        from the counters.
+        """
+        if self.metrics is None and self._state == "new":
+            self.metrics = PipelineMetrics()
+        return RunnerCollector(self)
+
     def stop(self) -> None:
         """Stop the readers; the pipeline then drains and :meth:`run` returns. Safe to call any time."""
         self._reader_scope.cancel()
@@ -223,7 +252,8 @@ class Runner:
                         with self._reader_scope:
                             async with trio.open_nursery() as readers:
                                 for reader in self._readers:
-                                    readers.start_soon(self._run_reader, reader, send_in.clone())
+                                    self._reader_states[reader.name] = "starting"
+                                    readers.start_soon(self._run_reader, reader, self._reader_channel(reader, send_in))
                                 await self._all_started.wait()
                                 logger.info("pipeline started: every reader handed on its initial list")
                                 task_status.started()
@@ -241,12 +271,24 @@ class Runner:
         if self._reader_errors:
             raise self._reader_errors[0]
 
+    def _reader_channel(
+        self, reader: Reader, send_in: trio.MemorySendChannel[list[Entry]],
+    ) -> trio.MemorySendChannel[list[Entry]]:
+        send = send_in.clone()
+        m = self.metrics
+        if m is None:
+            return send
+        name = reader.name
+        return cast(trio.MemorySendChannel[list[Entry]], tap_send(send, lambda chunk: m.reader_sent(name, chunk)))
+
     async def _run_reader(self, reader: Reader, send: trio.MemorySendChannel[list[Entry]]) -> None:
-        status = _ReaderStarted(self)
+        status = _ReaderStarted(self, reader.name)
         try:
             async with send:
                 await reader.run(send, self.counters, task_status=status)
+            self._reader_states[reader.name] = "ended"
         except Exception as exc:  # noqa: BLE001 - kept, and raised by run() after the drain
+            self._reader_states[reader.name] = "failed"
             self.counters.add(f"reader.{reader.name}.failed")
             logger.error("reader %s failed: %s: %s", reader.name, type(exc).__name__, str(exc)[:256])
             self._reader_errors.append(exc)
@@ -260,13 +302,24 @@ class Runner:
 
     async def _run_stages(self, recv_in: trio.MemoryReceiveChannel[list[Entry]]) -> None:
         c = self.counters
+        m = self.metrics
         with self._stage_scope:
             async with trio.open_nursery() as n:
                 for route in self._routes:
+                    if m is not None:
+                        route.processor = m.timed(route.name, route.processor)
+                        m.channels[f"processor.{route.name}"] = route.receive
                     n.start_soon(self._run_processor, route)
                 send_batch, recv_batch = trio.open_memory_channel[Batch](0)
                 n.start_soon(lambda: run_routing(recv_batch, self._routes, counters=c))
                 send_safe, recv_safe = trio.open_memory_channel[list[Entry]](0)
+                if m is not None:
+                    m.channels.update({"safety": recv_in, "routing": recv_batch,
+                                       "preprocess" if self._preprocessors else "batching": recv_safe})
+                    send_batch = cast(trio.MemorySendChannel[Batch], tap_send(send_batch, m.batch_sent))
+                    send_safe = cast(trio.MemorySendChannel[list[Entry]], tap_send(send_safe, m.safety_sent))
+                    recv_in = cast(trio.MemoryReceiveChannel[list[Entry]],
+                                   tap_receive(recv_in, m.safety_received, m.safety_settle))
                 if self._preprocessors:
                     send_pre, recv_pre = trio.open_memory_channel[list[Entry]](0)
                     n.start_soon(lambda: run_batching(

@@ -58,6 +58,13 @@ _VCR_VERSION = 1
 
 _SOURCES = ("etcd", "apiserver")
 
+#: libyaml's loader (in C, faster on large cassettes) when PyYAML was built with it, else PyYAML's own.
+_Loader: type[yaml.SafeLoader] | type[yaml.CSafeLoader]
+try:
+    _Loader = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - PyYAML without libyaml
+    _Loader = yaml.SafeLoader
+
 
 #: Offsets are stored rounded to this many decimals (milliseconds).
 _DECIMALS = 3
@@ -290,11 +297,7 @@ def read_recording(path: str | os.PathLike[str]) -> RecordingInfo:
 
 def _load_yaml(text: str, name: str) -> Any:
     try:
-        from yaml import CSafeLoader as Loader
-    except ImportError:  # pragma: no cover - PyYAML without libyaml
-        from yaml import SafeLoader as Loader
-    try:
-        return yaml.load(text, Loader=Loader)
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -317,7 +320,7 @@ def dump_cassette(
     the file is written to a temporary name and renamed, so a crash never
     leaves half a cassette under the real name.
     """
-    from vcr.serializers import yamlserializer
+    from vcr.serializers import yamlserializer  # here: vcrpy imports aiohttp (~250 ms), needed only to write
 
     if len(info.timing) != len(interactions):
         raise ValueError(f"{len(interactions)} interactions but {len(info.timing)} timings")

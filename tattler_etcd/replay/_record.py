@@ -13,6 +13,9 @@ import trio
 
 from tattler_etcd.data import Entry
 from tattler_etcd.errors import ConfigError
+from tattler_etcd.readers.apiserver import APIServerReader
+from tattler_etcd.readers.etcd import EtcdReader
+from tattler_etcd.readers.etcd.gateway import TLSFiles, ssl_context
 from tattler_etcd.replay._format import RecordingInfo, dump_cassette
 from tattler_etcd.pipeline.redaction import Redactor
 from tattler_etcd.replay._redact import scrubbers, without_userinfo
@@ -62,9 +65,6 @@ async def record_etcd(
         ConfigError: bad settings (more than one endpoint: the file records URIs).
         tattler_etcd.errors.ReaderError: the reader failed (no file is written).
     """
-    from tattler_etcd.readers.etcd import EtcdReader
-    from tattler_etcd.readers.etcd.gateway import TLSFiles, ssl_context
-
     if "," in endpoint:
         raise ConfigError("record: give one endpoint (a recording replays the URIs it recorded)")
     recorder = _recorder(recorder, max_events, duration, Redactor(redact, keep_unknown_fields=keep_unknown_fields))
@@ -114,8 +114,6 @@ async def record_apiserver(
         ConfigError: bad settings.
         tattler_etcd.errors.ReaderError: the reader failed (no file is written).
     """
-    from tattler_etcd.readers.apiserver import APIServerReader
-
     if content_type not in ("protobuf", "json"):
         raise ConfigError(f"--content-type: {content_type!r} is neither 'protobuf' nor 'json'")
     recorder = _recorder(recorder, max_events, duration, Redactor(redact, keep_unknown_fields=keep_unknown_fields))

@@ -32,6 +32,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from tattler_etcd import codec
 from tattler_etcd.codec.wire import length_delimited, replace_field
 from tattler_etcd.errors import TattlerError, UnsafeObjectError
 from tattler_etcd.pipeline.redaction import REDACTED, Redactor, default_redactor
@@ -157,8 +158,6 @@ def scrub_stored_value(value: bytes, key: str, rules: Redactor | None = None) ->
         tattler_etcd.errors.TattlerError: the value does not decode, or its
             shape does not match the rules (the caller withholds it).
     """
-    from tattler_etcd import codec
-
     rules = rules or default_redactor()
     if value[:4] == codec.MAGIC:
         kind = codec.parse(value).kind

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,6 +40,9 @@ import trio.testing
 
 from tattler_etcd.errors import RecordingError
 from tattler_etcd.readers import Reader
+from tattler_etcd.readers._reflector import Backoff
+from tattler_etcd.readers.apiserver import APIServerReader
+from tattler_etcd.readers.etcd import EtcdReader
 from tattler_etcd.replay._format import RecordingInfo, Timing, read_recording
 
 __all__ = [
@@ -105,22 +109,18 @@ def readers_for(info: RecordingInfo, client: httpx.AsyncClient, *, once: bool = 
     ``once`` stops after the initial list (the watch part of the file is not played).
     """
     if info.source == "etcd":
-        from tattler_etcd.readers.etcd import EtcdReader
-
         return [EtcdReader(
             info.endpoint,
             resources=list(info.resources),
             prefix=info.prefix,
             page_size=info.page_size,
             client=client,
-            end_at_stream_end=True,
+            follow=False,
             once=once,
-            seed=0,
+            backoff_factory=_seeded_backoff,
             **_etcd_options(info.options),
         )]
     if info.source == "apiserver":
-        from tattler_etcd.readers.apiserver import APIServerReader
-
         content_type = info.options.get("content_type", "json")
         watch_list = info.options.get("watch_list")
         return [APIServerReader(
@@ -134,6 +134,11 @@ def readers_for(info: RecordingInfo, client: httpx.AsyncClient, *, once: bool = 
             rand=_no_jitter,
         )]
     raise RecordingError(f"replaying {info.source!r} recordings is not supported by this tattler-etcd")
+
+
+def _seeded_backoff() -> Backoff:
+    """The same waits on every replay: each resource's back-off draws from its own Random(0)."""
+    return Backoff(rand=random.Random(0).random)
 
 
 def _no_jitter() -> float:
@@ -157,7 +162,7 @@ def playback(path: str | os.PathLike[str]) -> Iterator[RecordingInfo]:
     time) raises ``vcr.errors.CannotOverwriteExistingCassetteException``
     instead of touching the network.
     """
-    import vcr
+    import vcr  # here, not at the top: vcrpy imports aiohttp (~250 ms), needed only while playing
 
     info = read_recording(path)
     player = vcr.VCR(
@@ -171,7 +176,7 @@ def playback(path: str | os.PathLike[str]) -> Iterator[RecordingInfo]:
 
 @contextlib.contextmanager
 def _playback_with_cassette(path: str) -> Iterator[tuple[RecordingInfo, Any]]:
-    import vcr
+    import vcr  # (see playback)
 
     info = read_recording(path)
     player = vcr.VCR(record_mode="none", match_on=("method", "uri", "body"), decode_compressed_response=False)
@@ -257,7 +262,7 @@ class _Player(httpx.AsyncBaseTransport):
         self.attributed: set[int] = set()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        from vcr.errors import CannotOverwriteExistingCassetteException
+        from vcr.errors import CannotOverwriteExistingCassetteException  # (see playback)
 
         if self.t0 is None:
             self.t0 = trio.current_time()  # the first request starts the replay's clock, as it did the recording's

@@ -34,7 +34,8 @@ import httpx
 import trio
 import trio.testing
 
-from tattler_etcd.errors import ConfigError, RecordingError
+from tattler_etcd import codec
+from tattler_etcd.errors import ConfigError, RecordingError, TattlerError
 from tattler_etcd.replay._format import Timing
 from tattler_etcd.replay._redact import (
     WITHHELD,
@@ -506,8 +507,6 @@ def _scrub_body(body: bytes, kind: str, rec: Recorder) -> bytes:
     if kind == _ETCD:
         return scrub_json_body(body, rec.scrub_value)
     if kind == _PROTOBUF:
-        from tattler_etcd.errors import TattlerError
-
         try:
             return rec.scrub_value(body, "") if body else body
         except TattlerError:
@@ -518,9 +517,6 @@ def _scrub_body(body: bytes, kind: str, rec: Recorder) -> bytes:
 def _protobuf_ends_initial_events(obj: bytes) -> bool:
     if b"initial-events-end" not in obj:
         return False
-    from tattler_etcd import codec
-    from tattler_etcd.errors import TattlerError
-
     try:
         annotations = codec.decode(obj).get("metadata", {}).get("annotations") or {}
     except (TattlerError, AttributeError):

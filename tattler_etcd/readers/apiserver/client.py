@@ -41,8 +41,10 @@ from tattler_etcd.errors import (
     HistoryCompactedError,
     PermanentReaderError,
     ReaderError,
+    SchemeMismatchError,
     TransientReaderError,
 )
+from tattler_etcd.readers import _tls
 from tattler_etcd.readers.apiserver.config import ClusterConfig
 from tattler_etcd.readers.apiserver.watch import FrameParser, JsonLinesParser, gc_paused
 
@@ -320,6 +322,8 @@ class APIClient:
                                               httpx.USE_CLIENT_DEFAULT, **kwargs)
             try:
                 response = await self.http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                raise await self._failed(exc, request, what) from exc
             except httpx.HTTPError as exc:
                 detail = str(exc) or str(exc.__cause__ or exc.__context__ or "")
                 raise TransientReaderError(f"{what}: {type(exc).__name__}: {detail[:200]}") from exc
@@ -331,6 +335,10 @@ class APIClient:
                 body = b""
             finally:
                 await response.aclose()
+            if response.status_code == 400 and _tls.PLAIN_HTTP_TO_TLS in body:
+                raise SchemeMismatchError(
+                    f"{what}: {request.url.scheme}://{request.url.netloc.decode()} speaks TLS: use https:// "
+                    "(plain HTTP to a TLS port)")
             # A 401 with a refreshable credential (exec plugin, rotated
             # service-account token): refresh once and try again.
             if (response.status_code == 401 and attempt == 0 and self.config is not None
@@ -340,6 +348,20 @@ class APIClient:
             raise status_error(response.status_code, reason or response.reason_phrase, message, what=what,
                                retry_after=_retry_after(response.headers.get("retry-after")))
         raise AssertionError("unreachable")
+
+    async def _failed(self, exc: httpx.TransportError, request: httpx.Request, what: str) -> ReaderError:
+        """The typed error for a request that got no answer: TLS mistakes named and permanent."""
+        detail = str(exc) or str(exc.__cause__ or exc.__context__ or "")
+        err = await _tls.translate(
+            exc, url=str(request.url), what=what,
+            context=self.config.ssl_context if self.config is not None else None,
+            client_cert=None, server_name=self.config.tls_server_name if self.config is not None else None,
+            probe=self.config is not None and not self.config.proxy,
+        )
+        if isinstance(err, TransientReaderError):
+            # The message httpx gave (with its cause), as before.
+            return TransientReaderError(f"{what}: {type(exc).__name__}: {detail[:200]}")
+        return err
 
     async def get_json(self, path: str, *, what: str) -> Any:
         """GET a JSON document (discovery, a ConfigMap)."""

@@ -39,9 +39,13 @@ from tattler_etcd.errors import (
     AccessDeniedError,
     ConfigError,
     HistoryCompactedError,
+    NoSuchPathError,
     PermanentReaderError,
+    ReaderError,
+    SchemeMismatchError,
     TransientReaderError,
 )
+from tattler_etcd.readers import _tls
 
 __all__ = [
     "Gateway",
@@ -311,8 +315,7 @@ class Gateway:
         try:
             resp = await self.client.get(url, timeout=self.request_timeout)
         except httpx.TransportError as exc:
-            self._next_endpoint()
-            raise TransientReaderError(f"etcd {url}: {_transport_text(exc)}") from exc
+            raise await self._failed(exc, url) from exc
         if resp.status_code != 200:
             raise _status_error(url, resp.status_code, resp.content)
         try:
@@ -322,6 +325,21 @@ class Gateway:
             raise PermanentReaderError(f"etcd {url}: not an etcd version reply") from exc
         self.api_path = "/v3/" if parts >= (3, 4) else "/v3beta/" if parts >= (3, 3) else "/v3alpha/"
         return self.api_path
+
+    async def _failed(self, exc: httpx.TransportError, url: str) -> ReaderError:
+        """The typed error for a request that got no answer; a transient one moves to the next endpoint.
+
+        TLS mistakes come back permanent, with their cause (see :mod:`tattler_etcd.readers._tls`).
+        """
+        endpoint = self.endpoints[self._current]
+        files = _tls_files(endpoint)
+        err = await _tls.translate(
+            exc, url=url, what=f"etcd {url}", client_cert=bool(files.cert),
+            context=ssl_context(files) if files else None,
+        )
+        if isinstance(err, TransientReaderError):
+            self._next_endpoint()
+        return err
 
     def url(self, path: str) -> str:
         assert self.api_path is not None, "call discover() first"
@@ -333,8 +351,7 @@ class Gateway:
         try:
             resp = await self.client.send(request)
         except httpx.TransportError as exc:
-            self._next_endpoint()
-            raise TransientReaderError(f"etcd {url}: {_transport_text(exc)}") from exc
+            raise await self._failed(exc, url) from exc
         if resp.status_code != 200:
             raise _status_error(url, resp.status_code, resp.content)
         try:
@@ -400,6 +417,9 @@ class Gateway:
                            httpx.Timeout(self.request_timeout, read=self.watch_read_timeout))
         try:
             resp = await self.client.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise await self._failed(exc, url) from exc
+        try:
             lines = resp.aiter_bytes()
             try:
                 if resp.status_code != 200:
@@ -521,6 +541,14 @@ class WatchStream:
             start = i + 1
 
 
+def _tls_files(endpoint: etcd3gw.Etcd3Client) -> TLSFiles:
+    """The TLS files an endpoint client holds (etcd3gw keeps them on its ``requests`` session)."""
+    verify = endpoint.session.verify
+    cert = endpoint.session.cert
+    cert_file, key_file = cert if isinstance(cert, tuple) else (cert, None)
+    return TLSFiles(verify if isinstance(verify, str) else None, cert_file, key_file)
+
+
 def _transport_text(exc: httpx.TransportError) -> str:
     text = str(exc)[:_MAX_DETAIL]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -538,6 +566,12 @@ def _status_error(url: str, status: int, body: bytes) -> Exception:
         pass
     detail = f"HTTP {status}" + (f", grpc code {code}: {message[:_MAX_DETAIL]}" if code or message else "")
     text = f"etcd {url}: {detail}"
+    if status == 400 and _tls.PLAIN_HTTP_TO_TLS in body:
+        return SchemeMismatchError(f"etcd {url}: the port speaks TLS: use https:// (plain HTTP to a TLS port)")
+    if status == 404 and not code:
+        return NoSuchPathError(
+            f"etcd {url}: HTTP 404: no such path (is this etcd's client URL, with its HTTP gateway, "
+            "and is the API path right?)")
     if code == _GRPC_OUT_OF_RANGE and "compacted" in message:
         return HistoryCompactedError(text)
     if status in (401, 403) or code in (_GRPC_PERMISSION_DENIED, _GRPC_UNAUTHENTICATED):

@@ -1,0 +1,366 @@
+"""Prometheus metrics of a :class:`~tattler_etcd.pipeline.Runner`, as a collector of the caller's own.
+
+::
+
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(runner.collector())   # before runner.run()
+
+Nothing is registered globally: a library user decides where the metrics go
+(``--metrics-address`` serves them over HTTP, see :mod:`tattler_etcd.service`).
+
+Where the numbers come from, and why so:
+
+* most are read at scrape time from what the pipeline counts anyway
+  (:class:`~tattler_etcd.stats.Counters`, channel statistics, the reader
+  states the runner keeps), so a run nobody scrapes pays nothing for them;
+* what needs labels the counters do not have (entries by source, kind and
+  change; safety drops by kind; batch sizes; processor durations) is
+  counted by thin wrappers around the runner's channels and processors,
+  put in place only when :meth:`Runner.collector` was asked for before the
+  run: a dictionary update per chunk or batch, never per-entry I/O.
+
+Names follow Prometheus conventions: ``tattler_`` prefix, ``_total`` for
+counters, base units (``_seconds``). Labels name sources, kinds, processors,
+readers and stages, never an object (no names, no uids: unbounded series).
+The ``kind`` label is the object's kind, with its API group when it has one
+(``Pod``, ``Deployment.apps``, ``Widget.example.com``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+
+import trio
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from tattler_etcd.data import Entry
+
+if TYPE_CHECKING:
+    from tattler_etcd.pipeline.batching import Batch
+    from tattler_etcd.pipeline.runner import Runner
+
+__all__ = [
+    "BATCH_SIZE_BUCKETS",
+    "DURATION_BUCKETS",
+    "READER_STATES",
+    "PipelineMetrics",
+    "RunnerCollector",
+    "readiness",
+    "tap_receive",
+    "tap_send",
+]
+
+#: Processor call durations, seconds: a file write is milliseconds, a remote sink may take seconds.
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: Batch sizes, entries: from a lone change up to the default size limit and past it.
+BATCH_SIZE_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+#: Reader states, as ``tattler_reader_state{reader, state}`` reports them (1 for the current one).
+READER_STATES = ("starting", "synced", "ended", "failed")
+
+
+class _Histogram:
+    """A label-free histogram filled on the trio thread (no lock: nothing else touches it)."""
+
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: Iterable[float]) -> None:
+        self.bounds = tuple(float(b) for b in bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.count += 1
+        self.sum += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        running = 0
+        for bound, n in zip(self.bounds, self.counts, strict=False):
+            running += n
+            out.append((_float_text(bound), running))
+        out.append(("+Inf", self.count))
+        return out
+
+
+def _float_text(v: float) -> str:
+    return str(int(v)) + ".0" if v == int(v) else repr(v)
+
+
+def _kind_label(entry: Entry) -> str:
+    group = entry.api_version.rpartition("/")[0]
+    return f"{entry.kind}.{group}" if group else entry.kind
+
+
+class PipelineMetrics:
+    """What the runner's taps count; read by :class:`RunnerCollector` at scrape time.
+
+    Every method runs on the trio thread, between checkpoints: plain dicts, no locks.
+    """
+
+    def __init__(self) -> None:
+        #: (source, kind, change) -> entries handed on by readers.
+        self.entries_in: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        #: reader -> the highest resource version it handed on (etcd: a mod revision).
+        self.last_revision: dict[str, int] = {}
+        #: kind -> entries the safety stage did not let through.
+        self.safety_dropped: collections.Counter[str] = collections.Counter()
+        self.batch_sizes = _Histogram(BATCH_SIZE_BUCKETS)
+        self.durations: dict[str, _Histogram] = {}
+        #: stage -> a channel end whose statistics tell how much waits before the stage.
+        self.channels: dict[str, Any] = {}
+        self._pending_in: collections.Counter[str] = collections.Counter()
+        self._pending_out: collections.Counter[str] = collections.Counter()
+
+    # -- taps -------------------------------------------------------------------
+
+    def reader_sent(self, reader: str, chunk: list[Entry]) -> None:
+        counts = self.entries_in
+        top = self.last_revision.get(reader, 0)
+        for entry in chunk:
+            counts[(entry.source.value, _kind_label(entry), entry.change.value)] += 1
+            rv = entry.resource_version
+            if rv.isdigit() and len(rv) < 20:
+                top = max(top, int(rv))
+        if top:
+            self.last_revision[reader] = top
+
+    def safety_received(self, chunk: list[Entry]) -> None:
+        # The stage handles one chunk at a time: what it did not send of the
+        # previous chunk was dropped. Settled now, so the counter only grows.
+        self.safety_settle()
+        self._pending_in.update(_kind_label(e) for e in chunk)
+
+    def safety_sent(self, chunk: list[Entry]) -> None:
+        self._pending_out.update(_kind_label(e) for e in chunk)
+
+    def safety_settle(self) -> None:
+        for kind, n in self._pending_in.items():
+            dropped = n - self._pending_out.get(kind, 0)
+            if dropped > 0:
+                self.safety_dropped[kind] += dropped
+        self._pending_in.clear()
+        self._pending_out.clear()
+
+    def batch_sent(self, batch: Batch) -> None:
+        self.batch_sizes.observe(len(batch))
+
+    def timed(self, name: str, proc: Callable[[Batch], Any]) -> Callable[[Batch], Any]:
+        """``proc`` wrapped to observe each call's duration (errors too) in ``tattler_processor_duration_seconds``."""
+        hist = self.durations.setdefault(name, _Histogram(DURATION_BUCKETS))
+        # trio's clock: the wall clock in production, the virtual one in tests.
+        clock = trio.current_time
+
+        async def timed_call(batch: Batch) -> None:
+            start = clock()
+            try:
+                await proc(batch)
+            finally:
+                hist.observe(clock() - start)
+
+        return timed_call
+
+
+class RunnerCollector(Collector):
+    """A ``prometheus_client`` collector reading one runner; register it on your own registry."""
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+
+    def describe(self) -> list[Metric]:
+        # Nothing to check up front: collect() is cheap and names never clash
+        # within one runner. An empty describe keeps registration free of I/O.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        runner = self._runner
+        c = runner.counters
+        m = runner.metrics
+        readers = runner.reader_names
+        processors = runner.processor_names
+
+        entries = CounterMetricFamily("tattler_entries_in", "Entries handed on by the readers.",
+                                      labels=["source", "kind", "change"])
+        if m is not None:
+            for (source, kind, change), n in sorted(m.entries_in.items()):
+                entries.add_metric([source, kind, change], n)
+        yield entries
+
+        yield _per("tattler_decode_failures", "Values a reader could not decode (counted and skipped).",
+                   "reader", readers, lambda r: c[f"reader.{r}.decode_errors"])
+        dropped = CounterMetricFamily("tattler_safety_dropped",
+                                      "Entries the safety stage did not let through (Secrets, uninspectable).",
+                                      labels=["kind"])
+        if m is not None:
+            for kind, n in sorted(m.safety_dropped.items()):
+                dropped.add_metric([kind], n)
+        yield dropped
+        yield CounterMetricFamily("tattler_safety_redacted_values", "Values the safety stage redacted.",
+                                  value=c["safety.redacted"])
+
+        yield _per("tattler_processor_batches", "Batches a processor took without raising.",
+                   "processor", processors, lambda p: c[f"processor.{p}.batches"])
+        yield _per("tattler_processor_entries", "Entries in the batches a processor took without raising.",
+                   "processor", processors, lambda p: c[f"processor.{p}.entries"])
+        yield _per("tattler_processor_dropped_batches", "Batches skipped for a processor that was not ready.",
+                   "processor", processors, lambda p: c[f"processor.{p}.dropped"])
+        yield _per("tattler_processor_dropped_entries", "Entries in the batches skipped for a processor.",
+                   "processor", processors, lambda p: c[f"processor.{p}.dropped_entries"])
+        yield _per("tattler_processor_errors", "Batches a processor raised on.",
+                   "processor", processors, lambda p: c[f"processor.{p}.errors"])
+        durations = HistogramMetricFamily("tattler_processor_duration_seconds",
+                                          "How long a processor took per batch.", labels=["processor"])
+        if m is not None:
+            for name, hist in sorted(m.durations.items()):
+                durations.add_metric([name], hist.buckets(), hist.sum)
+        yield durations
+
+        yield CounterMetricFamily("tattler_batches", "Batches the batching stage sent.",
+                                  value=c["batching.batches"])
+        sizes = HistogramMetricFamily("tattler_batch_size_entries", "Entries per batch.")
+        if m is not None:
+            sizes.add_metric([], m.batch_sizes.buckets(), m.batch_sizes.sum)
+        yield sizes
+        depth = GaugeMetricFamily(
+            "tattler_queue_depth",
+            "Chunks or batches waiting before a stage: buffered, plus senders blocked on it.",
+            labels=["stage"],
+        )
+        if m is not None:
+            for stage, channel in sorted(m.channels.items()):
+                st = channel.statistics()
+                depth.add_metric([stage], st.current_buffer_used + st.tasks_waiting_send)
+        yield depth
+
+        state = GaugeMetricFamily("tattler_reader_state", "1 for each reader's current state.",
+                                  labels=["reader", "state"])
+        states = runner.reader_states
+        for r in readers:
+            for s in READER_STATES:
+                state.add_metric([r, s], 1.0 if states.get(r) == s else 0.0)
+        yield state
+        last = GaugeMetricFamily("tattler_reader_last_revision",
+                                 "The newest resource version (etcd: revision) a reader handed on.",
+                                 labels=["reader"])
+        if m is not None:
+            for r, rev in sorted(m.last_revision.items()):
+                last.add_metric([r], rev)
+        yield last
+        yield _per("tattler_reader_relists", "Relists: periodic, or after history was compacted.",
+                   "reader", readers, lambda r: c[f"reader.{r}.relists"] + c[f"reader.{r}.periodic_relists"])
+        yield _per("tattler_reader_compactions", "Times a reader's history was compacted away (etcd compaction, 410).",
+                   "reader", readers, lambda r: c[f"reader.{r}.compactions"] + c[f"reader.{r}.expired"])
+        yield _per("tattler_reader_retries", "Failed requests or watches a reader retried.",
+                   "reader", readers, lambda r: c[f"reader.{r}.retries"] + c[f"reader.{r}.reconnects"])
+
+
+def _per(name: str, doc: str, label: str, keys: Iterable[str], value: Callable[[str], float]) -> Metric:
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for k in keys:
+        family.add_metric([k], value(k))
+    return family
+
+
+def readiness(runner: Runner) -> tuple[bool, str]:
+    """Whether every reader finished its initial sync (and none failed), and a one-line reason."""
+    states: Mapping[str, str] = runner.reader_states
+    waiting = [r for r in runner.reader_names if states.get(r, "starting") == "starting"]
+    failed = [r for r in runner.reader_names if states.get(r) == "failed"]
+    if failed:
+        return False, "reader(s) failed: " + ", ".join(failed)
+    if waiting:
+        return False, "initial sync not finished: " + ", ".join(waiting)
+    return True, "every reader synced"
+
+
+class _TapSend:
+    """A send channel end that reports each value once it was sent; otherwise the channel itself."""
+
+    def __init__(self, inner: Any, on_sent: Callable[[Any], None]) -> None:
+        self._inner = inner
+        self._on_sent = on_sent
+
+    async def send(self, value: Any) -> None:
+        await self._inner.send(value)
+        self._on_sent(value)
+
+    def send_nowait(self, value: Any) -> None:
+        self._inner.send_nowait(value)
+        self._on_sent(value)
+
+    def clone(self) -> _TapSend:
+        return _TapSend(self._inner.clone(), self._on_sent)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    def statistics(self) -> Any:
+        return self._inner.statistics()
+
+    async def __aenter__(self) -> _TapSend:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._inner.close()
+
+
+class _TapReceive:
+    """A receive channel end that reports each value received, and its end."""
+
+    def __init__(self, inner: Any, on_received: Callable[[Any], None], on_end: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_received = on_received
+        self._on_end = on_end
+
+    async def receive(self) -> Any:
+        try:
+            value = await self._inner.receive()
+        except Exception:
+            self._on_end()
+            raise
+        self._on_received(value)
+        return value
+
+    def __aiter__(self) -> _TapReceive:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        self._inner.close()
+        self._on_end()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def statistics(self) -> Any:
+        return self._inner.statistics()
+
+    async def __aenter__(self) -> _TapReceive:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+def tap_send(channel: Any, on_sent: Callable[[Any], None]) -> Any:
+    """``channel`` (a memory send channel), reporting each value sent to ``on_sent``."""
+    return _TapSend(channel, on_sent)
+
+
+def tap_receive(channel: Any, on_received: Callable[[Any], None], on_end: Callable[[], None]) -> Any:
+    """``channel`` (a memory receive channel), reporting each value to ``on_received`` and its end to ``on_end``."""
+    return _TapReceive(channel, on_received, on_end)

@@ -1,0 +1,13 @@
+"""Running tattler-etcd as a service: signals, metrics and health endpoints.
+
+* :mod:`.signals`: SIGTERM/SIGINT drain the pipeline; a second signal exits at once.
+"""
+
+from __future__ import annotations
+
+from tattler_etcd.service.signals import SIGNALS as SIGNALS
+from tattler_etcd.service.signals import SignalDrain as SignalDrain
+from tattler_etcd.service.signals import exit_status as exit_status
+from tattler_etcd.service.signals import run_draining_on_signals as run_draining_on_signals
+
+__all__ = ["SIGNALS", "SignalDrain", "exit_status", "run_draining_on_signals"]
