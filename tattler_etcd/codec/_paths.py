@@ -119,8 +119,11 @@ def _reach(type_: str, label: str, path: Path, i: int, out: set[str], stack: int
         return
     if label in ("rep", "map"):
         if i == len(path):
-            if type_ in ("string", "bytes"):
-                out.add(type_)  # a list or map of strings: each of them
+            msg = SCHEMA.messages.get(type_)
+            if msg is None:
+                out.add(type_)  # a list or map of strings (each of them), or of numbers
+            else:
+                out.add(msg.special or "message")
             return
         elem = path[i]
         if label == "rep" and not (elem == "*" or elem.isdigit()):
