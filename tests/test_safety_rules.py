@@ -16,7 +16,14 @@ from tattler_etcd.cli import main
 from tattler_etcd.data import ChangeType, Entry, SourceType
 from tattler_etcd.errors import ConfigError
 from tattler_etcd.pipeline import JsonLinesProcessor, Runner
-from tattler_etcd.pipeline.redaction import REDACTED, REDACTED_DATA, Redactor, Rule, parse_rule, read_rules_file
+from tattler_etcd.pipeline.redaction import (
+    REDACTED,
+    REDACTED_DATA,
+    Redactor,
+    Rule,
+    parse_rule,
+    read_rules_file,
+)
 from tattler_etcd.readers.memory import MemoryReader
 from tattler_etcd.replay._redact import scrub_stored_value
 from tests.support.pipeline_objects import obj, pod_spec

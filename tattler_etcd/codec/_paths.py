@@ -21,33 +21,44 @@ of a list or every value of a map. Recursive types are followed once per path
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from tattler_etcd.codec._schema import SCHEMA, Field
 
-__all__ = ["KIND_NAMES", "kind_paths", "leaf_types", "star_labels"]
+__all__ = ["kind_names", "kind_paths", "leaf_types", "star_labels"]
 
 Path = tuple[str, ...]
-
-_OBJECT_META = f"{SCHEMA.meta_package}.ObjectMeta"
 
 
 def _kind_messages() -> dict[str, tuple[str, ...]]:
     """Kind name -> the message names of that kind in every group-version (objects with ObjectMeta)."""
+    object_meta = f"{SCHEMA.meta_package}.ObjectMeta"
     packages = set(SCHEMA.groups.values())
     out: dict[str, list[str]] = {}
     for name, msg in SCHEMA.messages.items():
         package, _, short = name.rpartition(".")
         if package not in packages:
             continue
-        if any(f.json_name == "metadata" and f.type == _OBJECT_META for f in msg.fields):
+        if any(f.json_name == "metadata" and f.type == object_meta for f in msg.fields):
             out.setdefault(short, []).append(name)
     return {k: tuple(sorted(v)) for k, v in out.items()}
 
 
-_KINDS = _kind_messages()
-#: Every kind name the schema holds an object type for (any group, any version).
-KIND_NAMES: frozenset[str] = frozenset(_KINDS)
+_kinds: dict[str, tuple[str, ...]] | None = None
+
+
+def _kinds_by_name() -> dict[str, tuple[str, ...]]:
+    # Built on first use: importing the codec loads no schema.
+    global _kinds
+    if _kinds is None:
+        _kinds = _kind_messages()
+    return _kinds
+
+
+@lru_cache(maxsize=1)
+def kind_names() -> frozenset[str]:
+    """Every kind name the schema holds an object type for (any group, any version)."""
+    return frozenset(_kinds_by_name())
 
 
 def _flat_fields(message: str) -> list[Field]:
@@ -83,7 +94,7 @@ def _search(message: str, target_message: str | None, target_field: str | None,
     return found
 
 
-@lru_cache(maxsize=None)
+@cache
 def _message_paths(message: str, target_message: str | None, target_field: str | None,
                    special: str | None) -> tuple[Path, ...]:
     return tuple(dict.fromkeys(_search(message, target_message, target_field, special, ())))
@@ -100,7 +111,7 @@ def kind_paths(kind: str, *, message: str | None = None, field: str | None = Non
     """
     if (message is None) == (special is None):
         raise ValueError("kind_paths: give message (and field) or special")
-    names = _KINDS.get(kind, ())
+    names = _kinds_by_name().get(kind, ())
     paths: dict[Path, None] = {}
     for name in names:
         for p in _message_paths(name, message, field, special):
@@ -157,7 +168,7 @@ def leaf_types(kind: str, path: Path) -> frozenset[str]:
     (``"int32"``...) for numbers; empty when it reaches nothing.
     """
     out: set[str] = set()
-    for name in _KINDS.get(kind, ()):
+    for name in _kinds_by_name().get(kind, ()):
         _reach(name, "opt", path, 0, out)
     return frozenset(out)
 
@@ -171,7 +182,7 @@ def star_labels(kind: str, path: Path) -> tuple[str | None, ...]:
     """
     out: list[str | None] = [None] * len(path)
     seen: list[set[str]] = [set() for _ in path]
-    for name in _KINDS.get(kind, ()):
+    for name in _kinds_by_name().get(kind, ()):
         _labels(name, "opt", path, 0, seen)
     for i, labels in enumerate(seen):
         if len(labels) == 1 and path[i] == "*":
