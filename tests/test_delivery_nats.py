@@ -225,3 +225,16 @@ async def test_refused_and_oversized_messages_are_counted_and_skipped(
     assert any(m.startswith("nats: skipped Pod/ns/big: its JSON is 2,0") or "Pod/ns/big" in m for m in messages)
     assert any("stream message refused for Pod/ns/wide" in m for m in messages)
     assert not any("x" * 100 in m for m in messages)  # never a body in a log
+
+
+async def test_one_connection_for_the_processor_and_both_feeds(nats_server: NatsServer) -> None:
+    from tattler_etcd.delivery import NatsProcessor, open_connection, open_state, open_stream
+
+    async with open_connection(nats_server.url) as conn:
+        proc = NatsProcessor(conn, NatsOptions(url=nats_server.url))
+        await proc.setup()
+        await proc([entry(ChangeType.ADD, "a"), entry(ChangeType.ADD, "b")])
+        async with open_state("unused", connection=conn, until_synced=True) as state, \
+                open_stream("unused", connection=conn, until_synced=True) as stream:
+            assert sorted([e.name async for e in state]) == ["a", "b"]
+            assert [e.name async for e in stream] == ["a", "b"]
