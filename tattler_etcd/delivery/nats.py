@@ -14,7 +14,10 @@ For each entry of a batch, :class:`NatsProcessor` publishes
 * to the KV bucket (default ``tattler-state``), under the object's key: the
   entry's JSON form for ADD, UPDATE and SNAPSHOT; for DELETE a delete marker
   (``KV-Operation: DEL``) that carries the DELETE entry's JSON, so a watcher
-  learns which object went. Readers emit a DELETE for every object a relist
+  learns which object went. Every KV write is a compare-and-set over the
+  key's last value the processor knows of, and a state older (by
+  resourceVersion) than the bucket's is never written: a replica that lags
+  behind cannot set a key back (see :meth:`NatsProcessor._resolve`). Readers emit a DELETE for every object a relist
   no longer finds, so after a relist every vanished key is deleted too.
 
 Publishes are pipelined: every message of the batch is sent (in windows of
