@@ -15,7 +15,6 @@ import os
 import pty
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from tattler_etcd.errors import AccessDeniedError, ConfigError
 from tattler_etcd.readers.etcd import EtcdReader
 from tattler_etcd.readers.etcd.gateway import EtcdAuth
 from tests.support import cli
-from tests.support.etcd import EtcdServer, make_test_certs
+from tests.support.etcd import EtcdServer
 from tests.support.etcd_reading import Tracker, key, obj
 
 pytestmark = pytest.mark.etcd
@@ -276,21 +275,6 @@ def test_record_with_user_keeps_password_and_token_out_of_the_cassette(
 
 
 # -- --insecure-skip-tls-verify ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    return make_test_certs(tmp_path_factory.mktemp("certs"))
-
-
-@pytest.fixture
-def tls_etcd(certs: dict[str, str]) -> Iterator[EtcdServer]:
-    server = EtcdServer(tls=certs)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def test_insecure_skip_tls_verify_reads_without_the_ca(tls_etcd: EtcdServer, certs: dict[str, str]) -> None:
