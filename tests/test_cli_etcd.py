@@ -230,7 +230,15 @@ async def test_auth_fetches_a_new_token_after_a_401(auth_etcd: EtcdServer) -> No
     auth = EtcdAuth(READER, READER_PASSWORD)
     body = {"key": _b64(b"/registry/"), "range_end": _b64(b"/registry0")}
     async with httpx.AsyncClient(auth=auth) as client:
-        assert (await client.post(auth_etcd.url + "/v3/kv/range", json=body)).status_code == 200
+        statuses: list[int] = []
+
+        async def read() -> None:
+            statuses.append((await client.post(auth_etcd.url + "/v3/kv/range", json=body)).status_code)
+
+        async with trio.open_nursery() as nursery:  # requests that start together share one token
+            for _ in range(5):
+                nursery.start_soon(read)
+        assert statuses == [200] * 5
         assert auth.authentications == 1
         # Turning auth off and on drops every token etcd had handed out.
         token = root_token(auth_etcd)
