@@ -81,7 +81,7 @@ def _cassette_path(args: argparse.Namespace) -> str:
         raise ConfigError("record: give --to FILE, the cassette to write")
     if to == "-" or scheme_of(to) is not None:
         raise ConfigError(f"record: --to {to}: a recording is written to a file; give a path")
-    return os.path.expanduser(to)
+    return os.path.expanduser(str(to))
 
 
 def main(args: argparse.Namespace) -> int:
