@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import TextIO
 
+from tattler_etcd.cli._logging import notice
 from tattler_etcd.errors import ConfigError
 from tattler_etcd.pipeline.routing import Policy, Processor
 
@@ -198,8 +199,6 @@ async def open_destinations(dests: Sequence[str], ctx: DestinationContext) -> As
 
 def deprecated(old: str, new: str) -> None:
     """One note on stderr for an old spelling that still works."""
-    from tattler_etcd.cli._logging import notice
-
     notice(f"{old} is deprecated; say {new}")
 
 
@@ -246,12 +245,14 @@ def resolve_output(
                     f"{command}: -o {output} is not a format ({'|'.join(formats)}) and --to is given too: "
                     f"name the destination with --to only"
                 )
-            deprecated(f"-o {output} (a file)", f"--to {output} (-o names the format: {'|'.join(formats)})")
+            what = "stdout" if output == "-" else "a file"
+            deprecated(f"-o {output} ({what})", f"--to {output} (-o names the format: {'|'.join(formats)})")
             dests = [output]
         else:
             raise ConfigError(f"{command}: -o {output}: not a format; give {'|'.join(formats)} "
                               f"(where the output goes is --to PATH)")
     return fmt, dests or ["-"]
+
 
 # Delivery (issue 14): imported on first use, so nats-py is loaded only for nats://.
 register_scheme("nats", "tattler_etcd.cli._delivery:nats_destination",

@@ -112,7 +112,7 @@ def main(args: argparse.Namespace) -> int:
                 args.out, endpoint=endpoint, resources=resources, prefix=args.prefix,
                 page_size=args.page_size, max_events=args.events, duration=args.duration,
                 task_status=task_status, redact=rules, keep_unknown_fields=args.keep_unknown_fields,
-                **options,  # type: ignore[arg-type]
+                **options,
             )
     else:
         config = (load_incluster() if source == "in-cluster"
