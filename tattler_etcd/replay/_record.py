@@ -13,11 +13,11 @@ import trio
 
 from tattler_etcd.data import Entry
 from tattler_etcd.errors import ConfigError
+from tattler_etcd.pipeline.redaction import Redactor
 from tattler_etcd.readers.apiserver import APIServerReader
 from tattler_etcd.readers.etcd import EtcdReader
 from tattler_etcd.readers.etcd.gateway import EtcdAuth, TLSFiles, ssl_context
 from tattler_etcd.replay._format import RecordingInfo, dump_cassette
-from tattler_etcd.pipeline.redaction import Redactor
 from tattler_etcd.replay._redact import scrubbers, without_userinfo
 from tattler_etcd.replay._transport import Recorder
 from tattler_etcd.stats import Counters

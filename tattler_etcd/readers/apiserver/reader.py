@@ -474,13 +474,15 @@ class APIServerReader(Reflector):
         self.sync_in_order = not follow or once
         self.saved_index: dict[str, tuple[str, Index]] = {}
         self.client: APIClient
+        self._owned: httpx.AsyncClient | None = None
 
     @property
     def endpoint(self) -> str:
         if self.config is not None:
             return self.config.server
-        if self.http is not None:
-            return str(self.http.base_url)
+        http = self._owned if self._owned is not None else self.http
+        if http is not None:
+            return str(http.base_url).rstrip("/")
         return "the APIServer"
 
     async def run(
@@ -496,7 +498,7 @@ class APIServerReader(Reflector):
         # channel end and stopped) would replace the error we are raising.
         self.begin(counters)
         self.loops = []
-        owned = self._client_factory() if self._client_factory is not None else None
+        owned = self._owned = self._client_factory() if self._client_factory is not None else None
         try:
             self.client = APIClient(self.config, http=owned if owned is not None else self.http)
             try:
