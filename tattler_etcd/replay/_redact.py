@@ -164,9 +164,10 @@ def scrub_stored_value(value: bytes, key: str, rules: Redactor | None = None) ->
         kind = codec.parse(value).kind
     else:
         obj = codec.decode(value)
-        kind = obj.get("kind") if isinstance(obj, dict) else None
-        if not isinstance(kind, str) or not kind:
+        found = obj.get("kind") if isinstance(obj, dict) else None
+        if not isinstance(found, str) or not found:
             raise UnsafeObjectError("no kind")
+        kind = found
     new, _n, _dropped = rules.scrub_value(value, kind, key=key)
     return new
 
@@ -230,7 +231,8 @@ class CredentialScrubber:
         userinfo = getattr(url, "userinfo", b"")
         if userinfo and b":" in userinfo:
             self._add(userinfo.decode("ascii", "replace"))
-        for key, value in getattr(url, "params", {}).multi_items() if hasattr(url, "params") else ():
+        params = getattr(url, "params", None)
+        for key, value in params.multi_items() if params is not None else ():
             if key.lower() in _CREDENTIAL_KEYS:
                 self._add(value)
         self._learn_json(body)
