@@ -606,7 +606,7 @@ def _delay(backoff: Backoff, exc: TransientReaderError, left: float) -> float:
 class ResourceLoop(abc.ABC):
     """The state machine of one resource; the reader's subclass adds the protocol.
 
-    The protocol implements :meth:`list` (one full listing through a
+    The protocol implements :meth:`list_all` (one full listing through a
     :class:`Relist`, returning the position it is consistent at), :meth:`watch`
     (one watch from :attr:`position`: returns when it ended cleanly, raises
     HistoryCompactedError or TransientReaderError otherwise) and
@@ -630,7 +630,7 @@ class ResourceLoop(abc.ABC):
     # -- the protocol ----------------------------------------------------------------
 
     @abc.abstractmethod
-    async def list(self, relist: Relist) -> str:
+    async def list_all(self, relist: Relist) -> str:
         """List the resource fully; hand on ``relist.page(...)`` per page; return the position."""
 
     @abc.abstractmethod
@@ -717,7 +717,7 @@ class ResourceLoop(abc.ABC):
         while True:
             self.status.state = "listing"
             try:
-                position = await self.list(relist)
+                position = await self.list_all(relist)
             except HistoryCompactedError as exc:
                 self.reader.count("expired")
                 log.info("reader %s: %s: %s; listing again from a consistent read", self.reader.name, self.name, exc)
