@@ -136,7 +136,7 @@ def test_cli_once_writes_one_json_line_per_entry(
 
 
 def test_cli_refuses_a_bad_endpoint_before_any_io(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_main(["run", "--etcd-endpoints", "etcd:2379", "--once"]) == 2
+    assert cli_main(["run", "--etcd-endpoints", "ftp://etcd:2379", "--once"]) == 2
     assert "give http://HOST:PORT" in capsys.readouterr().err
 
 

@@ -198,6 +198,13 @@ class _Loop(ResourceLoop):
     # -- LIST and WatchList ------------------------------------------------
 
     async def list_all(self, relist: Relist) -> str:
+        position = await self._list_or_watch_list(relist)
+        if relist.change is ChangeType.ADD and not relist.new:
+            log.warning("%s: the server has no %s (an empty first list)", self.ref.name, self.ref.name,
+                        extra={"resource": self.ref.name})
+        return position
+
+    async def _list_or_watch_list(self, relist: Relist) -> str:
         while self.use_watch_list:
             try:
                 return await self._watch_list(relist)
