@@ -48,6 +48,7 @@ from tattler_etcd.errors import (
     HistoryCompactedError,
     TransientReaderError,
 )
+from tattler_etcd.readers._httpclient import async_client
 from tattler_etcd.readers._reflector import (
     DEFAULT_MAX_INDEX_BYTES,
     Backoff,
@@ -267,7 +268,7 @@ class EtcdReader(Reflector):
         if self._client_factory is not None:
             client = self._client_factory()
         else:
-            client = httpx.AsyncClient(
+            client = async_client(  # closes a socket whose TLS handshake was cancelled (readers/_httpclient.py)
                 verify=self._ssl if self._ssl is not None else True,
                 timeout=self.request_timeout,
                 auth=self._auth,
