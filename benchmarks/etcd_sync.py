@@ -210,7 +210,7 @@ def _child(what: str, url: str, page_size: int, conn: Any) -> None:
     import tattler_etcd.readers.etcd  # noqa: F401
 
     gc.collect()
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    u0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     if what == "floor_httpx":
         n = trio.run(floor_httpx, url, page_size)
@@ -221,17 +221,19 @@ def _child(what: str, url: str, page_size: int, conn: Any) -> None:
     else:
         n = trio.run(sync, url, page_size)
     secs = time.perf_counter() - t0
-    conn.send((n, secs, rss0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = u.ru_utime + u.ru_stime - u0.ru_utime - u0.ru_stime
+    conn.send((n, secs, cpu, u.ru_maxrss))
 
 
 def measure(what: str, url: str, page_size: int) -> tuple[int, float, float, float]:
-    """(objects, seconds, RSS at start MB, peak RSS MB) of one run in a fresh (spawned) process."""
+    """(objects, seconds, CPU seconds of the process, peak RSS MB) of one run in a fresh (spawned) process."""
     parent, child = multiprocessing.Pipe()
     p = multiprocessing.get_context("spawn").Process(target=_child, args=(what, url, page_size, child))
     p.start()
-    n, secs, rss0, peak = parent.recv()
+    n, secs, cpu, peak = parent.recv()
     p.join()
-    return n, secs, rss0 / 1024, peak / 1024
+    return n, secs, cpu, peak / 1024
 
 
 def measure_cli(url: str, args: argparse.Namespace) -> tuple[int, float, float, float]:
@@ -248,9 +250,10 @@ def measure_cli(url: str, args: argparse.Namespace) -> tuple[int, float, float, 
         if proc.returncode:
             raise SystemExit(f"the command failed ({proc.returncode}): {' '.join(cmd)}")
         peak = usage.ru_maxrss / 1024
+        cpu = usage.ru_utime + usage.ru_stime
         with open(out, "rb") as f:
             n = sum(1 for _ in f)
-    return n, secs, 0.0, peak
+    return n, secs, cpu, peak
 
 
 def cli_startup() -> float:
@@ -377,18 +380,19 @@ def main() -> None:
         # Round-robin, so a change in the shared machine's load hits every row alike.
         for _ in range(args.repeat):
             for what in whats:
-                n, secs, rss0, peak = measure_cli(etcd.url, args) if what == "cli" else measure(
+                n, secs, cpu, peak = measure_cli(etcd.url, args) if what == "cli" else measure(
                     what, etcd.url, args.page_size)
                 if n != args.pods:
                     raise SystemExit(f"{what}: got {n} objects, wanted {args.pods}")
-                runs[what].append((secs, rss0, peak))
+                runs[what].append((secs, cpu, peak))
         rows = {}
         for what in whats:
             times = sorted(r[0] for r in runs[what])
             med = statistics.median(times)
-            rows[what] = (med, runs[what][0][1], max(r[2] for r in runs[what]))
+            cpu = statistics.median(r[1] for r in runs[what])
+            rows[what] = (med, cpu, max(r[2] for r in runs[what]))
             print(f"{what:<14} median {med:6.2f} s (min {times[0]:.2f}, max {times[-1]:.2f}) "
-                  f"{args.pods / med:>9,.0f} obj/s   peak RSS {rows[what][2]:6.0f} MB")
+                  f"{args.pods / med:>9,.0f} obj/s   CPU {cpu:5.2f} s   peak RSS {rows[what][2]:6.0f} MB")
         floor = rows["floor_httpx"][0]
         print(f"sync / floor (httpx)   = {rows['sync'][0] / floor:.2f}x  (target <= 1.25x; medians)")
         print(f"sync / floor (etcd3gw) = {rows['sync'][0] / rows['floor_etcd3gw'][0]:.2f}x")
