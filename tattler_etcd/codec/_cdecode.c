@@ -39,8 +39,10 @@ enum { S_NONE = 0, S_TIME, S_MICROTIME, S_DURATION, S_QUANTITY, S_INTORSTRING, S
 
 /* field tuple: (type, label, mode, key, sub, null_absent, zero) */
 enum { F_TYPE, F_LABEL, F_MODE, F_KEY, F_SUB, F_NULL_ABSENT, F_ZERO };
-/* message list: [lookup(bytes), fields(tuple), special, sparse, static, dyn, reorder, order] */
-enum { G_LOOKUP, G_FIELDS, G_SPECIAL, G_SPARSE, G_STATIC, G_DYN, G_REORDER, G_ORDER };
+/* message list: [lookup(bytes), fields(tuple), special, sparse, static, dyn, reorder, order,
+ *                types(bytes), labels(bytes), modes(bytes)]: the last three per field index, read
+ *                without touching a Python int */
+enum { G_LOOKUP, G_FIELDS, G_SPECIAL, G_SPARSE, G_STATIC, G_DYN, G_REORDER, G_ORDER, G_TYPES, G_LABELS, G_MODES };
 
 #define MAX_DEPTH 100
 
@@ -119,6 +121,8 @@ static int parse_slots(PyObject *spec, const char *p, Py_ssize_t n, Slot *slots,
     PyObject *lookup = PyList_GET_ITEM(spec, G_LOOKUP);
     PyObject *fields = PyList_GET_ITEM(spec, G_FIELDS);
     const unsigned char *lk = (const unsigned char *)PyBytes_AS_STRING(lookup);
+    const unsigned char *types = (const unsigned char *)PyBytes_AS_STRING(PyList_GET_ITEM(spec, G_TYPES));
+    const unsigned char *labels = (const unsigned char *)PyBytes_AS_STRING(PyList_GET_ITEM(spec, G_LABELS));
     Py_ssize_t lk_n = PyBytes_GET_SIZE(lookup);
     const char *end = p + n;
     while (p < end) {
@@ -130,8 +134,8 @@ static int parse_slots(PyObject *spec, const char *p, Py_ssize_t n, Slot *slots,
         Py_ssize_t i = lk[number] - 1;
         if (i >= nf) return 0;
         PyObject *f = PyTuple_GET_ITEM(fields, i);
-        int type = (int)PyLong_AsLong(PyTuple_GET_ITEM(f, F_TYPE));
-        int label = (int)PyLong_AsLong(PyTuple_GET_ITEM(f, F_LABEL));
+        int type = types[i];
+        int label = labels[i];
         int want = label == L_MAP ? 2 : wire_type_of(type);
         if (wt != want) return 0;  /* unknown to upb as well, or packed numbers */
         const char *vp = NULL;
@@ -270,9 +274,7 @@ static PyObject *sorted_dict(PyObject *m) {
 }
 
 /* Put field i into d, as the generated converter does (present or not). -1 on bail/error. */
-static int emit(PyObject *d, PyObject *f, Slot *s, int depth) {
-    int mode = (int)PyLong_AsLong(PyTuple_GET_ITEM(f, F_MODE));
-    int type = (int)PyLong_AsLong(PyTuple_GET_ITEM(f, F_TYPE));
+static int emit(PyObject *d, PyObject *f, Slot *s, int mode, int type, int depth) {
     PyObject *key = PyTuple_GET_ITEM(f, F_KEY);
     PyObject *sub = PyTuple_GET_ITEM(f, F_SUB);
     int null_absent = PyTuple_GET_ITEM(f, F_NULL_ABSENT) == Py_True;
@@ -344,10 +346,13 @@ static int msg_fill(PyObject *spec, const char *p, Py_ssize_t n, PyObject *d, in
     if (!slots) return 0;
     memset(slots, 0, sizeof(Slot) * (size_t)nf);
     int ok = parse_slots(spec, p, n, slots, nf, depth);
-    for (Py_ssize_t j = 0; ok && j < PyTuple_GET_SIZE(order); j++) {
-        Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(order, j));
+    const unsigned char *ord = (const unsigned char *)PyBytes_AS_STRING(order);
+    const unsigned char *types = (const unsigned char *)PyBytes_AS_STRING(PyList_GET_ITEM(spec, G_TYPES));
+    const unsigned char *modes = (const unsigned char *)PyBytes_AS_STRING(PyList_GET_ITEM(spec, G_MODES));
+    for (Py_ssize_t j = 0; ok && j < PyBytes_GET_SIZE(order); j++) {
+        Py_ssize_t i = ord[j];
         if (sparse && !slots[i].present) continue;
-        if (emit(d, PyTuple_GET_ITEM(fields, i), &slots[i], depth) < 0) ok = 0;
+        if (emit(d, PyTuple_GET_ITEM(fields, i), &slots[i], modes[i], types[i], depth) < 0) ok = 0;
     }
     free_slots(slots, nf);
     if (slots != stack) PyMem_Free(slots);
@@ -491,10 +496,10 @@ static int unknown_in(PyObject *spec, const char *p, Py_ssize_t n, int depth) {
             default: want = number == 1 ? 2 : -1; break;
             }
         } else if (number < (uint64_t)lk_n && lk[number]) {
-            PyObject *f = PyTuple_GET_ITEM(fields, lk[number] - 1);
-            type = (int)PyLong_AsLong(PyTuple_GET_ITEM(f, F_TYPE));
-            label = (int)PyLong_AsLong(PyTuple_GET_ITEM(f, F_LABEL));
-            sub = PyTuple_GET_ITEM(f, F_SUB);
+            Py_ssize_t i = lk[number] - 1;
+            type = PyBytes_AS_STRING(PyList_GET_ITEM(spec, G_TYPES))[i];
+            label = PyBytes_AS_STRING(PyList_GET_ITEM(spec, G_LABELS))[i];
+            sub = PyTuple_GET_ITEM(PyTuple_GET_ITEM(fields, i), F_SUB);
             want = label == L_MAP ? 2 : wire_type_of(type);
             if (label == L_REP && wt == 2 && want != 2) want = 2;  /* packed numbers: known */
         }

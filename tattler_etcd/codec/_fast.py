@@ -75,7 +75,7 @@ def _spec(name: str) -> list[Any]:
     if name in _specs:  # known unsupported
         raise _Unsupported(name)
     message = SCHEMA.messages[name]
-    spec = [b"", (), _S[message.special], False, None, (), None, ()]
+    spec = [b"", (), _S[message.special], False, None, (), None, b"", b"", b"", b""]
     _building[name] = spec
     try:
         if message.special is None:
@@ -111,7 +111,10 @@ def _fill_spec(spec: list[Any], message: Message) -> None:
     for i, f in enumerate(message.fields):
         lookup[f.number] = i + 1
     spec[0] = bytes(lookup)
-    spec[1] = tuple(_field(f) for f in message.fields)
+    spec[1] = fields = tuple(_field(f) for f in message.fields)
+    spec[8] = bytes(f[0] for f in fields)  # types, labels and modes by field index, for the C side
+    spec[9] = bytes(f[1] for f in fields)
+    spec[10] = bytes(f[2] for f in fields)
     spec[3] = sparse
     numbers = [f.number for f in message.fields]
     if sparse:
@@ -119,14 +122,14 @@ def _fill_spec(spec: list[Any], message: Message) -> None:
         spec[5] = tuple((key, factory()) for key, factory in conv.dyn)
         if conv.static or conv.dyn or numbers != sorted(numbers):
             spec[6] = _convert._key_order(message)
-        spec[7] = tuple(sorted(range(len(numbers)), key=numbers.__getitem__))
+        spec[7] = bytes(sorted(range(len(numbers)), key=numbers.__getitem__))
     else:
         for f in message.fields:
             if f.inline and _convert._is_sparse(SCHEMA.messages[f.type]):
                 sub_numbers = [g.number for g in SCHEMA.messages[f.type].fields]
                 if sub_numbers != sorted(sub_numbers):
                     spec[6] = _convert._key_order(message)
-        spec[7] = tuple(range(len(numbers)))
+        spec[7] = bytes(range(len(numbers)))
 
 
 def _field(f: Field) -> tuple[Any, ...]:
