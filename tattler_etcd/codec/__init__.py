@@ -30,7 +30,7 @@ from tattler_etcd.codec._api import to_dict as to_dict
 from tattler_etcd.codec._api import wrap as wrap
 from tattler_etcd.codec._convert import UNKNOWN_KEY as UNKNOWN_KEY
 from tattler_etcd.codec._convert import counters as counters
-from tattler_etcd.codec._paths import KIND_NAMES as KIND_NAMES
+from tattler_etcd.codec._paths import kind_names as kind_names
 from tattler_etcd.codec._paths import kind_paths as kind_paths
 from tattler_etcd.codec._paths import leaf_types as leaf_types
 from tattler_etcd.codec._paths import star_labels as star_labels
@@ -40,7 +40,6 @@ from tattler_etcd.codec._redact import redact_parsed as redact_parsed
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
-    "KIND_NAMES",
     "MAGIC",
     "UNKNOWN_KEY",
     "Meta",
@@ -51,6 +50,7 @@ __all__ = [
     "drop_unknown",
     "encode",
     "is_json",
+    "kind_names",
     "kind_paths",
     "leaf_types",
     "parse",

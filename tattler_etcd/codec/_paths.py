@@ -21,54 +21,44 @@ of a list or every value of a map. Recursive types are followed once per path
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterator, Set as AbstractSet
-from functools import lru_cache
+from functools import cache, lru_cache
 
-from tattler_etcd.codec._schema import META_PACKAGE, SCHEMA, Field
+from tattler_etcd.codec._schema import SCHEMA, Field
 
-__all__ = ["KIND_NAMES", "kind_paths", "leaf_types", "star_labels"]
+__all__ = ["kind_names", "kind_paths", "leaf_types", "star_labels"]
 
 Path = tuple[str, ...]
 
-_OBJECT_META = f"{META_PACKAGE}.ObjectMeta"
 
-
-@functools.cache
-def _kinds() -> dict[str, tuple[str, ...]]:
-    """Kind name -> the message names of that kind in every group-version (objects with ObjectMeta).
-
-    Built on first use, not at import: importing the codec must not load the schema.
-    """
+def _kind_messages() -> dict[str, tuple[str, ...]]:
+    """Kind name -> the message names of that kind in every group-version (objects with ObjectMeta)."""
+    object_meta = f"{SCHEMA.meta_package}.ObjectMeta"
     packages = set(SCHEMA.groups.values())
     out: dict[str, list[str]] = {}
     for name, msg in SCHEMA.messages.items():
         package, _, short = name.rpartition(".")
         if package not in packages:
             continue
-        if any(f.json_name == "metadata" and f.type == _OBJECT_META for f in msg.fields):
+        if any(f.json_name == "metadata" and f.type == object_meta for f in msg.fields):
             out.setdefault(short, []).append(name)
     return {k: tuple(sorted(v)) for k, v in out.items()}
 
 
-class _KindNames(AbstractSet[str]):
-    """A read-only set of names, worked out from the schema on first use."""
-
-    def __contains__(self, name: object) -> bool:
-        return name in _kinds()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(_kinds())
-
-    def __len__(self) -> int:
-        return len(_kinds())
-
-    def __repr__(self) -> str:
-        return f"<{len(self)} kind names>"
+_kinds: dict[str, tuple[str, ...]] | None = None
 
 
-#: Every kind name the schema holds an object type for (any group, any version).
-KIND_NAMES: AbstractSet[str] = _KindNames()
+def _kinds_by_name() -> dict[str, tuple[str, ...]]:
+    # Built on first use: importing the codec loads no schema.
+    global _kinds
+    if _kinds is None:
+        _kinds = _kind_messages()
+    return _kinds
+
+
+@lru_cache(maxsize=1)
+def kind_names() -> frozenset[str]:
+    """Every kind name the schema holds an object type for (any group, any version)."""
+    return frozenset(_kinds_by_name())
 
 
 def _flat_fields(message: str) -> list[Field]:
@@ -104,7 +94,7 @@ def _search(message: str, target_message: str | None, target_field: str | None,
     return found
 
 
-@lru_cache(maxsize=None)
+@cache
 def _message_paths(message: str, target_message: str | None, target_field: str | None,
                    special: str | None) -> tuple[Path, ...]:
     return tuple(dict.fromkeys(_search(message, target_message, target_field, special, ())))
@@ -121,7 +111,7 @@ def kind_paths(kind: str, *, message: str | None = None, field: str | None = Non
     """
     if (message is None) == (special is None):
         raise ValueError("kind_paths: give message (and field) or special")
-    names = _kinds().get(kind, ())
+    names = _kinds_by_name().get(kind, ())
     paths: dict[Path, None] = {}
     for name in names:
         for p in _message_paths(name, message, field, special):
@@ -140,8 +130,11 @@ def _reach(type_: str, label: str, path: Path, i: int, out: set[str], stack: int
         return
     if label in ("rep", "map"):
         if i == len(path):
-            if type_ in ("string", "bytes"):
-                out.add(type_)  # a list or map of strings: each of them
+            msg = SCHEMA.messages.get(type_)
+            if msg is None:
+                out.add(type_)  # a list or map of strings (each of them), or of numbers
+            else:
+                out.add(msg.special or "message")
             return
         elem = path[i]
         if label == "rep" and not (elem == "*" or elem.isdigit()):
@@ -175,7 +168,7 @@ def leaf_types(kind: str, path: Path) -> frozenset[str]:
     (``"int32"``...) for numbers; empty when it reaches nothing.
     """
     out: set[str] = set()
-    for name in _kinds().get(kind, ()):
+    for name in _kinds_by_name().get(kind, ()):
         _reach(name, "opt", path, 0, out)
     return frozenset(out)
 
@@ -189,7 +182,7 @@ def star_labels(kind: str, path: Path) -> tuple[str | None, ...]:
     """
     out: list[str | None] = [None] * len(path)
     seen: list[set[str]] = [set() for _ in path]
-    for name in _kinds().get(kind, ()):
+    for name in _kinds_by_name().get(kind, ()):
         _labels(name, "opt", path, 0, seen)
     for i, labels in enumerate(seen):
         if len(labels) == 1 and path[i] == "*":

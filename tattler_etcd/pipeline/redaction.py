@@ -151,7 +151,7 @@ def parse_rule(text: str) -> Rule:
     kind: str | None = None
     resource: tuple[str, str] | None = None
     if _KIND.match(head):
-        if head not in codec.KIND_NAMES:
+        if head not in codec.kind_names():
             raise ConfigError(f"redaction rule {text!r}: {head!r} is no kind we know "
                               "(built-in kinds by name, e.g. Pod; custom resources as plural.group)")
         kind = head
@@ -271,10 +271,9 @@ def _build_trie(kind: str, entries: Iterable[tuple[Path, str]]) -> dict[str, Any
             slot = node.get(elem)
             if slot is None:
                 slot = node[elem] = [None, {}, labels[i]]
-            if i == len(path) - 1:
-                # Raw wins over text (it scrubs inside), bytes over text (a base64 leaf).
-                if slot[0] is None or leaf == _R or (leaf == _B and slot[0] == _S):
-                    slot[0] = leaf
+            # At the end: raw wins over text (it scrubs inside), bytes over text (a base64 leaf).
+            if i == len(path) - 1 and (slot[0] is None or leaf == _R or (leaf == _B and slot[0] == _S)):
+                slot[0] = leaf
             node = slot[1]
     return root
 
@@ -486,11 +485,11 @@ class Redactor:
         new, changed = self._scrub_last_applied(v, kr, depth)
         return new if changed else v
 
-    def _scrub_raw(self, raw: Any, depth: int) -> bytes:
+    def _scrub_raw(self, leaf: Any, depth: int) -> Any:
         """A RawExtension's bytes scrubbed: a nested object by its kind, JSON by what it holds, else whole."""
-        if not isinstance(raw, (bytes, bytearray)) or not raw:
-            return raw  # type: ignore[no-any-return]
-        raw = bytes(raw)
+        if not isinstance(leaf, (bytes, bytearray)) or not leaf:
+            return leaf
+        raw = bytes(leaf)
         if depth >= _MAX_DEPTH:
             return _REDACTED_RAW
         if raw[:4] == codec.MAGIC:
@@ -522,7 +521,7 @@ class Redactor:
             UnsafeObjectError: the value cannot be walked or decoded; chained to the codec's error.
         """
         try:
-            if value[:4] == codec.MAGIC and not (kind.endswith("List") and kind not in codec.KIND_NAMES):
+            if value[:4] == codec.MAGIC and not (kind.endswith("List") and kind not in codec.kind_names()):
                 parsed = codec.parse(value)
                 n, dropped = self.scrub_parsed(parsed, kind, value)
                 return (codec.to_bytes(parsed) if (n or dropped) else value), n, dropped

@@ -170,7 +170,7 @@ def _scrub_entry(entry: Entry, allow_secrets: bool, rules: Redactor) -> tuple[in
                         f"cannot walk the value: {type(exc).__name__}: {str(exc)[:200]}") from exc
                 if n or dropped:
                     entry.replace_value(new)  # drops the clear bytes (and any form built from them)
-                return n, int(dropped)
+                return n, (1 if dropped else 0)
         try:
             entry.raw  # noqa: B018 - builds the dict (JSON values, or an entry made without one)
         except TattlerError as exc:
@@ -183,14 +183,14 @@ def _scrub_entry(entry: Entry, allow_secrets: bool, rules: Redactor) -> tuple[in
         raise UnsafeObjectError(f"the object is a {raw_kind!r}, the entry says {kind!r}")
     # "$unknown" comes only from the codec's own decoding: while it never kept
     # one in this process, no dict can hold one, and the walk is spared.
-    dropped = 0
+    unknown = 0
     if not rules.keep_unknown_fields and codec.counters["codec.unknown_fields"]:
-        dropped = drop_unknown_keys(raw)
+        unknown = drop_unknown_keys(raw)
     n = rules.scrub_dict(raw, kind=kind, key=entry.key, drop_unknown=False)
-    if n or dropped:
+    if n or unknown:
         # Drops the stored bytes (they still hold the clear values) and any model built from them.
         entry.replace_raw(raw)
-    return n, dropped
+    return n, unknown
 
 
 async def run_safety(

@@ -31,6 +31,7 @@ import binascii
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from tattler_etcd import codec
 from tattler_etcd.codec.wire import length_delimited, replace_field
@@ -163,9 +164,10 @@ def scrub_stored_value(value: bytes, key: str, rules: Redactor | None = None) ->
         kind = codec.parse(value).kind
     else:
         obj = codec.decode(value)
-        kind = obj.get("kind") if isinstance(obj, dict) else None
-        if not isinstance(kind, str) or not kind:
+        found = obj.get("kind") if isinstance(obj, dict) else None
+        if not isinstance(found, str) or not found:
             raise UnsafeObjectError("no kind")
+        kind = found
     new, _n, _dropped = rules.scrub_value(value, kind, key=key)
     return new
 
@@ -229,7 +231,8 @@ class CredentialScrubber:
         userinfo = getattr(url, "userinfo", b"")
         if userinfo and b":" in userinfo:
             self._add(userinfo.decode("ascii", "replace"))
-        for key, value in getattr(url, "params", {}).multi_items() if hasattr(url, "params") else ():
+        params = getattr(url, "params", None)
+        for key, value in params.multi_items() if params is not None else ():
             if key.lower() in _CREDENTIAL_KEYS:
                 self._add(value)
         self._learn_json(body)
@@ -275,8 +278,6 @@ class CredentialScrubber:
         if len(secret) >= _MIN_CREDENTIAL and secret != REDACTED:
             self.secrets.add(secret)
             # Also as it would appear inside JSON text, URL-encoded or in base64.
-            from urllib.parse import quote
-
             for form in (json.dumps(secret)[1:-1], quote(secret, safe=""),
                          base64.b64encode(secret.encode()).decode()):
                 if len(form) >= _MIN_CREDENTIAL:
