@@ -773,7 +773,8 @@ class ResourceLoop(abc.ABC):
             self.status.down_since = time.time()
         self.status.last_error = str(exc)[:256]
         self.status.state = "backing_off"
-        log.warning("reader %s: %s: %s; retrying in %.2fs", self.reader.name, self.name, exc, delay)
+        log.warning("reader %s: %s: %s; retrying in %.2fs", self.reader.name, self.name, exc, delay,
+                    extra={"resource": self.name})
         await trio.sleep(delay)
 
     async def follow(self) -> None:

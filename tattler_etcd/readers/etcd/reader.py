@@ -440,19 +440,23 @@ class _EtcdLoop(ResourceLoop):
                 )
         except ValueError as exc:  # JSON that does not parse
             r.count("decode_errors")
-            log.warning("reader %s: skipped %s: not valid JSON (%s)", r.name, skey, type(exc).__name__)
+            log.warning("reader %s: skipped %s: not valid JSON (%s)", r.name, skey, type(exc).__name__,
+                        extra={"key": skey, "resource": self.spec.name})
             return None
         except DecodeError as exc:
             r.count("decode_errors")
-            log.warning("reader %s: skipped: %s", r.name, exc.with_key(skey))
+            log.warning("reader %s: skipped: %s", r.name, exc.with_key(skey),
+                        extra={"key": skey, "resource": self.spec.name})
             return None
         except Exception as exc:  # noqa: BLE001 - a codec bug must not stop the reader; the key says where
             r.count("decode_errors")
-            log.warning("reader %s: skipped %s: %s while decoding", r.name, skey, type(exc).__name__)
+            log.warning("reader %s: skipped %s: %s while decoding", r.name, skey, type(exc).__name__,
+                        extra={"key": skey, "resource": self.spec.name})
             return None
         if not entry.uid:
             r.count("decode_errors")
-            log.warning("reader %s: skipped %s: the object has no metadata.uid", r.name, skey)
+            log.warning("reader %s: skipped %s: the object has no metadata.uid", r.name, skey,
+                        extra={"key": skey, "resource": self.spec.name})
             return None
         return entry
 
