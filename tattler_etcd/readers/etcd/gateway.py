@@ -24,6 +24,7 @@ import base64
 import collections
 import dataclasses
 import json
+import math
 import os
 import ssl
 import urllib.parse
@@ -48,6 +49,8 @@ from tattler_etcd.errors import (
 from tattler_etcd.readers import _tls
 
 __all__ = [
+    "DEFAULT_PROGRESS_INTERVAL",
+    "IDLE_INTERVALS",
     "Gateway",
     "KeyValue",
     "RangePage",
@@ -65,6 +68,14 @@ try:
     from pybase64 import b64decode as _b64decode
 except ImportError:  # pragma: no cover - pybase64 is a dependency; stay correct without it
     _b64decode = base64.b64decode  # type: ignore[assignment]
+
+#: etcd's default ``--experimental-watch-progress-notify-interval``: how often an
+#: idle watcher hears from etcd, unless the cluster's etcd was told otherwise.
+DEFAULT_PROGRESS_INTERVAL = 600.0
+#: A watch silent for this many progress intervals is dead. etcd's ticker
+#: sends an idle watcher its notification between one and two intervals
+#: after its last event; three leaves room for a busy server.
+IDLE_INTERVALS = 3
 
 #: gRPC status codes the gateway puts in error bodies and watch error lines.
 _GRPC_DEADLINE_EXCEEDED = 4
@@ -286,7 +297,8 @@ class Gateway:
         *,
         api_path: str | None = None,
         request_timeout: float = 30.0,
-        watch_read_timeout: float | None = 900.0,
+        progress_interval: float | None = None,
+        watch_idle_timeout: float | None = None,
     ) -> None:
         if not endpoints:
             raise ConfigError("--etcd-endpoints: give at least one endpoint")
@@ -295,10 +307,15 @@ class Gateway:
         self._current = 0
         self.api_path = api_path
         self.request_timeout = request_timeout
-        # etcd sends a progress notification every 10 minutes by default
-        # (--experimental-watch-progress-notify-interval): a watch silent for
-        # longer than this is a dead connection, not a quiet resource.
-        self.watch_read_timeout = watch_read_timeout
+        # Every watch asks for progress notifications: etcd sends one to an idle
+        # watcher each progress interval (its --experimental-watch-progress-notify-interval),
+        # so a watch silent for IDLE_INTERVALS of them is a dead connection (a
+        # half-open TCP connection, a proxy that stopped forwarding), not a quiet resource.
+        interval = progress_interval if progress_interval is not None else DEFAULT_PROGRESS_INTERVAL
+        if not interval > 0:
+            raise ConfigError(f"progress interval: must be more than 0 seconds, not {interval!r}")
+        self.progress_interval = interval
+        self.watch_idle_timeout = watch_idle_timeout if watch_idle_timeout is not None else IDLE_INTERVALS * interval
 
     @property
     def base_url(self) -> str:
@@ -413,18 +430,26 @@ class Gateway:
         headers = {"content-type": "application/json"}
         if timeout is not None:
             headers["grpc-timeout"] = f"{max(1, int(timeout * 1000))}m"
-        request = _request(self.client, url, doc, headers,
-                           httpx.Timeout(self.request_timeout, read=self.watch_read_timeout))
+        # No read timeout of httpx's: the stream's own idle limit says what silence means.
+        request = _request(self.client, url, doc, headers, httpx.Timeout(self.request_timeout, read=None))
+        resp: httpx.Response | None = None
         try:
-            resp = await self.client.send(request, stream=True)
+            # Silence before the headers is as dead as silence after them.
+            with trio.move_on_after(self.watch_idle_timeout):
+                resp = await self.client.send(request, stream=True)
         except httpx.TransportError as exc:
             raise await self._failed(exc, url) from exc
+        if resp is None:
+            self._next_endpoint()
+            raise TransientReaderError(
+                f"etcd watch {url}: no answer for {self.watch_idle_timeout:g} s: a dead connection")
         try:
             lines = resp.aiter_bytes()
             try:
                 if resp.status_code != 200:
                     raise _status_error(url, resp.status_code, await resp.aread())
-                yield WatchStream(lines)
+                yield WatchStream(lines, idle_timeout=self.watch_idle_timeout, what=f"etcd watch {url}",
+                                  progress_interval=self.progress_interval)
             finally:
                 await _abandon(resp, lines)
         except httpx.TransportError as exc:
@@ -499,8 +524,18 @@ class WatchStream:
     already here, so the reader can hand on together what arrived together.
     """
 
-    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        idle_timeout: float = math.inf,
+        what: str = "etcd watch",
+        progress_interval: float | None = None,
+    ) -> None:
         self._chunks = chunks
+        self._idle = idle_timeout
+        self._what = what
+        self._interval = progress_interval
         self._parts: list[bytes] = []
         self._lines: collections.deque[bytes] = collections.deque()
         self._eof = False
@@ -517,11 +552,16 @@ class WatchStream:
             if self._eof:
                 raise StopAsyncIteration
             try:
-                chunk = await self._chunks.__anext__()
+                with trio.move_on_after(self._idle) as idle:
+                    chunk = await self._chunks.__anext__()
             except StopAsyncIteration:
                 self._eof = True
                 self._split(b"\n")  # a last line without its newline
                 continue
+            if idle.cancelled_caught:
+                every = f" (etcd sends progress every {self._interval:g} s)" if self._interval else ""
+                raise TransientReaderError(
+                    f"{self._what}: nothing received for {self._idle:g} s{every}: a dead connection")
             self._split(chunk)
         return WatchMessage.parse(self._lines.popleft())
 
