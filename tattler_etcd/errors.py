@@ -24,13 +24,15 @@ resource) and never carry an object's body or a secret value.
     │   ├── HistoryCompactedError   etcd compaction or APIServer 410: relist
     │   ├── PermanentReaderError    retrying will not help
     │   │   ├── AccessDeniedError   401/403: names the resource
+    │   │   ├── ConnectTimeoutError no first sync within --connect-timeout: names the endpoint, the last reason
     │   │   ├── NoSuchPathError     404 on the API path: not etcd's gateway (or not this API version)
     │   │   └── TLSError            a TLS failure retrying will not fix; says which
     │   │       ├── CertificateVerifyError      the server's certificate is not trusted, and why
     │   │       ├── ClientCertificateError      the server wants a client certificate, or refused ours
     │   │       └── SchemeMismatchError         http:// to a TLS port, or https:// to a plain one
     │   └── BadKeyError             an etcd key that is not a Kubernetes object
-    └── RecordingError              cassettes: not a cassette, truncated, other version/resources
+    ├── RecordingError              cassettes: not a cassette, truncated, other version/resources
+    └── DeliveryError               a destination (NATS, a webhook) cannot be reached or refuses entries
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ __all__ = [
     "ClientCertificateError",
     "CodecError",
     "ConfigError",
+    "ConnectTimeoutError",
     "DecodeError",
+    "DeliveryError",
     "EncodeError",
     "EncryptedValueError",
     "HistoryCompactedError",
@@ -173,6 +177,21 @@ class AccessDeniedError(PermanentReaderError):
     """401 Unauthorized or 403 Forbidden; the message names the resource."""
 
 
+class ConnectTimeoutError(PermanentReaderError):
+    """The reader never synced within its ``connect_timeout``.
+
+    Before the first sync a source that cannot be reached is more likely a
+    wrong address or a firewall than an outage, so the reader gives up and
+    says so (``endpoint``, and ``reason``: the last transient error) instead
+    of retrying forever. After the first sync it retries forever.
+    """
+
+    def __init__(self, message: str, *, endpoint: str, reason: str) -> None:
+        self.endpoint = endpoint
+        self.reason = reason
+        super().__init__(message)
+
+
 class NoSuchPathError(PermanentReaderError):
     """404 on the API path: the URL is not etcd's HTTP gateway (or serves another API version)."""
 
@@ -199,3 +218,7 @@ class BadKeyError(ReaderError):
 
 class RecordingError(TattlerError):
     """A cassette that cannot be replayed; the message names the file and why."""
+
+
+class DeliveryError(TattlerError):
+    """A destination (NATS, a webhook) cannot be reached or refused what was sent; the message names it."""

@@ -1,4 +1,4 @@
-"""Shared fixtures. ``etcd``: a real etcd process per test, always stopped."""
+"""Shared fixtures. ``etcd`` and ``nats_server``: a real etcd / nats-server process per test, always stopped."""
 
 from __future__ import annotations
 
@@ -8,14 +8,37 @@ from pathlib import Path
 import pytest
 
 from tests.support.etcd import EtcdServer
+from tests.support.nats import NatsServer
 
 #: The upstream fixture pairs (test data only; the package never reads them).
 TESTDATA = Path(__file__).resolve().parent / "data" / "k8s-api" / "HEAD"
 
 
+#: Variables that make the CLI pick a source (or TLS files, a user): a developer's own
+#: settings must not turn a test of the bundled replay into a read of their cluster.
+_SOURCE_ENV = ("KUBECONFIG", "ETCDCTL_ENDPOINTS", "ETCDCTL_CACERT", "ETCDCTL_CERT", "ETCDCTL_KEY",
+               "ETCDCTL_USER", "ETCDCTL_PASSWORD", "ETCDCTL_INSECURE_SKIP_TLS_VERIFY")
+
+
+@pytest.fixture(autouse=True)
+def _no_cluster_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _SOURCE_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def etcd() -> Iterator[EtcdServer]:
     server = EtcdServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def nats_server() -> Iterator[NatsServer]:
+    server = NatsServer()
     server.start()
     try:
         yield server

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tattler_etcd.readers.apiserver.reader import Backoff
+from tattler_etcd.readers import Backoff
 from tattler_etcd.readers.apiserver.rv import list_params, list_resource_version, watch_params
 
 

@@ -7,6 +7,7 @@ waits on conditions (what a consumer has seen), never on sleeps.
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import threading
 import time
@@ -16,6 +17,7 @@ import pytest
 import trio
 
 from tattler_etcd.data import ChangeType, Entry, SourceType
+from tattler_etcd.readers import Backoff
 from tattler_etcd.readers.etcd import EtcdReader
 from tattler_etcd.stats import Counters
 from tests.support.etcd import EtcdServer
@@ -186,8 +188,8 @@ async def test_bad_keys_and_values_are_counted_logged_and_skipped(
 
 async def test_compaction_relists_with_snapshot_and_deletes_the_vanished(etcd: EtcdServer) -> None:
     keep, gone, changed = (key("pods", n, "ns") for n in ("keep", "gone", "changed"))
-    etcd.put_many([(keep, obj("pods", "keep", "ns")), (gone, obj("pods", "gone", "ns", uid="u-gone")),
-                   (changed, obj("pods", "changed", "ns"))])
+    etcd.put_many([(keep, obj("pods", "keep", "ns", uid="u-keep")), (gone, obj("pods", "gone", "ns", uid="u-gone")),
+                   (changed, obj("pods", "changed", "ns", uid="u-changed"))])
     watch_gate = trio.Event()
 
     async def hold_watches(request: httpx.Request) -> None:
@@ -205,7 +207,7 @@ async def test_compaction_relists_with_snapshot_and_deletes_the_vanished(etcd: E
                 n = len(tracker.entries)
                 # While the watch is held back: history moves on and is compacted.
                 await trio.to_thread.run_sync(etcd.delete, gone)
-                await trio.to_thread.run_sync(etcd.put, changed, obj("pods", "changed", "ns", v=2))
+                await trio.to_thread.run_sync(etcd.put, changed, obj("pods", "changed", "ns", uid="u-changed", v=2))
                 new = key("pods", "new", "ns")
                 await trio.to_thread.run_sync(etcd.put, new, obj("pods", "new", "ns"))
                 rev = await trio.to_thread.run_sync(etcd.revision)
@@ -213,13 +215,13 @@ async def test_compaction_relists_with_snapshot_and_deletes_the_vanished(etcd: E
                 watch_gate.set()
                 await tracker.wait_for(lambda: tracker.state == etcd_state(etcd, ["/registry/pods/"]))
                 # And the watch goes on after the relist.
-                later = await trio.to_thread.run_sync(etcd.put, keep, obj("pods", "keep", "ns", v=3))
+                later = await trio.to_thread.run_sync(etcd.put, keep, obj("pods", "keep", "ns", uid="u-keep", v=3))
                 await tracker.wait_for(lambda: tracker.state.get(keep) == str(later))
                 nursery.cancel_scope.cancel()
     relist = tracker.entries[n:-1]
-    assert counters["reader.etcd.compactions"] == 1
-    assert sorted((e.key, e.change) for e in relist) == sorted(
-        [(keep, SNAPSHOT), (changed, SNAPSHOT), (new, SNAPSHOT), (gone, DELETE)])
+    assert counters["reader.etcd.expired"] == 1
+    assert sorted((e.key, e.change.value) for e in relist) == sorted(
+        [(keep, "snapshot"), (changed, "snapshot"), (new, "snapshot"), (gone, "delete")])
     deleted = next(e for e in relist if e.change is DELETE)
     assert (deleted.uid, deleted.kind, deleted.name, deleted.namespace) == ("u-gone", "Pod", "gone", "ns")
     assert deleted.resource_version == str(rev)
@@ -230,7 +232,7 @@ async def test_etcd_killed_and_restarted_mid_watch_loses_and_repeats_nothing(etc
     seed_cluster(etcd)
     written: dict[str, list[int]] = {}
     tracker = Tracker()
-    reader = EtcdReader(etcd.url, resources=["pods", "nodes"], backoff_initial=0.05, backoff_max=0.3)
+    reader = EtcdReader(etcd.url, resources=["pods", "nodes"], backoff_factory=functools.partial(Backoff, initial=0.05, cap=0.3))
     send, recv = trio.open_memory_channel[list[Entry]](0)
 
     def writer(round_: int, n: int) -> None:
@@ -295,7 +297,7 @@ async def test_finite_mode_ends_with_the_streams(etcd: EtcdServer) -> None:
     seed_cluster(etcd)
     tracker = Tracker()
     # The watch history is fixed (start revision, then bounded by Grpc-Timeout), as in a recording.
-    reader = EtcdReader(etcd.url, resources=["pods", "nodes", "namespaces"], end_at_stream_end=True,
+    reader = EtcdReader(etcd.url, resources=["pods", "nodes", "namespaces"], follow=False,
                         watch_timeout=1.0)
     writes = [
         (key("minions", "n2"), obj("minions", "n2")),

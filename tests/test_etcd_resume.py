@@ -13,7 +13,8 @@ from tattler_etcd.errors import ConfigError
 from tattler_etcd.readers.etcd import EtcdReader, RevisionStore
 from tattler_etcd.stats import Counters
 from tests.support.etcd import EtcdServer
-from tests.support.etcd_reading import Tracker, etcd_state, key, obj, run_reader
+from tests.support.etcd_reading import Tracker, etcd_state, key, obj
+from tests.support.reading import run_reader
 
 pytestmark = pytest.mark.etcd
 
@@ -62,30 +63,54 @@ async def test_resume_continues_where_it_stopped(etcd: EtcdServer, tmp_path: Pat
     tracker, counters = await second_run(etcd, path, [A, C])
     # No relist: only what happened meanwhile, each once.
     assert [(k, c, rv) for k, c, rv in tracker.seen] == [(A, DELETE, str(r_del)), (C, ADD, str(r_add))]
-    assert counters["reader.etcd.resumes"] == 1 and counters["reader.etcd.lists"] == 0
+    assert counters["reader.etcd.resumes"] == 2 and counters["reader.etcd.lists"] == 0  # pods and nodes
 
 
-async def test_resume_relists_when_the_revision_was_compacted(etcd: EtcdServer, tmp_path: Path) -> None:
+async def test_a_restart_through_compaction_deletes_what_vanished_while_down(etcd: EtcdServer,
+                                                                            tmp_path: Path) -> None:
+    """The index is kept beside the revision file, so the relist knows what it had delivered."""
+    etcd.put_many([(A, obj("pods", "a", "ns", uid="uid-a")), (B, obj("pods", "b", "ns")),
+                   (NODE, obj("minions", "n1"))])
+    path = tmp_path / "revisions.json"
+    await first_run(etcd, path)
+    assert (tmp_path / "revisions.json.index").exists()
+    # While tattler-etcd is down: a goes, c comes, and the history is compacted.
+    etcd.delete(A)
+    etcd.put(C, obj("pods", "c", "ns"))
+    etcd.compact(etcd.revision())
+    tracker, counters = await second_run(etcd, path, [A, B, C, NODE])
+    assert counters["reader.etcd.expired"] == 2  # each resource's watch found its history gone
+    assert {(k, c) for k, c, _ in tracker.seen} == {(A, DELETE), (B, SNAPSHOT), (C, SNAPSHOT), (NODE, SNAPSHOT)}
+    (gone,) = [e for e in tracker.entries if e.change is DELETE]
+    assert (gone.uid, gone.kind, gone.namespace, gone.name) == ("uid-a", "Pod", "ns", "a")
+    assert counters["reader.etcd.deletes_on_relist"] == 1
+    assert tracker.state == etcd_state(etcd, ["/registry/pods/", "/registry/minions/"])
+
+
+async def test_without_the_index_a_restart_through_compaction_cannot_delete(etcd: EtcdServer,
+                                                                             tmp_path: Path) -> None:
+    """The index file is an aid: gone (or over its bound), the resume still works, without those DELETEs."""
     etcd.put_many([(A, obj("pods", "a", "ns")), (B, obj("pods", "b", "ns")), (NODE, obj("minions", "n1"))])
     path = tmp_path / "revisions.json"
     await first_run(etcd, path)
+    (tmp_path / "revisions.json.index").unlink()
     etcd.delete(A)
     etcd.put(C, obj("pods", "c", "ns"))
     etcd.compact(etcd.revision())
     tracker, counters = await second_run(etcd, path, [B, C, NODE])
-    assert counters["reader.etcd.compactions"] == 2  # each resource's watch found its history gone
     assert {(k, c) for k, c, _ in tracker.seen} == {(B, SNAPSHOT), (C, SNAPSHOT), (NODE, SNAPSHOT)}
-    assert tracker.state == etcd_state(etcd, ["/registry/pods/", "/registry/minions/"])
+    assert counters["reader.etcd.resumes"] == 2
 
 
 async def test_a_revision_file_ahead_of_etcd_means_a_full_list(etcd: EtcdServer, tmp_path: Path) -> None:
     etcd.put(A, obj("pods", "a", "ns"))
     path = tmp_path / "revisions.json"
     path.write_text(json.dumps({"format": 1, "prefix": "/registry", "revisions": {"pods": 10_000}}))
-    tracker = Tracker()
-    counters = await run_reader(EtcdReader(etcd.url, resources=["pods"], revision_file=path, once=True), tracker)
-    assert tracker.seen == [(A, ADD, str(etcd.revision()))]
-    assert counters["reader.etcd.lists"] == 1
+    async with run_reader(EtcdReader(etcd.url, resources=["pods"], revision_file=path, once=True),
+                          started=False) as h:
+        await h.drain()
+    assert h.seen == [(A, ADD, str(etcd.revision()))]
+    assert h.counters["reader.etcd.lists"] == 1
     assert json.loads(path.read_text())["revisions"] == {"pods": etcd.revision()}
 
 

@@ -8,6 +8,7 @@ request waits forever, so a live reader just sits there until the test is done.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,7 @@ import trio.testing
 
 from tattler_etcd.data import ChangeType, Entry
 from tattler_etcd.errors import AccessDeniedError
+from tattler_etcd.readers import Backoff
 from tattler_etcd.readers.etcd import EtcdReader
 from tattler_etcd.stats import Counters
 from tests.support.etcd_reading import Tracker, obj
@@ -114,6 +116,8 @@ class FakeGateway:
         ]
 
 
+NO_JITTER = functools.partial(Backoff, rand=lambda: 0.0)
+
 P1, P2, P3 = "/registry/pods/ns/p1", "/registry/pods/ns/p2", "/registry/pods/ns/p3"
 
 
@@ -145,19 +149,19 @@ async def test_reconnects_with_backoff_from_the_last_event_or_progress(autojump_
     ]})
     tracker = Tracker()
     async with gw.client() as client:
-        reader = EtcdReader("http://etcd:2379", resources=["pods"], client=client, seed=1,
-                            backoff_initial=1.0, backoff_max=4.0)
+        reader = EtcdReader("http://etcd:2379", resources=["pods"], client=client,
+                            backoff_factory=lambda: Backoff(initial=1.0, cap=4.0, rand=lambda: 0.5))
         counters = await run_until(reader, tracker, lambda: any(e.change is DELETE for e in tracker.entries), gw)
     assert gw.watch_starts("pods") == [5, 7, 10, 11]
     got = [(e.key, e.change, e.resource_version) for e in tracker.entries]
     assert got == [
         (P1, ADD, "1"), (P2, ADD, "5"), (P1, UPDATE, "6"), (P1, DELETE, "10")], got
     assert tracker.entries[-1].uid == "u1"
-    assert counters["reader.etcd.reconnects"] == 3
-    # Back-off: jittered within [50%, 100%] of 1 s, then of 2 s (the progress line is no event).
+    assert counters["reader.etcd.retries"] == 3
+    # Back-off: 1 s stretched by rand() = 0.5, each time: every stream moved the
+    # revision on (an event, a progress line), so the back-off starts over.
     times = [t for p, _, t in gw.requests if p == "/v3/watch"]
-    assert 0.5 <= times[1] - times[0] <= 1.0
-    assert 0.5 <= times[2] - times[1] <= 1.0  # progress moved the revision on: back-off starts over
+    assert [b - a for a, b in zip(times, times[1:], strict=False)] == [1.5, 1.5, 1.5]
 
 
 async def test_canceled_watch_without_compaction_is_watched_again(autojump_clock: trio.abc.Clock) -> None:
@@ -167,10 +171,10 @@ async def test_canceled_watch_without_compaction_is_watched_again(autojump_clock
     ]})
     tracker = Tracker()
     async with gw.client() as client:
-        reader = EtcdReader("http://etcd:2379", resources=["pods"], client=client, seed=1)
+        reader = EtcdReader("http://etcd:2379", resources=["pods"], client=client, backoff_factory=NO_JITTER)
         counters = await run_until(reader, tracker, lambda: P1 in tracker.state, gw)
     assert gw.watch_starts("pods") == [5, 5, 6]
-    assert counters["reader.etcd.reconnects"] == 2
+    assert counters["reader.etcd.retries"] == 2
 
 
 async def test_compacted_watch_relists_snapshot_and_deletes_vanished(autojump_clock: trio.abc.Clock) -> None:
@@ -181,7 +185,7 @@ async def test_compacted_watch_relists_snapshot_and_deletes_vanished(autojump_cl
     ]})
     tracker = Tracker()
     async with gw.client() as client:
-        reader = EtcdReader("http://etcd:2379", resources=["pods"], client=client, seed=1)
+        reader = EtcdReader("http://etcd:2379", resources=["pods"], client=client, backoff_factory=NO_JITTER)
         send, recv = trio.open_memory_channel[list[Entry]](0)
         counters = Counters()
         async with trio.open_nursery() as nursery:
@@ -201,7 +205,7 @@ async def test_compacted_watch_relists_snapshot_and_deletes_vanished(autojump_cl
     assert (vanished.uid, vanished.kind, vanished.api_version) == ("u2", "Pod", "v1")
     assert vanished.raw == {"apiVersion": "v1", "kind": "Pod",
                             "metadata": {"name": "p2", "namespace": "ns", "uid": "u2", "resourceVersion": "20"}}
-    assert counters["reader.etcd.compactions"] == 1
+    assert counters["reader.etcd.expired"] == 1
     assert gw.watch_starts("pods") == [5, 21]
 
 
@@ -233,7 +237,7 @@ async def test_compaction_during_the_initial_list_lists_again(autojump_clock: tr
     changes = [(e.name, e.change) for e in tracker.entries]
     assert changes[:2] == [("p0", ADD), ("p1", ADD)]
     assert changes[2:] == [("p1", SNAPSHOT), ("p2", SNAPSHOT), ("p3", SNAPSHOT), ("p4", SNAPSHOT), ("p0", DELETE)]
-    assert pinned_pages == 1 and counters["reader.etcd.compactions"] == 1
+    assert pinned_pages == 1 and counters["reader.etcd.expired"] == 1
 
 
 async def test_delete_without_prev_kv_is_built_from_the_index(autojump_clock: trio.abc.Clock) -> None:
@@ -287,7 +291,7 @@ async def test_finite_mode_hands_on_each_message_as_it_arrives_and_ends_with_the
         tracker = Tracker()
         async with gw.client() as client:
             reader = EtcdReader("http://etcd:2379", resources=["pods", "nodes"], client=client,
-                                end_at_stream_end=True)
+                                follow=False)
             with trio.fail_after(5):
                 counters = Counters()
                 send, recv = trio.open_memory_channel[list[Entry]](0)
@@ -295,7 +299,7 @@ async def test_finite_mode_hands_on_each_message_as_it_arrives_and_ends_with_the
                     nursery.start_soon(tracker.consume, recv)
                     await reader.run(send, counters)  # returns by itself: the bodies' ends are the end
         orders.append([(e.key, e.resource_version) for e in tracker.entries])
-        assert counters["reader.etcd.reconnects"] == 0
+        assert counters["reader.etcd.retries"] == 0
     for order in orders:
         # Every event, each resource in its stream's order (no merge: across
         # resources the order is arrival order, which a replay paces).
@@ -315,7 +319,7 @@ async def test_request_bodies_are_the_same_bytes_for_the_same_inputs(autojump_cl
             return await gw.handle(request)
 
         async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as client:
-            reader = EtcdReader("http://etcd:2379", resources=["pods"], client=client, end_at_stream_end=True)
+            reader = EtcdReader("http://etcd:2379", resources=["pods"], client=client, follow=False)
             await reader.run(trio.open_memory_channel[list[Entry]](10)[0], Counters())
         bodies.append(seen)
     assert bodies[0] == bodies[1]

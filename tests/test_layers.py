@@ -26,11 +26,11 @@ PACKAGE = "tattler_etcd"
 
 #: Lowest layer first: (layer, the modules and packages in it).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("tattler_etcd.errors", "tattler_etcd.stats")),
+    ("base", ("tattler_etcd.errors", "tattler_etcd.jsonout", "tattler_etcd.stats")),
     ("codec", ("tattler_etcd.codec",)),
     ("data", ("tattler_etcd.data", "tattler_etcd.models")),
     ("readers", ("tattler_etcd.readers",)),
-    ("pipeline", ("tattler_etcd.pipeline", "tattler_etcd.delivery")),
+    ("pipeline", ("tattler_etcd.pipeline", "tattler_etcd.delivery", "tattler_etcd.service")),
     ("replay", ("tattler_etcd.replay",)),
     ("front", ("tattler_etcd", "tattler_etcd.__main__", "tattler_etcd.cli", "tattler_etcd.pytest_plugin",
                "tattler_etcd.service")),

@@ -46,7 +46,7 @@ def test_re_recording_the_bundled_scenario_gives_the_same_entries(
         assert [e for e in again if e["kind"] == kind] == [e for e in bundled if e["kind"] == kind]
     assert len(again) == len(bundled)
     # The held watches (pods, volumes) were compacted away; nodes and namespaces watched on.
-    assert counters["reader.etcd.compactions"] == 2
+    assert counters["reader.etcd.expired"] == 2
     changes = {e["change"] for e in again}
     assert changes == {"add", "update", "delete", "snapshot"}
 

@@ -91,12 +91,22 @@ def test_last_applied_annotation_scrubbed_with_the_same_rules() -> None:
     assert applied["metadata"] == {"name": "x", "namespace": "ns"}
 
 
-def test_last_applied_annotation_on_any_kind_uses_the_kind_it_names() -> None:
-    # A ConfigMap carrying an annotation that holds a Pod: the Pod rules apply inside.
-    inner = obj("Pod", spec=pod_spec(SECRET))
-    o = with_last_applied(obj("ConfigMap"), inner)
+def test_last_applied_annotation_is_judged_by_the_objects_own_kind() -> None:
+    # A Secret whose annotation claims to hold a ConfigMap: judged as a Secret, redacted whole.
+    inner = obj("ConfigMap", data={"password": SECRET})
+    o = with_last_applied(obj("Secret"), inner)
     assert scrub_dict(o) == 1
-    assert SECRET not in json.dumps(o)
+    assert o["metadata"]["annotations"][LAST_APPLIED_ANNOTATION] == REDACTED
+    # A Deployment whose annotation says it is a ConfigMap: the Deployment rules
+    # cannot judge another kind's shape, so it is replaced whole.
+    inner = obj("Deployment", spec=pod_spec(SECRET))
+    inner["kind"] = "ConfigMap"
+    o = with_last_applied(obj("Deployment"), inner)
+    assert scrub_dict(o) == 1
+    assert o["metadata"]["annotations"][LAST_APPLIED_ANNOTATION] == REDACTED
+    # A kind without rules keeps its annotation as it is, JSON or not.
+    o = with_last_applied(obj("ConfigMap"), "not json")
+    assert scrub_dict(o) == 0
 
 
 def test_last_applied_annotation_without_secrets_is_left_byte_for_byte() -> None:
@@ -114,13 +124,11 @@ def test_last_applied_annotation_that_cannot_be_read_is_replaced_whole(bad: str)
     assert o["metadata"]["annotations"][LAST_APPLIED_ANNOTATION] == REDACTED
 
 
-def test_last_applied_of_a_secret_has_its_data_redacted() -> None:
+def test_last_applied_of_a_secret_is_redacted_whole() -> None:
     inner = obj("Secret", data={"password": "aHVudGVyMg=="}, stringData={"token": SECRET})
     o = with_last_applied(obj("Secret", data={"password": "aHVudGVyMg=="}), inner)
     assert scrub_dict(o) == 2
-    applied = json.loads(o["metadata"]["annotations"][LAST_APPLIED_ANNOTATION])
-    assert applied["data"] == {"password": REDACTED_DATA}
-    assert applied["stringData"] == {"token": REDACTED}
+    assert o["metadata"]["annotations"][LAST_APPLIED_ANNOTATION] == REDACTED
     assert o["data"] == {"password": REDACTED_DATA}
 
 
@@ -140,10 +148,10 @@ def test_list_kinds_scrub_their_items() -> None:
 @pytest.mark.parametrize(
     ("spec", "where"),
     [
-        ({"containers": {"name": "a"}}, "containers"),
-        ({"containers": [SECRET]}, "containers[]"),
-        ({"initContainers": [{"env": {"A": SECRET}}]}, "initContainers[].env"),
-        ({"ephemeralContainers": [{"env": [SECRET]}]}, "ephemeralContainers[].env[]"),
+        ({"containers": {"name": "a"}}, "spec.containers"),
+        ({"containers": [SECRET]}, "spec.containers[]"),
+        ({"initContainers": [{"env": {"A": SECRET}}]}, "spec.initContainers[].env"),
+        ({"ephemeralContainers": [{"env": [SECRET]}]}, "spec.ephemeralContainers[].env[]"),
     ],
 )
 def test_unexpected_shapes_fail_closed_naming_the_place_not_the_value(spec: dict, where: str) -> None:
@@ -165,9 +173,9 @@ def test_no_kind_fails_closed() -> None:
 
 
 def test_paths_for_covers_the_table() -> None:
-    assert paths_for("CronJob") == tuple(
+    assert set(paths_for("CronJob")) == {
         ("spec", "jobTemplate", "spec", "template", "spec", c, "*", "env", "*", "value") for c in CONTAINER_LISTS
-    )
+    }
     assert paths_for("Secret") == (("data", "*"), ("stringData", "*"))
     assert paths_for("ConfigMap") == ()
 
@@ -239,7 +247,7 @@ async def test_stage_counts_drops_by_reason_and_logs_keys_only(caplog: pytest.Lo
         "dropped.secret": 1, "dropped.unsafe": 1, "in": 4, "out": 2, "redacted": 1,
     }
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert warnings == ["safety: dropped Pod/ns/bad: cannot inspect it (unexpected shape at containers)"]
+    assert warnings == ["safety: dropped Pod/ns/bad: cannot inspect it (unexpected shape at spec.containers)"]
     assert all(SECRET not in r.getMessage() for r in caplog.records)
 
 

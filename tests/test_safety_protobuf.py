@@ -81,8 +81,8 @@ def test_secret_data_agrees_between_forms() -> None:
 
 
 def test_unparseable_annotation_is_replaced_whole_in_bytes() -> None:
-    o = with_last_applied(obj("ConfigMap"), '{"kind":"Pod", "spec": ' + SECRET)
-    new, n = scrub_value(codec.encode(o), "ConfigMap")
+    o = with_last_applied(obj("Pod"), '{"kind":"Pod", "spec": ' + SECRET)
+    new, n = scrub_value(codec.encode(o), "Pod")
     assert n == 1
     assert codec.decode(new)["metadata"]["annotations"][LAST_APPLIED_ANNOTATION] == REDACTED
 
@@ -221,12 +221,25 @@ def test_kind_without_rules_keeps_its_bytes_unparsed() -> None:
     assert ent.value is value
 
 
-def test_last_applied_on_a_kind_without_rules_is_scrubbed_through_the_entry() -> None:
-    o = with_last_applied(obj("ConfigMap"), obj("Pod", spec=pod_spec(SECRET)))
-    ent = from_bytes(codec.encode(o))
-    assert scrub_entry(ent) == 1
+def test_last_applied_is_judged_by_the_kind_of_the_entry_not_its_own_claim() -> None:
+    # A ConfigMap (no rules) keeps its annotation, whatever it claims to be.
+    value = codec.encode(with_last_applied(obj("ConfigMap"), obj("Pod", spec=pod_spec(SECRET))))
+    ent = from_bytes(value)
+    assert scrub_entry(ent) == 0
+    assert ent.value is value
+    # A Pod whose annotation holds a Pod is scrubbed inside by the Pod rules.
+    ent = from_bytes(codec.encode(with_last_applied(obj("Pod", spec=pod_spec("plain")),
+                                                    obj("Pod", spec=pod_spec(SECRET)))))
+    assert scrub_entry(ent) == 2
     applied = json.loads(ent.raw["metadata"]["annotations"][LAST_APPLIED_ANNOTATION])
     assert applied["spec"]["containers"][0]["env"][0] == {"name": "PLAIN", "value": REDACTED}
+    assert _leaks(ent, SECRET) == []
+    # One that claims to be another kind cannot be judged by the Pod rules: replaced whole.
+    inner = obj("Pod", spec=pod_spec(SECRET))
+    inner["kind"] = "ConfigMap"
+    ent = from_bytes(codec.encode(with_last_applied(obj("Pod", spec=pod_spec("plain")), inner)))
+    assert scrub_entry(ent) == 2
+    assert ent.raw["metadata"]["annotations"][LAST_APPLIED_ANNOTATION] == REDACTED
     assert _leaks(ent, SECRET) == []
 
 

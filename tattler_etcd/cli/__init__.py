@@ -25,7 +25,7 @@ from tattler_etcd.errors import TattlerError
 __all__ = ["build_parser", "main"]
 
 #: Subcommand modules, in the order ``--help`` lists them.
-_COMMANDS = ("run", "record", "decode", "encode")
+_COMMANDS = ("run", "record", "consume", "decode", "encode")
 
 
 def build_parser() -> argparse.ArgumentParser:

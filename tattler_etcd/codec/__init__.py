@@ -30,6 +30,11 @@ from tattler_etcd.codec._api import to_dict as to_dict
 from tattler_etcd.codec._api import wrap as wrap
 from tattler_etcd.codec._convert import UNKNOWN_KEY as UNKNOWN_KEY
 from tattler_etcd.codec._convert import counters as counters
+from tattler_etcd.codec._paths import kind_names as kind_names
+from tattler_etcd.codec._paths import kind_paths as kind_paths
+from tattler_etcd.codec._paths import leaf_types as leaf_types
+from tattler_etcd.codec._paths import star_labels as star_labels
+from tattler_etcd.codec._redact import drop_unknown as drop_unknown
 from tattler_etcd.codec._redact import redact as redact
 from tattler_etcd.codec._redact import redact_parsed as redact_parsed
 
@@ -42,13 +47,18 @@ __all__ = [
     "counters",
     "decode",
     "decode_watch_event",
+    "drop_unknown",
     "encode",
     "is_json",
+    "kind_names",
+    "kind_paths",
+    "leaf_types",
     "parse",
     "peek",
     "redact",
     "redact_parsed",
     "split_list",
+    "star_labels",
     "to_bytes",
     "to_dict",
     "wrap",

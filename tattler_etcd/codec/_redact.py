@@ -22,6 +22,7 @@ import keyword
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tattler_etcd.codec import _fast
 from tattler_etcd.codec._api import (
     DEFAULT_MAX_SIZE,
     Parsed,
@@ -35,7 +36,7 @@ from tattler_etcd.codec._api import (
 from tattler_etcd.codec._schema import SCHEMA, Field
 from tattler_etcd.errors import DecodeError, EncodeError
 
-__all__ = ["redact", "redact_parsed"]
+__all__ = ["drop_unknown", "redact", "redact_parsed"]
 
 Leaf = str | bytes
 Fn = Callable[[Leaf], Leaf]
@@ -124,6 +125,32 @@ def redact_parsed(parsed: Parsed, paths: Sequence[tuple[str, ...]], fn: Fn) -> i
     if changed:
         parsed._changed()
     return changed
+
+
+def drop_unknown(parsed: Parsed) -> bool:
+    """Remove every field the schema does not know, at any depth, from ``parsed``; True when there was one.
+
+    Why: a field we cannot read (from a newer server, or written by hand) may
+    hold tomorrow's secret, and no path can reach it. upb keeps such fields
+    and writes them back; this drops them (``DiscardUnknownFields``, in C) and
+    tells whether anything went by comparing sizes, so an object without any
+    keeps its very bytes. Call it before any leaf is changed: then the size to
+    compare with is the stored one, and no extra size computation is needed.
+    """
+    if not isinstance(parsed, Parsed):
+        raise TypeError(f"drop_unknown: expected a Parsed, got {type(parsed).__name__}")
+    raw = parsed._raw
+    msg = parsed._message
+    if msg is None:
+        if raw is not None and _fast.has_unknown(parsed._name, raw) is False:
+            return False  # the C scan of the bytes says there is none: no parse, no walk
+        msg = parsed._typed()
+    before = len(raw) if raw is not None else msg.ByteSize()
+    msg.DiscardUnknownFields()
+    if msg.ByteSize() == before:
+        return False
+    parsed._changed()
+    return True
 
 
 def _coerce(new: Any, want_bytes: bool) -> Leaf:

@@ -7,7 +7,8 @@
 One module per stage (:mod:`.safety`, :mod:`.preprocess`, :mod:`.batching`,
 :mod:`.routing`); :mod:`.runner` alone wires them. Most users need only
 :class:`Runner`, :class:`Policy`, :class:`Batch` and a processor such as
-:class:`JsonLinesProcessor`. See ``docs/pipeline.md``.
+:class:`JsonLinesProcessor`. The redaction rules (shared with the recorder)
+are in :mod:`.redaction`. See ``docs/pipeline.md`` and ``docs/safety.md``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from tattler_etcd.pipeline.batching import Batch as Batch
 from tattler_etcd.pipeline.batching import supersedes as supersedes
 from tattler_etcd.pipeline.preprocess import Preprocessor as Preprocessor
 from tattler_etcd.pipeline.processors import JsonLinesProcessor as JsonLinesProcessor
+from tattler_etcd.pipeline.redaction import Redactor as Redactor
 from tattler_etcd.pipeline.routing import Policy as Policy
 from tattler_etcd.pipeline.routing import Processor as Processor
 from tattler_etcd.pipeline.runner import Runner as Runner
@@ -32,6 +34,7 @@ __all__ = [
     "Policy",
     "Preprocessor",
     "Processor",
+    "Redactor",
     "Runner",
     "scrub_dict",
     "scrub_entry",

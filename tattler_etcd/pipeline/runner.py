@@ -32,6 +32,7 @@ import collections
 import logging
 import math
 import re
+from collections.abc import Iterable
 from typing import Any, cast
 
 import trio
@@ -41,6 +42,7 @@ from tattler_etcd.errors import ConfigError, ProcessorError, RegistrationError
 from tattler_etcd.pipeline.batching import Batch, run_batching
 from tattler_etcd.pipeline.metrics import PipelineMetrics, RunnerCollector, tap_receive, tap_send
 from tattler_etcd.pipeline.preprocess import Preprocessor, run_preprocess
+from tattler_etcd.pipeline.redaction import Redactor
 from tattler_etcd.pipeline.routing import Policy, Processor, Route, run_processor, run_routing
 from tattler_etcd.pipeline.safety import run_safety
 from tattler_etcd.readers import Reader
@@ -81,6 +83,11 @@ class Runner:
         allow_secrets: let ``Secret`` objects through (their values redacted).
         drain_timeout: seconds the stages get to deliver what was read when
             the run is cancelled (0: stop at once).
+        redact: extra redaction rules on top of the defaults
+            (``"Pod:spec.containers[*].args"``, ``"annotation:NAME"``...,
+            see :func:`tattler_etcd.pipeline.redaction.parse_rule`).
+        keep_unknown_fields: keep fields the codec does not know (by default
+            the safety stage drops them: they may hold anything).
     """
 
     def __init__(
@@ -90,6 +97,8 @@ class Runner:
         batch_size: int = 1000,
         allow_secrets: bool = False,
         drain_timeout: float = 5.0,
+        redact: Iterable[str] = (),
+        keep_unknown_fields: bool = False,
     ) -> None:
         if not batch_window > 0:
             raise ConfigError(f"batch_window must be more than 0 seconds, not {batch_window!r}")
@@ -101,6 +110,8 @@ class Runner:
         self.batch_size = batch_size
         self.allow_secrets = allow_secrets
         self.drain_timeout = drain_timeout
+        #: The safety stage's rules (a bad rule raises ConfigError here, naming it).
+        self.redactor = Redactor(redact, keep_unknown_fields=keep_unknown_fields)
         #: Every stage's counts, readable while the run goes on, logged when it ends.
         self.counters = Counters()
         self._readers: list[Reader] = []
@@ -319,7 +330,8 @@ class Runner:
                     n.start_soon(lambda: run_batching(
                         recv_safe, send_batch, window=self.batch_window, size=self.batch_size, counters=c,
                     ))
-                n.start_soon(lambda: run_safety(recv_in, send_safe, counters=c, allow_secrets=self.allow_secrets))
+                n.start_soon(lambda: run_safety(recv_in, send_safe, counters=c, allow_secrets=self.allow_secrets,
+                                                rules=self.redactor))
 
     async def _run_processor(self, route: Route) -> None:
         await run_processor(route, counters=self.counters, on_error=self._errors.append)

@@ -1,28 +1,13 @@
 """The safety stage: redact secrets before anything else sees an object.
 
-What is redacted, by kind (matched on the kind's name alone, in any group and
-version, so an old ``extensions/v1beta1`` Deployment is scrubbed like an
-``apps/v1`` one, and a look-alike custom kind is scrubbed rather than trusted):
-
-* the pod spec of ``Pod`` (``spec``), ``PodTemplate`` (``template.spec``), the
-  workload kinds in :data:`POD_SPEC_PATHS` (``spec.template.spec``) and
-  ``CronJob`` (``spec.jobTemplate.spec.template.spec``): in it, every
-  ``env[].value`` of ``containers``, ``initContainers`` and
-  ``ephemeralContainers``;
-* the ``kubectl.kubernetes.io/last-applied-configuration`` annotation of every
-  object: ``kubectl apply`` keeps the whole object there in clear, so the JSON
-  inside is scrubbed with these same rules (by the kind it names); when it does
-  not parse as a JSON object it is replaced whole;
-* ``Secret``: dropped unless the runner allows secrets; then every
-  ``stringData`` value becomes :data:`REDACTED` and every ``data`` value
-  becomes :data:`REDACTED_DATA`, the base64 form of the bytes ``REDACTED``.
-  ``data`` holds bytes (base64 in JSON, raw in protobuf), so the protobuf and
-  the dict forms of a redacted Secret decode to the same object and it still
-  validates.
-
-Names stay; only values go. Empty values stay empty: there is nothing to hide,
-and protobuf stores an empty ``value`` that JSON omits, so redacting it would
-make the two forms disagree.
+The rules (what is secret in which kind, derived from the schema, plus the
+user's) live in :mod:`tattler_etcd.pipeline.redaction`, shared with the
+recorder; this module applies them to the entries of a running pipeline.
+What is redacted by default: every ``EnvVar.value`` of every kind (pod specs,
+pod templates, PodPreset...), RawExtensions by what they hold (ControllerRevision
+``data``), ``Secret`` values (Secrets are dropped unless the runner allows
+them), the last-applied annotation judged by the object's own kind, and
+fields the codec does not know. See ``docs/safety.md``.
 
 The stage scrubs in whatever form the object is in: a dict when one is already
 built (or the value is JSON), else the protobuf bytes through
@@ -38,7 +23,6 @@ key, never its body.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any, Final
@@ -48,11 +32,21 @@ import trio
 from tattler_etcd import codec
 from tattler_etcd.data import Entry
 from tattler_etcd.errors import TattlerError, UnsafeObjectError
+from tattler_etcd.pipeline.redaction import (
+    LAST_APPLIED,
+    LAST_APPLIED_ANNOTATION,
+    REDACTED,
+    REDACTED_DATA,
+    Redactor,
+    default_redactor,
+    drop_unknown_keys,
+)
 from tattler_etcd.stats import Counters
 
 __all__ = [
     "CONTAINER_LISTS",
     "LAST_APPLIED",
+    "LAST_APPLIED_ANNOTATION",
     "POD_SPEC_PATHS",
     "REDACTED",
     "REDACTED_DATA",
@@ -66,19 +60,8 @@ __all__ = [
 
 logger = logging.getLogger("tattler_etcd.pipeline.safety")
 
-#: What a redacted string value becomes.
-REDACTED: Final = "REDACTED"
-#: What a redacted ``Secret.data`` value becomes in JSON: base64 of ``b"REDACTED"``.
-REDACTED_DATA: Final = "UkVEQUNURUQ="
-_REDACTED_BYTES: Final = b"REDACTED"
-
-#: The annotation ``kubectl apply`` keeps the whole last applied object in.
-LAST_APPLIED_ANNOTATION: Final = "kubectl.kubernetes.io/last-applied-configuration"
-#: Its path (an annotation key holds dots and a slash, hence tuples, not dotted strings).
-LAST_APPLIED: Final = ("metadata", "annotations", LAST_APPLIED_ANNOTATION)
-_LAST_APPLIED_BYTES: Final = LAST_APPLIED_ANNOTATION.encode()
-
-#: Where the pod spec is, per kind.
+#: Where the pod spec is in the common workload kinds (for reference and tests:
+#: the rules themselves follow every EnvVar the schema holds, see redaction.py).
 POD_SPEC_PATHS: Final[Mapping[str, tuple[str, ...]]] = {
     "Pod": ("spec",),
     "PodTemplate": ("template", "spec"),
@@ -98,243 +81,69 @@ CONTAINER_LISTS: Final = ("containers", "initContainers", "ephemeralContainers")
 SECRET_PATHS: Final = (("data", "*"), ("stringData", "*"))
 
 _SECRET_KIND: Final = "Secret"
+_MAGIC: Final = b"k8s\x00"  # what every protobuf value starts with (codec.MAGIC)
 
 
 def paths_for(kind: str) -> tuple[tuple[str, ...], ...]:
-    """The value paths redacted in an object of ``kind`` (JSON names, ``"*"`` = every element).
+    """The value paths redacted by default in an object of ``kind`` (JSON names, ``"*"`` = every element).
 
-    The last-applied annotation is not among them: its value is not replaced
-    but scrubbed as JSON (see the module docstring).
+    Neither the last-applied annotation (scrubbed as JSON) nor RawExtensions
+    (scrubbed by what they hold) are among them.
     """
-    paths: list[tuple[str, ...]] = []
-    spec = POD_SPEC_PATHS.get(kind)
-    if spec is not None:
-        paths.extend((*spec, c, "*", "env", "*", "value") for c in CONTAINER_LISTS)
-    if kind == _SECRET_KIND:
-        paths.extend(SECRET_PATHS)
-    return tuple(paths)
+    return default_redactor().paths_for(kind)
 
 
-class _Unsafe(Exception):
-    """The object's shape is not what the rules expect; carries where (a path, never a value)."""
-
-
-def scrub_dict(obj: dict[str, Any], *, kind: str | None = None) -> int:
-    """Redact, in place, a JSON-shaped object; return how many values were redacted.
+def scrub_dict(obj: dict[str, Any], *, kind: str | None = None, rules: Redactor | None = None) -> int:
+    """Redact, in place, a JSON-shaped object by the default rules (or ``rules``); how many values changed.
 
     ``kind`` defaults to ``obj["kind"]``. A list kind (``PodList``...) has each
     of its ``items`` scrubbed as the item kind; this is what recordings of
-    list responses need.
+    list responses need. ``"$unknown"`` keys are dropped unless the rules keep them.
 
     Raises:
         UnsafeObjectError: the object does not have the shape the rules
             expect, so it cannot be known to be clean. The message names the
             path, never a value.
     """
-    if not isinstance(obj, dict):
-        raise UnsafeObjectError(f"not a JSON object but {type(obj).__name__}")
-    if kind is None:
-        kind = obj.get("kind")
-        if not isinstance(kind, str):
-            raise UnsafeObjectError("no kind")
-    try:
-        return _scrub_object(obj, kind, 0)
-    except _Unsafe as exc:
-        raise UnsafeObjectError(f"unexpected shape at {exc}") from None
+    return (rules or default_redactor()).scrub_dict(obj, kind=kind)
 
 
-def _scrub_object(obj: dict[str, Any], kind: str, depth: int) -> int:
-    n = 0
-    spec_path = POD_SPEC_PATHS.get(kind)
-    if spec_path is not None:
-        node: Any = obj
-        for i, seg in enumerate(spec_path):
-            node = node.get(seg)
-            if node is None:
-                break
-            if type(node) is not dict:
-                raise _Unsafe(".".join(spec_path[: i + 1]))
-        else:
-            n += _scrub_pod_spec(node)
-    elif kind == _SECRET_KIND:
-        for field, replacement in (("data", REDACTED_DATA), ("stringData", REDACTED)):
-            values = obj.get(field)
-            if values is None:
-                continue
-            if type(values) is not dict:
-                raise _Unsafe(field)
-            for k, v in values.items():
-                if v is not None and v != "":
-                    values[k] = replacement
-                    n += 1
-    elif kind.endswith("List") and "items" in obj:
-        items = obj["items"]
-        if items is not None:
-            if type(items) is not list:
-                raise _Unsafe("items")
-            item_kind = kind[:-4]
-            for i, item in enumerate(items):
-                if type(item) is not dict:
-                    raise _Unsafe(f"items[{i}]")
-                ik = item.get("kind")
-                n += _scrub_object(item, ik if isinstance(ik, str) and ik else item_kind, depth)
-    meta = obj.get("metadata")
-    if meta is not None:
-        if type(meta) is not dict:
-            raise _Unsafe("metadata")
-        annotations = meta.get("annotations")
-        if annotations is not None:
-            if type(annotations) is not dict:
-                raise _Unsafe("metadata.annotations")
-            applied = annotations.get(LAST_APPLIED_ANNOTATION)
-            if applied is not None:
-                new, changed = _scrub_last_applied(applied, depth)
-                if changed:
-                    # Counted as one value, as the codec counts it on protobuf objects.
-                    annotations[LAST_APPLIED_ANNOTATION] = new
-                    n += 1
-    return n
-
-
-def _scrub_pod_spec(spec: dict[str, Any]) -> int:
-    # Hand-written loops rather than a generic path walk: this runs for every
-    # Pod, and this way a whole Pod with ten env values scrubs in about 2 us.
-    n = 0
-    for field in CONTAINER_LISTS:
-        containers = spec.get(field)
-        if containers is None:
-            continue
-        if type(containers) is not list:
-            raise _Unsafe(field)
-        for c in containers:
-            if type(c) is not dict:
-                if c is None:
-                    continue
-                raise _Unsafe(f"{field}[]")
-            env = c.get("env")
-            if env is None:
-                continue
-            if type(env) is not list:
-                raise _Unsafe(f"{field}[].env")
-            for var in env:
-                if type(var) is dict:
-                    # Truthiness: an empty value (or a falsy non-string) has nothing to hide.
-                    if var.get("value"):
-                        var["value"] = REDACTED
-                        n += 1
-                elif var is not None:
-                    raise _Unsafe(f"{field}[].env[]")
-    return n
-
-
-#: How deep last-applied annotations may nest inside each other's JSON.
-_MAX_DEPTH: Final = 4
-
-
-def _scrub_last_applied(text: Any, depth: int) -> tuple[Any, int]:
-    """The annotation's text scrubbed, and how many values changed (0: leave it)."""
-    if not isinstance(text, str) or depth >= _MAX_DEPTH:
-        return REDACTED, 1
-    if text == "":
-        return text, 0
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        return REDACTED, 1
-    if type(doc) is not dict:
-        return REDACTED, 1
-    kind = doc.get("kind")
-    try:
-        n = _scrub_object(doc, kind if isinstance(kind, str) else "", depth + 1)
-    except _Unsafe:
-        return REDACTED, 1
-    if n == 0:
-        return text, 0
-    # kubectl writes compact JSON with a trailing newline; keep that form.
-    out = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
-    return (out + "\n" if text.endswith("\n") else out), n
-
-
-def _redact_leaf(v: Any) -> Any:
-    if type(v) is str:  # the common case first: this runs for every env value
-        return REDACTED if v else v
-    if isinstance(v, (bytes, bytearray)):
-        return _REDACTED_BYTES if v else v
-    if isinstance(v, str):
-        return REDACTED if v else v
-    return v
-
-
-def _redact_applied_leaf(v: Any) -> Any:
-    if isinstance(v, (bytes, bytearray)):
-        new, changed = _scrub_last_applied(bytes(v).decode("utf-8", "replace"), 0)
-        return new.encode("utf-8") if changed else v
-    new, changed = _scrub_last_applied(v, 0)
-    return new if changed else v
-
-
-#: kind -> its paths (kinds come from the data, hence the bound).
-_paths_cache: dict[str, tuple[tuple[str, ...], ...]] = {}
-_LAST_APPLIED_PATHS: Final = (LAST_APPLIED,)
-#: Above this many bytes, a parsed object's annotation is looked up rather than scanned for.
-_SCAN_LIMIT: Final = 4096
-_MAGIC: Final = codec.MAGIC  # what every protobuf value starts with
-
-
-def _scrub_parsed(parsed: Any, kind: str, value: bytes) -> int:
-    """Redact a parsed protobuf object (``value``: its bytes) in place; how many values changed."""
-    paths = _paths_cache.get(kind)
-    if paths is None:
-        paths = paths_for(kind)
-        if len(_paths_cache) < 1024:
-            _paths_cache[kind] = paths
-    n = codec.redact_parsed(parsed, paths, _redact_leaf) if paths else 0
-    # The annotation needs its own pass (its leaf is scrubbed as JSON, not
-    # replaced). A map key is stored verbatim, so when its name is not in the
-    # bytes the annotation is not there: the scan (~0.2 us for 400 bytes,
-    # ~0.5 us for 3 KB) spares the pass, and for a kind without paths the
-    # object's parse too. For a large object already parsed the pass (~0.5 us,
-    # a map lookup) costs less than the scan.
-    if (paths and len(value) > _SCAN_LIMIT) or _LAST_APPLIED_BYTES in value:
-        n += codec.redact_parsed(parsed, _LAST_APPLIED_PATHS, _redact_applied_leaf)
-    return n
-
-
-def scrub_value(value: bytes, kind: str) -> tuple[bytes, int]:
+def scrub_value(value: bytes, kind: str, *, rules: Redactor | None = None) -> tuple[bytes, int]:
     """Redact protobuf ``value`` (an object of ``kind``) without building its dict.
 
     Returns the new bytes and how many values changed (the bytes are returned
-    unchanged when 0).
+    unchanged when nothing changed; unknown fields dropped change them too).
 
     Raises:
         UnsafeObjectError: the codec cannot walk the value; chained to its error.
     """
-    try:
-        parsed = codec.parse(value)
-        n = _scrub_parsed(parsed, kind, value)
-        if n:
-            value = codec.to_bytes(parsed)
-    except TattlerError as exc:
-        raise UnsafeObjectError(f"cannot walk the value: {type(exc).__name__}: {str(exc)[:200]}") from exc
-    return value, n
+    new, n, _dropped = (rules or default_redactor()).scrub_value(value, kind)
+    return new, n
 
 
-def scrub_entry(entry: Entry, *, allow_secrets: bool = False) -> int | None:
+def scrub_entry(entry: Entry, *, allow_secrets: bool = False, rules: Redactor | None = None) -> int | None:
     """Redact ``entry`` in place, in whatever form it holds; how many values changed.
 
     Returns None when the entry must not pass at all (a Secret while secrets
-    are not allowed).
+    are not allowed). Unknown fields dropped count as changed values here
+    (the stage counts them apart).
 
-    A protobuf entry is parsed once (``codec.parse``); both passes (the
-    kind's paths, the last-applied annotation) edit that parsed object, and it
-    is serialized once, only when something changed. The parsed object is not
-    kept in the entry: entries holding one (several times the size of the
-    bytes) measured slower end to end wherever entries are kept, a reader's
-    index or a batch (docs/performance.md).
+    A protobuf entry is parsed once (``codec.parse``); every pass (unknown
+    fields, the kind's paths, RawExtensions, the last-applied annotation) edits
+    that parsed object, and it is serialized once, only when something
+    changed. The parsed object is not kept in the entry: entries holding one
+    (several times the size of the bytes) measured slower end to end wherever
+    entries are kept, a reader's index or a batch (docs/performance.md).
 
     Raises:
         UnsafeObjectError: the entry cannot be inspected; it must not pass.
     """
+    result = _scrub_entry(entry, allow_secrets, rules or default_redactor())
+    return None if result is None else result[0] + result[1]
+
+
+def _scrub_entry(entry: Entry, allow_secrets: bool, rules: Redactor) -> tuple[int, int] | None:
+    """(values redacted, unknown fields dropped: 0 or more), or None for a Secret not allowed."""
     kind = entry.kind
     if not kind:
         raise UnsafeObjectError("no kind")
@@ -354,14 +163,14 @@ def scrub_entry(entry: Entry, *, allow_secrets: bool = False) -> int | None:
                 if parsed.kind != kind:
                     raise UnsafeObjectError(f"the value holds a {parsed.kind!r}, the entry says {kind!r}")
                 try:
-                    n = _scrub_parsed(parsed, kind, value)
-                    new = codec.to_bytes(parsed) if n else value
+                    n, dropped = rules.scrub_parsed(parsed, kind, value)
+                    new = codec.to_bytes(parsed) if (n or dropped) else value
                 except TattlerError as exc:
                     raise UnsafeObjectError(
                         f"cannot walk the value: {type(exc).__name__}: {str(exc)[:200]}") from exc
-                if n:
+                if n or dropped:
                     entry.replace_value(new)  # drops the clear bytes (and any form built from them)
-                return n
+                return n, (1 if dropped else 0)
         try:
             entry.raw  # noqa: B018 - builds the dict (JSON values, or an entry made without one)
         except TattlerError as exc:
@@ -372,14 +181,16 @@ def scrub_entry(entry: Entry, *, allow_secrets: bool = False) -> int | None:
     raw_kind = raw.get("kind")
     if raw_kind is not None and raw_kind != kind:
         raise UnsafeObjectError(f"the object is a {raw_kind!r}, the entry says {kind!r}")
-    try:
-        n = _scrub_object(raw, kind, 0)
-    except _Unsafe as exc:
-        raise UnsafeObjectError(f"unexpected shape at {exc}") from None
-    if n:
+    # "$unknown" comes only from the codec's own decoding: while it never kept
+    # one in this process, no dict can hold one, and the walk is spared.
+    unknown = 0
+    if not rules.keep_unknown_fields and codec.counters["codec.unknown_fields"]:
+        unknown = drop_unknown_keys(raw)
+    n = rules.scrub_dict(raw, kind=kind, key=entry.key, drop_unknown=False)
+    if n or unknown:
         # Drops the stored bytes (they still hold the clear values) and any model built from them.
         entry.replace_raw(raw)
-    return n
+    return n, unknown
 
 
 async def run_safety(
@@ -388,28 +199,36 @@ async def run_safety(
     *,
     counters: Counters,
     allow_secrets: bool = False,
+    rules: Redactor | None = None,
 ) -> None:
     """The stage: scrub every entry of every chunk; closes ``send`` when ``receive`` ends.
 
     Counters: ``safety.in``, ``safety.out``, ``safety.redacted`` (values),
-    ``safety.dropped.secret``, ``safety.dropped.unsafe``.
+    ``safety.dropped.secret``, ``safety.dropped.unsafe``, and
+    ``safety.unknown_fields.<Kind>`` (objects that had fields the codec does
+    not know, dropped unless ``rules.keep_unknown_fields``; logged by key).
     """
+    rules = rules or default_redactor()
+    warned: set[str] = set()
     async with receive, send:
         async for chunk in receive:
             out: list[Entry] = []
             redacted = 0
             for entry in chunk:
                 try:
-                    n = scrub_entry(entry, allow_secrets=allow_secrets)
+                    result = _scrub_entry(entry, allow_secrets, rules)
                 except Exception as exc:  # noqa: BLE001 - fail closed: anything unexpected drops the entry
                     counters.add("safety.dropped.unsafe")
                     reason = str(exc) if isinstance(exc, TattlerError) else type(exc).__name__
                     logger.warning("safety: dropped %s: cannot inspect it (%s)", entry.key, reason)
                     continue
-                if n is None:
+                if result is None:
                     counters.add("safety.dropped.secret")
                     logger.debug("safety: dropped %s: secrets are not allowed", entry.key)
                     continue
+                n, dropped = result
+                if dropped:
+                    _note_unknown(entry, counters, warned)
                 redacted += n
                 out.append(entry)
             counters.add("safety.in", len(chunk))
@@ -420,3 +239,14 @@ async def run_safety(
                 await send.send(out)
         # Logged before the channels close, so the log shows the order stages end in.
         logger.debug("stage safety closed")
+
+
+def _note_unknown(entry: Entry, counters: Counters, warned: set[str]) -> None:
+    """Count and log an object whose unknown fields were dropped: by key, never a value."""
+    counters.add(f"safety.unknown_fields.{entry.kind}")
+    if entry.kind not in warned and len(warned) < 1024:
+        warned.add(entry.kind)
+        logger.warning("safety: %s (%s) had fields this release cannot read; dropped them (and will from "
+                       "every %s; keep them with --keep-unknown-fields)", entry.key, entry.kind, entry.kind)
+    else:
+        logger.info("safety: %s: dropped fields this release cannot read", entry.key)

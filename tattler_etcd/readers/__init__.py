@@ -9,6 +9,9 @@ Readers send *chunks* (lists of entries), not single entries: a channel hop
 costs about as much as scrubbing a small Pod, and a first list of 200,000
 objects should not pay it 200,000 times. A chunk is whatever the reader got in
 one read (a page of a range, one watch message).
+
+Both readers share one policy, :mod:`._reflector` (list, index, watch,
+relist, back-off, status); :class:`Backoff` and the status types come from there.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ from typing import Protocol, runtime_checkable
 import trio
 
 from tattler_etcd.data import Entry
+from tattler_etcd.readers._reflector import Backoff as Backoff
+from tattler_etcd.readers._reflector import ReaderStatus as ReaderStatus
+from tattler_etcd.readers._reflector import ResourceStatus as ResourceStatus
 from tattler_etcd.stats import Counters
 
-__all__ = ["Reader"]
+__all__ = ["Backoff", "Reader", "ReaderStatus", "ResourceStatus"]
 
 
 @runtime_checkable

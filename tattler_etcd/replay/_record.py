@@ -13,11 +13,12 @@ import trio
 
 from tattler_etcd.data import Entry
 from tattler_etcd.errors import ConfigError
+from tattler_etcd.pipeline.redaction import Redactor
 from tattler_etcd.readers.apiserver import APIServerReader
 from tattler_etcd.readers.etcd import EtcdReader
-from tattler_etcd.readers.etcd.gateway import TLSFiles, ssl_context
+from tattler_etcd.readers.etcd.gateway import EtcdAuth, TLSFiles, ssl_context
 from tattler_etcd.replay._format import RecordingInfo, dump_cassette
-from tattler_etcd.replay._redact import scrub_served_object, scrub_stored_value
+from tattler_etcd.replay._redact import scrubbers, without_userinfo
 from tattler_etcd.replay._transport import Recorder
 from tattler_etcd.stats import Counters
 
@@ -40,6 +41,11 @@ async def record_etcd(
     cacert: str | None = None,
     cert: str | None = None,
     key: str | None = None,
+    insecure_skip_tls_verify: bool = False,
+    user: str | None = None,
+    password: str | None = None,
+    redact: Sequence[str] = (),
+    keep_unknown_fields: bool = False,
     recorder: Recorder | None = None,
     task_status: trio.TaskStatus[Recorder] = trio.TASK_STATUS_IGNORED,
 ) -> RecordingInfo:
@@ -54,28 +60,34 @@ async def record_etcd(
     ``task_status.started(recorder)`` hands the recorder to a caller that
     wants to stop it or hold requests (see :meth:`Recorder.hold`).
 
+    Every value is scrubbed by the safety rules plus ``redact`` (unknown
+    fields dropped unless ``keep_unknown_fields``); no credential is written
+    (userinfo, tokens, passwords; see ``replay/_redact.py``).
+
     Raises:
         ConfigError: bad settings (more than one endpoint: the file records URIs).
         tattler_etcd.errors.ReaderError: the reader failed (no file is written).
     """
     if "," in endpoint:
         raise ConfigError("record: give one endpoint (a recording replays the URIs it recorded)")
-    recorder = _recorder(recorder, max_events, duration)
-    tls = TLSFiles(cacert, cert, key)
+    recorder = _recorder(recorder, max_events, duration, Redactor(redact, keep_unknown_fields=keep_unknown_fields))
+    tls = TLSFiles(cacert, cert, key, insecure_skip_tls_verify)
     ctx = ssl_context(tls)
     transport = recorder.transport(httpx.AsyncHTTPTransport(verify=ctx if ctx is not None else True))
+    # The token travels in a header the recorder drops; the password only in EtcdAuth's own client.
+    auth = EtcdAuth(user, password or "", verify=ctx or True) if user is not None else None
 
-    async with httpx.AsyncClient(transport=transport) as client:
+    async with httpx.AsyncClient(transport=transport, auth=auth) as client:
         reader = EtcdReader(
             endpoint, resources=list(resources), prefix=prefix, page_size=page_size, client=client,
-            cacert=cacert, cert=cert, key=key,
+            cacert=cacert, cert=cert, key=key, insecure_skip_tls_verify=insecure_skip_tls_verify,
         )
         await _run_until_stopped(reader, recorder, duration, task_status)
 
     info = RecordingInfo(
         source="etcd",
         resources=tuple(resources),
-        endpoint=endpoint.rstrip("/"),
+        endpoint=without_userinfo(endpoint.rstrip("/")),
         prefix=prefix,
         page_size=page_size,
     )
@@ -92,6 +104,8 @@ async def record_apiserver(
     watch_list: bool | None = None,
     max_events: int | None = None,
     duration: float | None = None,
+    redact: Sequence[str] = (),
+    keep_unknown_fields: bool = False,
     recorder: Recorder | None = None,
     task_status: trio.TaskStatus[Recorder] = trio.TASK_STATUS_IGNORED,
 ) -> RecordingInfo:
@@ -107,7 +121,7 @@ async def record_apiserver(
     """
     if content_type not in ("protobuf", "json"):
         raise ConfigError(f"--content-type: {content_type!r} is neither 'protobuf' nor 'json'")
-    recorder = _recorder(recorder, max_events, duration)
+    recorder = _recorder(recorder, max_events, duration, Redactor(redact, keep_unknown_fields=keep_unknown_fields))
     inner = httpx.AsyncHTTPTransport(
         verify=config.ssl_context if config.ssl_context is not None else True, proxy=config.proxy,
         trust_env=False,
@@ -123,7 +137,7 @@ async def record_apiserver(
     info = RecordingInfo(
         source="apiserver",
         resources=tuple(resources),
-        endpoint=str(config.server).rstrip("/"),
+        endpoint=without_userinfo(str(config.server).rstrip("/")),
         page_size=page_size,
         options={"content_type": content_type, "watch_list": watch_list},
     )
@@ -135,13 +149,15 @@ def _no_jitter() -> float:
     return 0.0
 
 
-def _recorder(recorder: Recorder | None, max_events: int | None, duration: float | None) -> Recorder:
+def _recorder(recorder: Recorder | None, max_events: int | None, duration: float | None,
+              rules: Redactor) -> Recorder:
     if duration is not None and not duration > 0:
         raise ConfigError("--duration: must be more than 0 seconds")
     if max_events is not None and max_events < 1:
         raise ConfigError("--events: must be at least 1")
     if recorder is None:
-        return Recorder(scrub_value=scrub_stored_value, scrub_object=scrub_served_object, max_events=max_events)
+        scrub_value, scrub_object = scrubbers(rules)
+        return Recorder(scrub_value=scrub_value, scrub_object=scrub_object, max_events=max_events)
     if max_events is not None:
         recorder.max_events = max_events
     return recorder

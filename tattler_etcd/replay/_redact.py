@@ -13,6 +13,15 @@ the pipeline's safety stage, in the object's stored form:
 A value the rules cannot inspect (bytes that do not decode) is replaced by a
 marker, so the file fails closed: the replay then sees a value that does not
 decode and counts it, as the live reader would have counted the original.
+
+The rules are the pipeline's (:mod:`tattler_etcd.pipeline.redaction`), the
+user's extra rules included (:func:`scrubbers`).
+
+Credentials (:class:`CredentialScrubber`): a recording holds no userinfo from
+URLs, no password or token sent in a request (headers, URL, JSON body) or
+handed out by the server (etcd's ``/v3/auth/authenticate`` token), and every
+stored body, error replies included, has each credential the run has seen
+replaced by ``REDACTED`` before it is written.
 """
 
 from __future__ import annotations
@@ -22,14 +31,16 @@ import binascii
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from tattler_etcd import codec
 from tattler_etcd.codec.wire import length_delimited, replace_field
-from tattler_etcd.errors import TattlerError
-from tattler_etcd.pipeline.safety import scrub_dict
+from tattler_etcd.errors import TattlerError, UnsafeObjectError
+from tattler_etcd.pipeline.redaction import REDACTED, Redactor, default_redactor
 
 __all__ = [
     "WITHHELD",
+    "CredentialScrubber",
     "ObjectScrubber",
     "ValueScrubber",
     "scrub_apiserver_line",
@@ -38,6 +49,8 @@ __all__ = [
     "scrub_served_object",
     "scrub_stored_value",
     "scrub_watch_frame",
+    "scrubbers",
+    "without_userinfo",
 ]
 
 #: What replaces a value the recorder could not inspect.
@@ -133,34 +146,224 @@ def _scrub_apiserver_doc(doc: dict[str, Any], body: bytes, scrub: ObjectScrubber
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def scrub_stored_value(value: bytes, key: str) -> bytes:
+def scrub_stored_value(value: bytes, key: str, rules: Redactor | None = None) -> bytes:
     """The safety stage's rules applied to one value as etcd stores it (the recorder's default).
 
-    Decoded (protobuf through the codec, or JSON), scrubbed by
-    :func:`tattler_etcd.pipeline.safety.scrub_dict`, and encoded again only
-    when something changed, so untouched values keep their exact bytes.
+    Protobuf is scrubbed in place (:meth:`Redactor.scrub_value`, unknown
+    fields dropped unless the rules keep them), JSON through the dict; a
+    value is written again only when something changed, so untouched values
+    keep their exact bytes. Secrets are redacted, not dropped: the replay's
+    pipeline drops them (or lets them through redacted) as a live run would.
 
     Raises:
         tattler_etcd.errors.TattlerError: the value does not decode, or its
             shape does not match the rules (the caller withholds it).
     """
-    obj = codec.decode(value)
-    if scrub_dict(obj) == 0:
-        return value
-    if codec.is_json(value):
-        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-        return text + b"\n" if value.endswith(b"\n") else text
-    return codec.encode(obj)
+    rules = rules or default_redactor()
+    if value[:4] == codec.MAGIC:
+        kind = codec.parse(value).kind
+    else:
+        obj = codec.decode(value)
+        found = obj.get("kind") if isinstance(obj, dict) else None
+        if not isinstance(found, str) or not found:
+            raise UnsafeObjectError("no kind")
+        kind = found
+    new, _n, _dropped = rules.scrub_value(value, kind, key=key)
+    return new
 
 
-def scrub_served_object(obj: dict[str, Any]) -> dict[str, Any]:
+def scrub_served_object(obj: dict[str, Any], rules: Redactor | None = None) -> dict[str, Any]:
     """The safety stage's rules applied to one object as the APIServer serves it (in place).
 
     Raises:
         tattler_etcd.errors.UnsafeObjectError: the shape does not match the rules.
     """
-    scrub_dict(obj)
+    (rules or default_redactor()).scrub_dict(obj)
     return obj
+
+
+def scrubbers(rules: Redactor | None = None) -> tuple[ValueScrubber, ObjectScrubber]:
+    """The recorder's two scrubbers bound to ``rules`` (default: the default rules)."""
+    return (lambda value, key: scrub_stored_value(value, key, rules)), (lambda obj: scrub_served_object(obj, rules))
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` without ``user:password@`` (what a file may say about where the requests went)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, tail = rest.partition("/")
+    if "@" in authority:
+        authority = authority.rpartition("@")[2]
+    return f"{scheme}://{authority}{slash}{tail}"
+
+
+#: JSON keys whose values are credentials in requests (etcd's auth calls) and replies (its token).
+_CREDENTIAL_KEYS = frozenset({"password", "token", "access_token", "id_token", "refresh_token",
+                              "client_secret", "secret"})
+_QUOTED_KEYS = tuple(f'"{k}":'.encode() for k in _CREDENTIAL_KEYS)
+#: Shorter strings are not looked for in bodies: they would match by chance and prove nothing.
+_MIN_CREDENTIAL = 4
+
+
+class CredentialScrubber:
+    """Remembers every credential a recording run has seen and removes it from what is stored.
+
+    Why: headers are filtered, but credentials also travel in URLs
+    (``http://user:pass@host``), request bodies (etcd's ``authenticate``) and
+    replies (its token), and a server's error body may echo them back.
+    """
+
+    def __init__(self) -> None:
+        self.secrets: set[str] = set()
+
+    def learn_request(self, url: Any, headers: Any, body: bytes) -> None:
+        """Note the credentials a request carries (before anything of it is stored)."""
+        for name in ("authorization", "proxy-authorization", "x-api-key", "cookie"):
+            value = headers.get(name)
+            if value:
+                self._add_header(value)
+        password = getattr(url, "password", None)
+        if password:
+            self._add(password)
+            username = getattr(url, "username", "")
+            self._add(f"{username}:{password}")
+        userinfo = getattr(url, "userinfo", b"")
+        if userinfo and b":" in userinfo:
+            self._add(userinfo.decode("ascii", "replace"))
+        params = getattr(url, "params", None)
+        for key, value in params.multi_items() if params is not None else ():
+            if key.lower() in _CREDENTIAL_KEYS:
+                self._add(value)
+        self._learn_json(body)
+
+    def learn_response(self, body: bytes) -> None:
+        """Note credentials a reply hands out (an auth token)."""
+        self._learn_json(body)
+
+    def _learn_json(self, body: bytes) -> None:
+        if not body or b"{" not in body[:64]:
+            return
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError):
+            return
+        stack = [doc]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    if isinstance(k, str) and k.lower() in _CREDENTIAL_KEYS and isinstance(v, str):
+                        self._add(v)
+                    elif isinstance(v, (dict, list)):
+                        stack.append(v)
+            elif isinstance(node, list):
+                stack.extend(v for v in node if isinstance(v, (dict, list)))
+
+    def _add_header(self, value: str) -> None:
+        self._add(value)
+        scheme, _, token = value.partition(" ")
+        token = token.strip()
+        if token:
+            self._add(token)
+            if scheme.lower() == "basic":
+                try:
+                    plain = base64.b64decode(token, validate=True).decode("utf-8")
+                except (binascii.Error, ValueError):
+                    return
+                self._add(plain)
+                self._add(plain.partition(":")[2])
+
+    def _add(self, secret: str) -> None:
+        if len(secret) >= _MIN_CREDENTIAL and secret != REDACTED:
+            self.secrets.add(secret)
+            # Also as it would appear inside JSON text, URL-encoded or in base64.
+            for form in (json.dumps(secret)[1:-1], quote(secret, safe=""),
+                         base64.b64encode(secret.encode()).decode()):
+                if len(form) >= _MIN_CREDENTIAL:
+                    self.secrets.add(form)
+
+    def text(self, text: str) -> str:
+        """``text`` with every known credential replaced by ``REDACTED`` (longest first)."""
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    def body(self, body: str | bytes) -> str | bytes:
+        """A stored body (text or bytes) scrubbed of every known credential and credential field."""
+        if isinstance(body, bytes):
+            out = body
+            for secret in sorted(self.secrets, key=len, reverse=True):
+                s = secret.encode("utf-8")
+                if s in out:
+                    out = out.replace(s, REDACTED.encode())
+            return out
+        return self.text(body)
+
+    def request(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A vcrpy request dict as it may be stored: no userinfo, no credential in URI, headers or body."""
+        out = dict(request)
+        out["uri"] = self.text(without_userinfo(str(request["uri"])))
+        body = request.get("body")
+        if isinstance(body, (str, bytes)) and body:
+            out["body"] = self.body(_blank_credential_fields(body))
+        out["headers"] = {k: [self.text(v) if isinstance(v, str) else v for v in vs]
+                          for k, vs in (request.get("headers") or {}).items()}
+        return out
+
+    def response(self, response: dict[str, Any]) -> dict[str, Any]:
+        """A vcrpy response dict as it may be stored (its body and headers scrubbed)."""
+        out = dict(response)
+        body = (response.get("body") or {}).get("string")
+        if isinstance(body, (str, bytes)) and body:
+            out["body"] = {**response["body"], "string": self.body(_blank_credential_fields(body))}
+        out["headers"] = {k: [self.text(v) if isinstance(v, str) else v for v in vs]
+                          for k, vs in (response.get("headers") or {}).items()}
+        return out
+
+
+def _blank_credential_fields(body: str | bytes) -> str | bytes:
+    """A JSON body with the values of credential keys (``password``, ``token``...) replaced; others as they are.
+
+    Line by line, so a watch body (one JSON document a line) is covered too.
+    """
+    raw = body.encode("utf-8") if isinstance(body, str) else body
+    if not any(k in raw for k in _QUOTED_KEYS):
+        return body
+    lines = raw.split(b"\n")
+    changed = False
+    for i, line in enumerate(lines):
+        if not line.strip().startswith(b"{"):
+            continue
+        try:
+            doc = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if _blank_fields(doc):
+            lines[i] = json.dumps(doc, separators=(",", ":")).encode()
+            changed = True
+    if not changed:
+        return body
+    out = b"\n".join(lines)
+    return out.decode("utf-8") if isinstance(body, str) else out
+
+
+def _blank_fields(doc: Any) -> int:
+    n = 0
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if isinstance(k, str) and k.lower() in _CREDENTIAL_KEYS and isinstance(v, str) and v:
+                    node[k] = REDACTED
+                    n += 1
+                elif isinstance(v, (dict, list)):
+                    stack.append(v)
+        elif isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, (dict, list)))
+    return n
 
 
 def scrub_watch_frame(frame: bytes, scrub: ValueScrubber) -> tuple[bytes, str, bytes]:

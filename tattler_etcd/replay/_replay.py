@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,6 +40,7 @@ import trio.testing
 
 from tattler_etcd.errors import RecordingError
 from tattler_etcd.readers import Reader
+from tattler_etcd.readers._reflector import Backoff
 from tattler_etcd.readers.apiserver import APIServerReader
 from tattler_etcd.readers.etcd import EtcdReader
 from tattler_etcd.replay._format import RecordingInfo, Timing, read_recording
@@ -113,9 +115,9 @@ def readers_for(info: RecordingInfo, client: httpx.AsyncClient, *, once: bool = 
             prefix=info.prefix,
             page_size=info.page_size,
             client=client,
-            end_at_stream_end=True,
+            follow=False,
             once=once,
-            seed=0,
+            backoff_factory=_seeded_backoff,
             **_etcd_options(info.options),
         )]
     if info.source == "apiserver":
@@ -132,6 +134,11 @@ def readers_for(info: RecordingInfo, client: httpx.AsyncClient, *, once: bool = 
             rand=_no_jitter,
         )]
     raise RecordingError(f"replaying {info.source!r} recordings is not supported by this tattler-etcd")
+
+
+def _seeded_backoff() -> Backoff:
+    """The same waits on every replay: each resource's back-off draws from its own Random(0)."""
+    return Backoff(rand=random.Random(0).random)
 
 
 def _no_jitter() -> float:

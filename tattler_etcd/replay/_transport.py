@@ -39,6 +39,7 @@ from tattler_etcd.errors import ConfigError, RecordingError, TattlerError
 from tattler_etcd.replay._format import Timing
 from tattler_etcd.replay._redact import (
     WITHHELD,
+    CredentialScrubber,
     ObjectScrubber,
     ValueScrubber,
     scrub_apiserver_line,
@@ -98,6 +99,8 @@ class Recorder:
             raise ConfigError(f"max_events must be at least 1, not {max_events!r}")
         self.scrub_value = scrub_value
         self.scrub_object = scrub_object
+        #: Every credential seen in the run, removed from everything stored.
+        self.credentials = CredentialScrubber()
         self.max_events = max_events
         self.watch_events = 0
         self.stopped = trio.Event()
@@ -214,7 +217,9 @@ class Recorder:
         await trio.sleep_forever()
 
     def _add(self, seq: int, request: dict[str, Any], response: dict[str, Any], timing: Timing) -> None:
-        self._done.append((seq, request, response, timing))
+        # The one door into the file: no credential passes it (userinfo, tokens, passwords, echoes).
+        cred = self.credentials
+        self._done.append((seq, cred.request(request), cred.response(response), timing))
 
     def _count_events(self, n: int) -> None:
         self.watch_events += n
@@ -276,6 +281,7 @@ class RecordingTransport(httpx.AsyncBaseTransport):
     async def _handle(self, request: httpx.Request) -> httpx.Response:
         rec = self.recorder
         body = await request.aread()
+        rec.credentials.learn_request(request.url, request.headers, body)
         rec.offset()  # the first request starts the recording's clock
         seq = next(rec._seq)
         vcr_request = {
@@ -312,6 +318,8 @@ class RecordingTransport(httpx.AsyncBaseTransport):
             raw = b"".join([decoder(chunk) async for chunk in _stream(response)]) + decoder(b"", True)
         finally:
             await _close(response)
+        if "/auth" in request.url.path:
+            rec.credentials.learn_response(raw)  # etcd's authenticate hands out a token
         # A protobuf error reply is a Status (a message, never an object): kept as it is.
         clean = raw if kind == _PROTOBUF and response.status_code >= 300 else _scrub_body(raw, kind, rec)
         rec._add(seq, vcr_request, {"status": status, "headers": recorded_headers, "body": {"string": _text(clean)}},

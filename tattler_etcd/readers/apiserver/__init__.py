@@ -32,7 +32,7 @@ from tattler_etcd.readers.apiserver.config import (
     load_kubeconfig as load_kubeconfig,
 )
 from tattler_etcd.readers.apiserver.reader import APIServerReader as APIServerReader
-from tattler_etcd.readers.apiserver.reader import Backoff as Backoff
+from tattler_etcd.readers._reflector import Backoff as Backoff
 
 __all__ = [
     "APIClient",

@@ -1,31 +1,31 @@
-"""The APIServer reader: client-go's reflector, reading into tattler entries.
+"""The APIServer reader: client-go's reflector protocol under the shared core.
 
-One loop per resource type, one connection each (not one per consumer). Each
-loop gets the initial state, then watches; the state machine copies the
-reflector's, and the reasons are the reflector's too:
+The policy (list, watch, relist with SNAPSHOT and the ghost rule's DELETEs,
+back-off, periodic relist, resume, the identity index, the status, finite or
+live mode) is :mod:`tattler_etcd.readers._reflector`'s. What is the
+APIServer's, and stays here:
 
 * **Initial state.** A streaming WatchList when the server has it (one
   request; the state arrives as ADDED events and ends at the bookmark
-  annotated ``k8s.io/initial-events-end``), else a paged LIST (``limit`` /
-  ``continue``) followed by a WATCH from the list's version. A server that
-  refuses WatchList (400/422), or ends the stream before the end bookmark, is
-  asked with LIST from then on, for that resource.
-* **Watch.** From the last version seen (events and bookmarks alike), with a
-  randomised ``timeoutSeconds`` so that many readers do not reconnect in step.
-  Bookmarks are requested, never assumed. A watch that ends at once with
-  nothing in it counts as a failure, so a broken server cannot make us spin.
-* **410 Gone / Expired** (our version was compacted away): relist from a
-  consistent read. The relist emits ``SNAPSHOT`` for every object still there
-  and ``DELETE`` (carrying the last state we saw) for those that vanished.
-* **429** waits for ``Retry-After``; other transient failures wait a jittered
-  exponential backoff, capped (:class:`Backoff`). **401/403** stop the reader
-  with :class:`~tattler_etcd.errors.AccessDeniedError` naming the resource.
-* **Periodic relist** (``relist_interval``), like the etcd reader's: SNAPSHOT
-  and DELETE entries, from the last version seen.
+  annotated ``k8s.io/initial-events-end``), handed on as it arrives; else a
+  paged LIST (``limit`` / ``continue``) followed by a WATCH from the list's
+  version. A server that refuses WatchList (400/422), or ends the stream
+  before the end bookmark, is asked with LIST from then on, for that
+  resource (what the stream already handed on is then re-confirmed as
+  SNAPSHOT).
+* **resourceVersion choice**: :mod:`.rv` (a pure function, a table test).
+* **Watch** from the last version seen (events and bookmarks alike), with a
+  randomised ``timeoutSeconds`` so that many readers do not reconnect in
+  step. Bookmarks are requested, never assumed. A watch that ends at once
+  with nothing in it (the short-watch check) is a failure, so a broken server
+  cannot make us spin.
+* **429** waits for ``Retry-After`` (the core caps it); **401/403** stop the
+  reader with :class:`~tattler_etcd.errors.AccessDeniedError` naming the resource.
+* **JSON or protobuf** on the wire (:mod:`.client`).
 * **Bookmark persistence** (``bookmark_store``): the last version is saved
-  every so often; a restarted reader watches from it without relisting. If the
-  server has compacted it, the 410 path relists (no DELETE entries then: a
-  fresh process does not know what vanished while it was down).
+  every so often; a restarted reader watches from it without relisting, and
+  with the index file beside a file store it still reports, after a 410,
+  what was deleted while it was down.
 
 Replays: with ``follow=False`` the end of a watch body is the end of that
 resource (no reconnect), and resources are read one after the other in the
@@ -37,22 +37,28 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Literal
 
 import httpx
 import trio
 
+from tattler_etcd import codec
 from tattler_etcd.data import ChangeType, Entry, SourceType
-from tattler_etcd.errors import (
-    CodecError,
-    ConfigError,
-    HistoryCompactedError,
-    TransientReaderError,
+from tattler_etcd.errors import CodecError, ConfigError, TransientReaderError
+from tattler_etcd.readers._reflector import (
+    DEFAULT_MAX_INDEX_BYTES,
+    Backoff,
+    Identity,
+    Index,
+    IndexFile,
+    Reflector,
+    Relist,
+    ResourceLoop,
 )
-from tattler_etcd.readers.apiserver.bookmarks import BookmarkStore
+from tattler_etcd.readers.apiserver.bookmarks import BookmarkStore, FileBookmarkStore
 from tattler_etcd.readers.apiserver.client import (
     APIClient,
     ResourceRef,
@@ -65,7 +71,7 @@ from tattler_etcd.readers.apiserver.config import ClusterConfig
 from tattler_etcd.readers.apiserver.rv import list_params, list_resource_version, watch_params
 from tattler_etcd.stats import Counters
 
-__all__ = ["INITIAL_EVENTS_END", "APIServerReader", "Backoff"]
+__all__ = ["INITIAL_EVENTS_END", "APIServerReader"]
 
 log = logging.getLogger(__name__)
 
@@ -84,76 +90,35 @@ SHORT_WATCH = 1.0
 #: seconds per resource; a write per bookmark would be waste).
 SAVE_INTERVAL = 10.0
 
-#: Never wait longer than this for a server's Retry-After.
-MAX_RETRY_AFTER = 600.0
-
 _CHANGES = {"ADDED": ChangeType.ADD, "MODIFIED": ChangeType.UPDATE, "DELETED": ChangeType.DELETE}
 
-
-@dataclass
-class Backoff:
-    """Jittered, capped exponential backoff, reset after a quiet spell.
-
-    The defaults are client-go's reflector's: 0.8 s doubling to 30 s, each
-    delay stretched by up to 100% at random (so readers that failed together
-    do not retry together), and back to 0.8 s after two minutes without a
-    failure. ``rand`` and the clock (trio's) are injectable for tests.
-    """
-
-    initial: float = 0.8
-    cap: float = 30.0
-    factor: float = 2.0
-    jitter: float = 1.0
-    reset_after: float = 120.0
-    rand: Callable[[], float] = field(default=random.random, repr=False)
-    _current: float = field(default=0.0, repr=False)
-    _last: float = field(default=-math.inf, repr=False)
-
-    def next_delay(self, now: float) -> float:
-        """The delay before the next attempt, for a failure at ``now``."""
-        if now - self._last > self.reset_after:
-            self._current = 0.0
-        self._last = now
-        self._current = self.initial if self._current == 0.0 else min(self.cap, self._current * self.factor)
-        return self._current * (1.0 + self.jitter * self.rand())
-
-    def reset(self) -> None:
-        self._current = 0.0
+_Events = list[tuple[str, WatchObject]]
 
 
-class _Loop:
-    """The state machine of one resource type."""
+class _Loop(ResourceLoop):
+    """One resource type: LIST/WatchList and WATCH."""
 
-    def __init__(self, reader: APIServerReader, ref: ResourceRef, send: trio.MemorySendChannel[list[Entry]],
-                 counters: Counters) -> None:
-        self.r = reader
+    reader: APIServerReader
+
+    def __init__(self, reader: APIServerReader, ref: ResourceRef, send: trio.MemorySendChannel[list[Entry]]) -> None:
+        super().__init__(reader, ref.name, send)
         self.ref = ref
-        self.send = send
-        self.counters = counters
-        self.prefix = f"reader.{reader.name}"
-        self.last_rv = ""
-        self.unavailable = False
-        self.known: dict[str, Entry] = {}
-        self.synced_once = False
-        self.synced = trio.Event()
-        self.need_list = True
-        self.done = False
         self.use_watch_list = reader.watch_list is not False
         self.protobuf = reader.content_type == "protobuf"
-        self.backoff = reader.backoff_factory()
-        self.next_relist = math.inf
-        self._pending: tuple[contextlib.AsyncExitStack, AsyncIterator[list[tuple[str, WatchObject]]]] | None = None
+        self._pending: tuple[contextlib.AsyncExitStack, AsyncIterator[_Events]] | None = None
+        self._pending_rest: tuple[_Events, Exception | None] | None = None
         self._saved_rv = ""
         self._next_save = -math.inf
-        self._pending_rest: tuple[list[tuple[str, WatchObject]], Exception | None] | None = None
 
     # -- entries -----------------------------------------------------------
 
-    def _count(self, what: str, n: int = 1) -> None:
-        self.counters.add(f"{self.prefix}.{what}", n)
-
     def _key(self, namespace: str | None, name: str) -> str:
         return f"{self.ref.name}/{namespace}/{name}" if namespace else f"{self.ref.name}/{name}"
+
+    def identity(self, key: str) -> tuple[str | None, str]:
+        rest = key[len(self.ref.name) + 1 :]
+        namespace, _, name = rest.rpartition("/")
+        return namespace or None, name
 
     def _entry(self, obj: WatchObject, change: ChangeType) -> Entry | None:
         try:
@@ -164,229 +129,19 @@ class _Loop:
             else:
                 raise CodecError("an event without an object")
         except CodecError as exc:
-            self._count("decode_errors")
+            self.reader.count("decode_errors")
             log.warning("%s: skipped an object that cannot be read: %s", self.ref.name, exc)
             return None
         entry.key = self._key(entry.namespace, entry.name)
         return entry
 
-    def _deleted(self, old: Entry) -> Entry:
-        value = old.value
-        return Entry(
-            change=ChangeType.DELETE, source=SourceType.APISERVER, uid=old.uid, api_version=old.api_version,
-            kind=old.kind, namespace=old.namespace, name=old.name, resource_version=old.resource_version,
-            key=old.key, value=value, raw=None if value is not None else old.raw,
-        )
-
-    async def _emit(self, entries: list[Entry]) -> None:
-        if entries:
-            self._count("entries", len(entries))
-            await self.send.send(entries)
-
-    # -- the loop ----------------------------------------------------------
-
-    async def _wait(self, exc: TransientReaderError) -> None:
-        self._count("retries")
-        now = trio.current_time()
-        delay = self.backoff.next_delay(now)
-        if exc.retry_after is not None:
-            delay = min(exc.retry_after, MAX_RETRY_AFTER)
-        log.warning("%s: %s; retrying in %.1fs", self.ref.name, exc, delay)
-        await trio.sleep(delay)
-
-    async def sync(self) -> None:
-        """Hand on the initial state (or resume from a stored version), retrying until done."""
-        if self.r.bookmark_store is not None and not self.synced_once:
-            rv = await self.r.bookmark_store.load(self.ref.name)
-            if rv:
-                log.info("%s: resuming from stored resourceVersion %s", self.ref.name, rv)
-                self._count("resumed")
-                self.last_rv = self._saved_rv = rv
-                self.need_list = False
-                self._mark_synced()
-                return
-        await self._relist_until_done()
-
-    async def _relist_until_done(self) -> None:
-        expired_in_a_row = 0
-        while True:
-            try:
-                if self.use_watch_list:
-                    await self._watch_list()
-                else:
-                    await self._list()
-                self.need_list = False
-                return
-            except HistoryCompactedError as exc:
-                self._count("expired")
-                log.info("%s: %s; relisting from a consistent read", self.ref.name, exc)
-                self.unavailable = True
-                expired_in_a_row += 1
-                if expired_in_a_row > 1:  # relist at once the first time, as client-go does
-                    await self._wait(TransientReaderError(str(exc)))
-            except WatchListRejected as exc:
-                log.info("%s: the server refused WatchList (%s); using LIST", self.ref.name, exc)
-                self._count("watchlist_fallbacks")
-                self.use_watch_list = False
-            except TransientReaderError as exc:
-                await self._wait(exc)
-
-    def _mark_synced(self) -> None:
-        self.synced_once = True
-        self.synced.set()
-        if self.r.relist_interval:
-            self.next_relist = trio.current_time() + self.r.relist_interval
-
-    async def follow(self) -> None:
-        """Watch (relisting when needed) until cancelled, or, without ``follow``, one watch."""
-        try:
-            while not self.done:
-                if self.need_list:
-                    await self._relist_until_done()
-                    continue
-                try:
-                    ended = await self._watch()
-                except HistoryCompactedError as exc:
-                    self._count("expired")
-                    log.info("%s: %s; relisting", self.ref.name, exc)
-                    self.unavailable = True
-                    self.need_list = True
-                    continue
-                except TransientReaderError as exc:
-                    await self._wait(exc)
-                    continue
-                if ended == "relist":
-                    self._count("periodic_relists")
-                    self.need_list = True
-                elif not self.r.follow:
-                    self.done = True
-        finally:
-            await self._close_pending()
-            await self._save(force=True)
-
-    async def _close_pending(self) -> None:
-        if self._pending is not None:
-            stack, _ = self._pending
-            self._pending = None
-            with trio.CancelScope(shield=True):
-                await stack.aclose()
-
-    # -- LIST --------------------------------------------------------------
-
-    async def _list(self) -> None:
-        rv = list_resource_version(self.last_rv, unavailable=self.unavailable,
-                                   consistent_first=self.r.consistent_first_list)
-        change = ChangeType.SNAPSHOT if self.synced_once else ChangeType.ADD
-        self._count("lists")
-        seen: set[str] = set()
-        token = ""
-        while True:
-            params = list_params(rv, limit=self.r.page_size or None, continue_token=token or None)
-            try:
-                page = await self.r.client.list_page(self.ref, params, protobuf=self.protobuf)
-            except HistoryCompactedError:
-                if not token:
-                    raise
-                # The continue token expired mid-list (client-go: relist from a
-                # consistent read). Pages already handed on are re-confirmed as
-                # SNAPSHOT: no object is announced twice as ADD.
-                self._count("expired")
-                log.info("%s: the list's continue token expired; restarting the list", self.ref.name)
-                rv, token = "", ""
-                change = ChangeType.SNAPSHOT
-                seen.clear()
-                continue
-            entries: list[Entry] = []
-            for obj in page.items:
-                entry = self._entry(obj, change)
-                if entry is None:
-                    continue
-                seen.add(entry.key)
-                self.known[entry.key] = entry
-                entries.append(entry)
-            await self._emit(entries)
-            token = page.continue_token
-            if not token:
-                self.last_rv = page.resource_version or self.last_rv
-                break
-        await self._finish_initial(seen)
-
-    async def _finish_initial(self, seen: set[str]) -> None:
-        if self.synced_once:
-            vanished = [key for key in self.known if key not in seen]
-            gone = [self._deleted(self.known.pop(key)) for key in vanished]
-            for i in range(0, len(gone), self.r.page_size or 500):
-                await self._emit(gone[i : i + (self.r.page_size or 500)])
-        self.unavailable = False
-        self.backoff.reset()
-        self._mark_synced()
-        await self._save(force=True)
-
-    # -- WatchList -----------------------------------------------------------
-
-    async def _watch_list(self) -> None:
-        rv = "" if self.unavailable else self.last_rv
-        change = ChangeType.SNAPSHOT if self.synced_once else ChangeType.ADD
-        timeout = self._watch_timeout()
-        params = watch_params(rv, timeout_seconds=timeout, send_initial_events=True)
-        self._count("watch_lists")
-        stack = contextlib.AsyncExitStack()
-        try:
-            stream: WatchStream = await stack.enter_async_context(
-                self.r.client.watch(self.ref, params, protobuf=self.protobuf))
-            chunks = stream.chunks()
-            await stack.enter_async_context(contextlib.aclosing(chunks))  # type: ignore[type-var]
-            initial: list[Entry] = []
-            end_rv: str | None = None
-            async for chunk in chunks:
-                for i, (kind, obj) in enumerate(chunk):
-                    if kind == "BOOKMARK":
-                        bookmark_rv, is_end = self._bookmark(obj)
-                        if is_end:
-                            end_rv = bookmark_rv
-                            # What followed the end bookmark in the same read is
-                            # already the watch: keep it for follow().
-                            self._pending_rest = (list(chunk[i + 1 :]), pending_error(chunk))
-                            break
-                    elif kind in _CHANGES:
-                        entry = self._entry(obj, change)
-                        if entry is not None:
-                            initial.append(entry)
-                    else:
-                        self._unknown(kind)
-                if end_rv is not None:
-                    break
-                err = pending_error(chunk)
-                if err is not None:
-                    raise err
-            if end_rv is None:
-                raise WatchListRejected(f"watch {self.ref.name}: the stream ended before the "
-                                        f"{INITIAL_EVENTS_END} bookmark")
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await stack.aclose()
-            raise
-        seen: set[str] = set()
-        for entry in initial:
-            seen.add(entry.key)
-            self.known[entry.key] = entry
-        size = self.r.page_size or 500
-        for i in range(0, len(initial), size):
-            await self._emit(initial[i : i + size])
-        self.last_rv = end_rv or self.last_rv
-        self._pending = (stack, chunks)
-        await self._finish_initial(seen)
-
-    # -- WATCH ---------------------------------------------------------------
-
-    def _watch_timeout(self) -> int:
-        return int(self.r.min_watch_timeout * (1.0 + self.r.rand()))
+    def _unknown(self, kind: str) -> None:
+        self.reader.count("unknown_events")
+        log.warning("%s: skipped a watch event of unknown type %r", self.ref.name, kind[:40])
 
     def _bookmark(self, obj: WatchObject) -> tuple[str, bool]:
         """(resourceVersion, is the initial-events-end bookmark) of a BOOKMARK object."""
         if isinstance(obj, bytes):
-            from tattler_etcd import codec
-
             try:
                 doc = codec.decode(obj)
             except CodecError:
@@ -399,11 +154,163 @@ class _Loop:
         annotations = meta.get("annotations") or {}
         return str(meta.get("resourceVersion") or ""), annotations.get(INITIAL_EVENTS_END) == "true"
 
-    def _unknown(self, kind: str) -> None:
-        self._count("unknown_events")
-        log.warning("%s: skipped a watch event of unknown type %r", self.ref.name, kind[:40])
+    def _watch_timeout(self) -> int:
+        return int(self.reader.min_watch_timeout * (1.0 + self.reader.rand()))
 
-    async def _consume(self, chunks: AsyncIterator[list[tuple[str, WatchObject]]]) -> int:
+    # -- sync: resume from the bookmark store ------------------------------
+
+    async def sync(self) -> None:
+        r = self.reader
+        if r.bookmark_store is not None and not self.synced_once and not r.once:
+            rv = await r.bookmark_store.load(self.ref.name)
+            if rv:
+                saved = r.saved_index.get(self.ref.name)
+                if saved is not None:
+                    # Written with (or before) the bookmark: resume where it was written,
+                    # so index and version agree (events in between come again: at least once).
+                    rv, index = saved
+                    self.resumed(rv, index)
+                else:
+                    self.resumed(rv, None)
+                log.info("%s: resuming from stored resourceVersion %s", self.ref.name, rv)
+                self._saved_rv = rv
+        await super().sync()
+
+    async def list_until_done(self, change: ChangeType) -> None:
+        await super().list_until_done(change)
+        await self._save(force=True)
+
+    async def follow(self) -> None:
+        try:
+            await super().follow()
+        finally:
+            await self.close_pending()
+            await self._save(force=True)
+
+    async def close_pending(self) -> None:
+        if self._pending is not None:
+            stack, _ = self._pending
+            self._pending = None
+            with trio.CancelScope(shield=True):
+                await stack.aclose()
+
+    # -- LIST and WatchList ------------------------------------------------
+
+    async def list(self, relist: Relist) -> str:
+        position = await self._list_or_watch_list(relist)
+        if relist.change is ChangeType.ADD and not relist.new:
+            log.warning("%s: the server has no %s (an empty first list)", self.ref.name, self.ref.name,
+                        extra={"resource": self.ref.name})
+        return position
+
+    async def _list_or_watch_list(self, relist: Relist) -> str:
+        while self.use_watch_list:
+            try:
+                return await self._watch_list(relist)
+            except WatchListRejected as exc:
+                log.info("%s: the server refused WatchList (%s); using LIST", self.ref.name, exc)
+                self.reader.count("watchlist_fallbacks")
+                self.use_watch_list = False
+                if relist.handed_on:
+                    relist.restart()
+        return await self._list(relist)
+
+    async def _list(self, relist: Relist) -> str:
+        r = self.reader
+        rv = list_resource_version(self.position, unavailable=self.unavailable,
+                                   consistent_first=r.consistent_first_list or r.once)
+        token = ""
+        while True:
+            params = list_params(rv, limit=r.page_size or None, continue_token=token or None)
+            # An expired continue token is a HistoryCompactedError: the core
+            # lists again from a consistent read, pages already handed on
+            # re-confirmed as SNAPSHOT (no object is announced twice as ADD).
+            page = await r.client.list_page(self.ref, params, protobuf=self.protobuf)
+            entries = []
+            for obj in page.items:
+                entry = self._entry(obj, relist.change)
+                if entry is not None:
+                    entries.append(entry)
+            del page.items[:]
+            await self.hand_on_page(relist, entries)
+            token = page.continue_token
+            if not token:
+                return page.resource_version or self.position
+
+    async def _watch_list(self, relist: Relist) -> str:
+        """The initial state as a stream, handed on as it arrives, up to the end bookmark."""
+        r = self.reader
+        rv = "" if self.unavailable else self.position
+        params = watch_params(rv, timeout_seconds=self._watch_timeout(), send_initial_events=True)
+        r.count("watch_lists")
+        stack = contextlib.AsyncExitStack()
+        try:
+            stream: WatchStream = await stack.enter_async_context(
+                r.client.watch(self.ref, params, protobuf=self.protobuf))
+            chunks = stream.chunks()
+            await stack.enter_async_context(contextlib.aclosing(chunks))  # type: ignore[type-var]
+            end_rv: str | None = None
+            async for chunk in chunks:
+                entries: list[Entry] = []
+                for i, (kind, obj) in enumerate(chunk):
+                    if kind == "BOOKMARK":
+                        bookmark_rv, is_end = self._bookmark(obj)
+                        if is_end:
+                            end_rv = bookmark_rv
+                            # What followed the end bookmark in the same read is
+                            # already the watch: keep it for watch().
+                            self._pending_rest = (list(chunk[i + 1 :]), pending_error(chunk))
+                            break
+                    elif kind in _CHANGES:
+                        entry = self._entry(obj, relist.change)
+                        if entry is not None:
+                            entries.append(entry)
+                    else:
+                        self._unknown(kind)
+                await self.hand_on_page(relist, entries)
+                if end_rv is not None:
+                    break
+                err = pending_error(chunk)
+                if err is not None:
+                    raise err
+            if end_rv is None:
+                raise WatchListRejected(f"watch {self.ref.name}: the stream ended before the "
+                                        f"{INITIAL_EVENTS_END} bookmark")
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await stack.aclose()
+            raise
+        self._pending = (stack, chunks)
+        return end_rv or self.position
+
+    # -- WATCH ---------------------------------------------------------------
+
+    async def watch(self) -> None:
+        """One watch, to the end of its stream; raises on failure (and on a short empty watch)."""
+        r = self.reader
+        started = trio.current_time()
+        n = 0
+        if self._pending is not None:
+            # The WatchList's stream goes on as the watch.
+            stack, chunks = self._pending
+            try:
+                async with stack:
+                    n = await self._consume(chunks)
+            finally:
+                self._pending = None
+        else:
+            timeout = self._watch_timeout()
+            params = watch_params(self.position, timeout_seconds=timeout)
+            r.count("watches")
+            with trio.move_on_after(timeout + 60.0):  # the server should end it first
+                async with r.client.watch(self.ref, params, protobuf=self.protobuf) as stream:
+                    chunks = stream.chunks()
+                    async with contextlib.aclosing(chunks):  # type: ignore[type-var]
+                        n = await self._consume(chunks)
+        if r.follow and n == 0 and trio.current_time() - started < SHORT_WATCH:
+            raise TransientReaderError(f"watch {self.ref.name}: the watch ended at once, with no events")
+
+    async def _consume(self, chunks: AsyncIterator[_Events]) -> int:
         n = 0
         rest = self._pending_rest
         if rest is not None:
@@ -419,16 +326,18 @@ class _Loop:
                 raise err
         return n
 
-    async def _apply(self, chunk: list[tuple[str, WatchObject]]) -> int:
+    async def _apply(self, chunk: _Events) -> int:
         entries: list[Entry] = []
+        updates: dict[str, Identity | None] = {}
+        rv = self.position
         for kind, obj in chunk:
             change = _CHANGES.get(kind)
             if change is None:
                 if kind == "BOOKMARK":
-                    rv, _ = self._bookmark(obj)
-                    self._count("bookmarks")
-                    if rv:
-                        self.last_rv = rv
+                    bookmark_rv, _ = self._bookmark(obj)
+                    self.reader.count("bookmarks")
+                    if bookmark_rv:
+                        rv = bookmark_rv
                 else:
                     self._unknown(kind)
                 continue
@@ -436,61 +345,41 @@ class _Loop:
             if entry is None:
                 continue
             if change is ChangeType.DELETE:
-                self.known.pop(entry.key, None)
+                updates[entry.key] = None
             else:
-                self.known[entry.key] = entry
+                updates[entry.key] = (entry.uid, entry.resource_version)
+                self.index.note_kind(entry)
             if entry.resource_version:
-                self.last_rv = entry.resource_version
+                rv = entry.resource_version
             entries.append(entry)
-        await self._emit(entries)
+        await self.emit(entries)
+        # Only once handed on: a cancelled send leaves the index and the version as they were.
+        self.apply(updates)
+        if rv != self.position:
+            self.advance(rv)
+        self.reader.save_index()
         await self._save()
         return len(chunk)
 
-    async def _watch(self) -> Literal["ended", "relist"]:
-        """One watch, to the end of its stream or the periodic relist; raises on failure."""
-        started = trio.current_time()
-        with trio.move_on_at(self.next_relist) as relist_scope:
-            if self._pending is not None:
-                stack, chunks = self._pending
-                try:
-                    async with stack:
-                        n = await self._consume(chunks)
-                finally:
-                    self._pending = None
-            else:
-                timeout = self._watch_timeout()
-                params = watch_params(self.last_rv, timeout_seconds=timeout)
-                self._count("watches")
-                with trio.move_on_after(timeout + 60.0):  # the server should end it first
-                    async with self.r.client.watch(self.ref, params, protobuf=self.protobuf) as stream:
-                        chunks = stream.chunks()
-                        async with contextlib.aclosing(chunks):  # type: ignore[type-var]
-                            n = await self._consume(chunks)
-                if self.r.follow and n == 0 and trio.current_time() - started < SHORT_WATCH:
-                    raise TransientReaderError(f"watch {self.ref.name}: the watch ended at once, with no events")
-        if relist_scope.cancelled_caught:
-            return "relist"
-        return "ended"
-
     async def _save(self, *, force: bool = False) -> None:
-        store = self.r.bookmark_store
-        if store is None or not self.last_rv or self.last_rv == self._saved_rv:
+        store = self.reader.bookmark_store
+        rv = self.position
+        if store is None or not rv or rv == self._saved_rv:
             return
         now = trio.current_time()
         if not force and now < self._next_save:
             return
         self._next_save = now + SAVE_INTERVAL
-        rv = self.last_rv
         with trio.CancelScope(shield=force), trio.move_on_after(10.0):
             try:
                 await store.save(self.ref.name, rv)
                 self._saved_rv = rv
             except Exception as exc:  # noqa: BLE001 - a store failure must not stop the reading
-                self._count("bookmark_save_errors")
+                self.reader.count("bookmark_save_errors")
                 log.warning("%s: could not save the resume version: %s", self.ref.name, str(exc)[:256])
 
 
-class APIServerReader:
+class APIServerReader(Reflector):
     """Reads resource types through the APIServer's list and watch.
 
     Args:
@@ -499,26 +388,35 @@ class APIServerReader:
         config: where the server is and how to authenticate
             (:func:`~tattler_etcd.readers.apiserver.config.load_kubeconfig`).
         http: an ``httpx.AsyncClient`` to use instead of building one (record
-            and replay engines inject theirs); its base URL must point at the
-            APIServer. Credentials still come from ``config`` when given.
-        client_factory: builds the :class:`APIClient` (overrides both).
+            and replay engines inject theirs; not closed here); its base URL
+            must point at the APIServer. Credentials still come from ``config``.
+        client_factory: makes the ``httpx.AsyncClient`` instead (closed here
+            on exit), as for the etcd reader.
         content_type: ``"protobuf"`` (built-in kinds; custom resources still
             arrive as JSON) or ``"json"``.
-        page_size: LIST ``limit``, and the largest chunk handed on.
+        page_size: LIST ``limit``.
         consistent_first_list: list the initial state with a consistent,
             paged read instead of "any version" from the APIServer's cache
             (client-go's choice, cheaper for the server, but one unpaged
-            response).
+            response). Always so with ``once`` (no watch follows, and the
+            unpaged response is the run's memory peak).
         watch_list: True/False forces streaming WatchList on or off; None
             tries it and falls back to LIST per resource.
         relist_interval: relist every so many seconds (SNAPSHOT/DELETE entries).
         bookmark_store: where resume versions are kept between runs.
+        index_file: where the identity index is kept between runs; by default
+            ``<file>.index`` beside a :class:`FileBookmarkStore`.
+        max_index_bytes: the index file's bound.
         once: stop after the initial state.
         follow: False for replays: each watch body's end is the end of that
             resource, and resources are read in order, one at a time.
         backoff_factory: makes each resource's :class:`Backoff`.
+        connect_timeout: give up with ConnectTimeoutError when no first sync
+            happened within this many seconds (before the first sync only).
         rand: randomness for watch timeouts (tests make it fixed).
     """
+
+    source = SourceType.APISERVER
 
     def __init__(
         self,
@@ -526,7 +424,7 @@ class APIServerReader:
         *,
         config: ClusterConfig | None = None,
         http: httpx.AsyncClient | None = None,
-        client_factory: Callable[[], APIClient] | None = None,
+        client_factory: Callable[[], httpx.AsyncClient] | None = None,
         name: str = "apiserver",
         content_type: Literal["protobuf", "json"] = "protobuf",
         page_size: int = 500,
@@ -534,9 +432,12 @@ class APIServerReader:
         watch_list: bool | None = None,
         relist_interval: float | None = None,
         bookmark_store: BookmarkStore | None = None,
+        index_file: str | os.PathLike[str] | None = None,
+        max_index_bytes: int = DEFAULT_MAX_INDEX_BYTES,
         once: bool = False,
         follow: bool = True,
         backoff_factory: Callable[[], Backoff] = Backoff,
+        connect_timeout: float | None = None,
         min_watch_timeout: float = MIN_WATCH_TIMEOUT,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -546,30 +447,43 @@ class APIServerReader:
             raise ConfigError(f"content_type: {content_type!r} is neither 'protobuf' nor 'json'")
         if page_size < 0:
             raise ConfigError("page_size: must be 0 (no paging) or more")
-        if relist_interval is not None and relist_interval <= 0:
-            raise ConfigError("relist_interval: must be more than 0 seconds")
-        if client_factory is None:
-            if config is None and http is None:
-                raise ConfigError("APIServerReader: give config, http or client_factory")
-
-            def client_factory() -> APIClient:
-                return APIClient(config, http=http)
-
-        self.name = name
+        if config is None and http is None and client_factory is None:
+            raise ConfigError("APIServerReader: give config, http or client_factory")
+        if http is not None and client_factory is not None:
+            raise ConfigError("APIServerReader: give http or client_factory, not both")
+        if index_file is None and isinstance(bookmark_store, FileBookmarkStore):
+            index_file = f"{os.fspath(bookmark_store.path)}.index"
+        super().__init__(
+            name=name, follow=follow, once=once, relist_interval=relist_interval,
+            backoff_factory=backoff_factory, connect_timeout=connect_timeout,
+            index_file=IndexFile(index_file, scope="apiserver", max_bytes=max_index_bytes)
+            if index_file is not None else None,
+        )
+        self.config = config
+        self.http = http
         self.resources = list(resources)
         self.content_type = content_type
         self.page_size = page_size
         self.consistent_first_list = consistent_first_list
         self.watch_list = watch_list
-        self.relist_interval = relist_interval
         self.bookmark_store = bookmark_store
-        self.once = once
-        self.follow = follow
-        self.backoff_factory = backoff_factory
         self.min_watch_timeout = min_watch_timeout
         self.rand = rand
         self._client_factory = client_factory
+        # In finite mode (and for one-shot runs) resources go one at a time, in order.
+        self.sync_in_order = not follow or once
+        self.saved_index: dict[str, tuple[str, Index]] = {}
         self.client: APIClient
+        self._owned: httpx.AsyncClient | None = None
+
+    @property
+    def endpoint(self) -> str:
+        if self.config is not None:
+            return self.config.server
+        http = self._owned if self._owned is not None else self.http
+        if http is not None:
+            return str(http.base_url).rstrip("/")
+        return "the APIServer"
 
     async def run(
         self,
@@ -582,68 +496,26 @@ class APIServerReader:
         # ``send.close()``, not ``async with send``: the async close is a
         # checkpoint, and a cancellation arriving there (the consumer saw the
         # channel end and stopped) would replace the error we are raising.
+        self.begin(counters)
+        self.loops = []
+        owned = self._owned = self._client_factory() if self._client_factory is not None else None
         try:
-            self.client = self._client_factory()
+            self.client = APIClient(self.config, http=owned if owned is not None else self.http)
             try:
-                refs = [r if isinstance(r, ResourceRef) else await self._discover(r)
+                refs = [r if isinstance(r, ResourceRef)
+                        else await self.retrying(lambda r=r: self.client.discover(r), what=f"discovery of {r}")
                         for r in self.resources]
-                loops = [_Loop(self, ref, send, counters) for ref in refs]
-                if not self.follow or self.once:
-                    await self._run_in_order(loops, task_status)
-                else:
-                    await self._run_together(loops, task_status)
+                if self.index_file is not None and self.bookmark_store is not None and not self.once:
+                    self.saved_index = self.index_file.load()
+                self.loops = [_Loop(self, ref, send) for ref in refs]
+                await self.drive(task_status, watch_in_order=not self.follow)
             finally:
                 with trio.CancelScope(shield=True):
+                    for loop in self.loops:
+                        await loop.close_pending()  # type: ignore[attr-defined]
                     await self.client.aclose()
+                    if owned is not None:
+                        await owned.aclose()
         finally:
             send.close()
-
-    async def _discover(self, spec: str) -> ResourceRef:
-        backoff = self.backoff_factory()
-        while True:
-            try:
-                return await self.client.discover(spec)
-            except TransientReaderError as exc:
-                delay = backoff.next_delay(trio.current_time())
-                if exc.retry_after is not None:
-                    delay = min(exc.retry_after, MAX_RETRY_AFTER)
-                log.warning("discovery of %s: %s; retrying in %.1fs", spec, exc, delay)
-                await trio.sleep(delay)
-
-    async def _run_in_order(self, loops: list[_Loop], task_status: trio.TaskStatus[None]) -> None:
-        try:
-            for loop in loops:
-                await loop.sync()
-            task_status.started()
-            if self.once:
-                return
-            for loop in loops:
-                await loop.follow()
-        finally:
-            for loop in loops:
-                await loop._close_pending()
-
-    async def _run_together(self, loops: list[_Loop], task_status: trio.TaskStatus[None]) -> None:
-        # The first loop to fail stops the others, and the reader raises that
-        # one error as itself (not wrapped in an ExceptionGroup), so callers
-        # can catch AccessDeniedError and read its message.
-        failure: list[BaseException] = []
-
-        async def one(loop: _Loop, nursery: trio.Nursery) -> None:
-            try:
-                await loop.sync()
-                await loop.follow()
-            except Exception as exc:  # noqa: BLE001 - re-raised below, after the others stop
-                if not failure:
-                    failure.append(exc)
-                nursery.cancel_scope.cancel()
-
-        async with trio.open_nursery() as nursery:
-            for loop in loops:
-                nursery.start_soon(one, loop, nursery)
-            for loop in loops:
-                await loop.synced.wait()
-            task_status.started()
-        if failure:
-            raise failure[0]
-
+            self.end()

@@ -1,0 +1,307 @@
+"""Deliver entries to NATS JetStream: a replayable stream of changes and a KV mirror of the state.
+
+For each entry of a batch, :class:`NatsProcessor` publishes
+
+* to the stream (default ``tattler``), on the object's subject
+  ``tattler.<resource>.<namespace or _>.<name>`` (escaping:
+  :mod:`tattler_etcd.delivery.subjects`): the entry's JSON form (the CLI's
+  line), with headers ``Tattler-Change``, ``Tattler-Kind``, ``Tattler-Uid``,
+  ``Tattler-Resource-Version`` and ``Nats-Msg-Id`` =
+  :func:`~tattler_etcd.delivery.subjects.change_id`. JetStream stores a
+  message whose id it saw within the stream's duplicate window (default two
+  minutes) only once, so two tattler-etcd replicas reading the same cluster
+  may publish side by side: active-active, no leader election;
+* to the KV bucket (default ``tattler-state``), under the object's key: the
+  entry's JSON form for ADD, UPDATE and SNAPSHOT; for DELETE a delete marker
+  (``KV-Operation: DEL``) that carries the DELETE entry's JSON, so a watcher
+  learns which object went. Readers emit a DELETE for every object a relist
+  no longer finds, so after a relist every vanished key is deleted too.
+
+Publishes are pipelined (JetStream's asynchronous publish: every message of
+the batch is sent, then the acknowledgements are awaited together); a batch
+is done when every acknowledgement is in. When some do not come (the
+connection was lost, the server restarted, JetStream is not ready yet) the
+processor waits, then publishes again from the first entry not acknowledged,
+in order, until all are: under the BLOCK policy nothing is lost, and the
+stream's deduplication and the idempotent KV puts make the repeats harmless.
+A message the server refuses for good (too large, say) is logged with the
+object's key, counted in :attr:`NatsProcessor.failed` and skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import urllib.parse
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from tattler_etcd.data import ChangeType, Entry
+from tattler_etcd.delivery._connection import Connection, open_connection, public_url, require_nats
+from tattler_etcd.delivery.subjects import change_id, kv_key
+from tattler_etcd.errors import ConfigError, DeliveryError, TattlerError
+
+__all__ = ["NatsOptions", "NatsProcessor", "open_nats_processor", "parse_nats_url"]
+
+logger = logging.getLogger("tattler_etcd.delivery")
+
+#: Room left for headers under the server's max_payload.
+_HEADER_ROOM = 1024
+#: Most messages in flight at once (nats-py allows 4,000 pending asynchronous publishes).
+_WINDOW = 2000
+
+
+@dataclasses.dataclass(frozen=True)
+class NatsOptions:
+    """Where and how to deliver: parsed from ``nats://HOST:PORT?stream=...&kv=...``.
+
+    Attributes:
+        url: the server URL handed to nats-py (credentials kept, no query).
+        stream: the JetStream stream's name (``""``: publish no stream messages).
+        bucket: the KV bucket's name (``""``: keep no state mirror).
+        prefix: the first subject token of the stream's subjects.
+        duplicate_window: seconds the stream remembers message ids (when it creates the stream).
+        ack_timeout: seconds to wait for a batch's acknowledgements before publishing again.
+    """
+
+    url: str
+    stream: str = "tattler"
+    bucket: str = "tattler-state"
+    prefix: str = "tattler"
+    duplicate_window: float = 120.0
+    ack_timeout: float = 5.0
+
+
+_QUERY_KEYS = {"stream": "stream", "kv": "bucket", "prefix": "prefix", "duplicate_window": "duplicate_window",
+               "ack_timeout": "ack_timeout"}
+
+
+def parse_nats_url(text: str, *, ignore: Sequence[str] = ()) -> NatsOptions:
+    """:class:`NatsOptions` from ``nats://[USER:PASS@]HOST:PORT[?stream=S&kv=B&prefix=P]``.
+
+    Query keys in ``ignore`` (the CLI's ``policy``) are left to the caller.
+
+    Raises:
+        ConfigError: not a nats:// URL, an unknown query key or a bad value.
+    """
+    parts = urllib.parse.urlsplit(text)
+    shown = public_url(text)
+    if parts.scheme != "nats" or not parts.hostname:
+        raise ConfigError(f"{shown}: not a nats://HOST:PORT URL")
+    values: dict[str, Any] = {}
+    for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+        if key in ignore:
+            continue
+        field = _QUERY_KEYS.get(key)
+        if field is None:
+            raise ConfigError(f"{shown}: unknown option {key!r} (known: {', '.join(sorted(_QUERY_KEYS))})")
+        if field in ("duplicate_window", "ack_timeout"):
+            try:
+                values[field] = float(value)
+            except ValueError:
+                raise ConfigError(f"{shown}: {key} must be a number of seconds, not {value!r}") from None
+            if values[field] <= 0:
+                raise ConfigError(f"{shown}: {key} must be more than 0 seconds")
+        else:
+            if field == "prefix" and not value:
+                raise ConfigError(f"{shown}: prefix must not be empty")
+            values[field] = value
+    server = urllib.parse.urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+    return NatsOptions(url=server, **values)
+
+
+@dataclasses.dataclass(slots=True)
+class _Op:
+    """One message to publish; ``entry`` is the entry it carries (for logs: its key)."""
+
+    subject: str
+    payload: bytes
+    headers: dict[str, str] | None
+    entry: Entry
+    stream: bool
+
+
+class NatsProcessor:
+    """A processor publishing each batch to a JetStream stream and KV bucket (see the module docstring).
+
+    Build it with :func:`open_nats_processor`, which connects, makes the
+    stream and bucket when they are missing, and closes the connection when
+    its block ends.
+    """
+
+    def __init__(self, conn: Connection, options: NatsOptions) -> None:
+        self._conn = conn
+        self.options = options
+        self._kv_prefix = f"$KV.{options.bucket}."
+        #: Entries whose every message was acknowledged.
+        self.published = 0
+        #: Stream messages the server already had (the same change, from a replica or a resend).
+        self.duplicates = 0
+        #: Messages published again after a lost acknowledgement.
+        self.resent = 0
+        #: Messages the server refused for good (logged with the object's key), and skipped.
+        self.failed = 0
+        #: Entries skipped before publishing: their JSON could not be made, or is over max_payload.
+        self.skipped = 0
+
+    async def setup(self) -> None:
+        """Make the stream and the KV bucket unless they exist (as they are, then).
+
+        Raises:
+            DeliveryError: the server refused to make them.
+        """
+        nats, _ = require_nats()
+        from nats.js.api import StorageType, StreamConfig
+
+        js = self._conn.js
+        o = self.options
+        try:
+            if o.stream:
+                try:
+                    await self._conn.call(js.stream_info, o.stream)
+                except nats.js.errors.NotFoundError:
+                    await self._conn.call(js.add_stream, StreamConfig(
+                        name=o.stream, subjects=[f"{o.prefix}.>"], storage=StorageType.FILE,
+                        duplicate_window=o.duplicate_window,
+                    ))
+                    logger.info("nats %s: created stream %s", self._conn.url, o.stream)
+            if o.bucket:
+                try:
+                    await self._conn.call(js.key_value, o.bucket)
+                except nats.js.errors.NotFoundError:
+                    await self._conn.call(js.create_key_value, bucket=o.bucket, history=1)
+                    logger.info("nats %s: created KV bucket %s", self._conn.url, o.bucket)
+        except nats.errors.Error as exc:
+            raise DeliveryError(
+                f"nats {self._conn.url}: cannot set up stream {o.stream!r} / bucket {o.bucket!r}: "
+                f"{type(exc).__name__}: {str(exc)[:256]}"
+            ) from exc
+
+    def _ops(self, entries: Iterable[Entry]) -> list[_Op]:
+        o = self.options
+        limit = self._conn.nc.max_payload - _HEADER_ROOM
+        ops: list[_Op] = []
+        for entry in entries:
+            try:
+                payload = entry.to_json_bytes()
+            except TattlerError as exc:
+                self.skipped += 1
+                logger.warning("nats: skipped %s: %s", entry.key, str(exc)[:256])
+                continue
+            if len(payload) > limit:
+                self.skipped += 1
+                logger.warning("nats: skipped %s: its JSON is %d bytes, over the server's max_payload %d",
+                               entry.key, len(payload), self._conn.nc.max_payload)
+                continue
+            key = kv_key(entry)
+            if o.stream:
+                ops.append(_Op(f"{o.prefix}.{key}", payload, {
+                    "Nats-Msg-Id": change_id(entry),
+                    "Tattler-Change": entry.change.value,
+                    "Tattler-Kind": entry.kind,
+                    "Tattler-Uid": entry.uid,
+                    "Tattler-Resource-Version": entry.resource_version,
+                }, entry, True))
+            if o.bucket:
+                headers = {"KV-Operation": "DEL"} if entry.change is ChangeType.DELETE else None
+                ops.append(_Op(self._kv_prefix + key, payload, headers, entry, False))
+        return ops
+
+    async def __call__(self, batch: Iterable[Entry]) -> None:
+        entries = list(batch)
+        ops = self._ops(entries)
+        start = 0
+        delay = 0.1
+        while start < len(ops):
+            failed_at, reason = await self._conn.call(self._publish, ops, start)
+            if failed_at is None:
+                break
+            self.resent += len(ops) - failed_at
+            logger.warning("nats %s: %d of %d messages not acknowledged (%s); publishing again from %s in %.1fs",
+                           self._conn.url, len(ops) - failed_at, len(ops), reason, ops[failed_at].entry.key, delay)
+            start = failed_at
+            await trio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        self.published += len({id(op.entry) for op in ops})
+
+    async def _publish(self, ops: list[_Op], start: int) -> tuple[int | None, str]:
+        """(asyncio) Publish ``ops[start:]`` pipelined; the index of the first not acknowledged, and why."""
+        for window in range(start, len(ops), _WINDOW):
+            failed_at, reason = await self._publish_window(ops, window, min(window + _WINDOW, len(ops)))
+            if failed_at is not None:
+                return failed_at, reason
+        return None, ""
+
+    async def _publish_window(self, ops: list[_Op], start: int, end: int) -> tuple[int | None, str]:
+        """(asyncio) Publish ``ops[start:end]``, then await their acknowledgements together."""
+        import asyncio
+
+        nats, _ = require_nats()
+        js = self._conn.js
+        timeout = self.options.ack_timeout
+        futures: list[Any] = []
+        reason = ""
+        if not self._conn.nc.is_connected:
+            # Not into nats-py's reconnect buffer: the resend after the reconnect would double it.
+            return start, "not connected"
+        for op in ops[start:end]:
+            try:
+                # No wait_stall: nats-py would wrap every call in asyncio.wait_for (a task each, ~10x
+                # slower); a window stays under nats-py's 4,000 pending, so the call never waits.
+                futures.append(await js.publish_async(op.subject, op.payload,
+                                                      headers=dict(op.headers) if op.headers else None))
+            except (nats.errors.Error, OSError) as exc:
+                reason = f"{type(exc).__name__} while publishing"
+                break
+        if futures:
+            await asyncio.wait(futures, timeout=timeout)
+        failed_at: int | None = None
+        for i, fut in enumerate(futures, start):
+            if not fut.done():
+                failed_at = i
+                reason = reason or f"no acknowledgement within {timeout:g}s"
+                break
+            error = fut.exception()
+            if error is None:
+                if ops[i].stream and fut.result().duplicate:
+                    self.duplicates += 1
+                continue
+            if isinstance(error, nats.js.errors.APIError) and not _transient(error):
+                self.failed += 1
+                logger.error("nats %s: %s refused for %s: %s", self._conn.url,
+                             "stream message" if ops[i].stream else "KV update", ops[i].entry.key, error.description)
+                continue
+            failed_at = i
+            reason = reason or type(error).__name__
+            break
+        else:
+            if len(futures) < end - start:
+                failed_at = start + len(futures)
+        for fut in futures:
+            if not fut.done():
+                fut.cancel()
+        return failed_at, reason
+
+
+def _transient(exc: Any) -> bool:
+    """An API error worth publishing again for: JetStream unavailable (503) or a server error."""
+    code = getattr(exc, "code", None)
+    return code is None or code >= 500
+
+
+@asynccontextmanager
+async def open_nats_processor(url_or_options: str | NatsOptions) -> AsyncIterator[NatsProcessor]:
+    """Connect, make the stream and bucket if missing, and yield the processor for the block.
+
+    Raises:
+        ConfigError: a bad URL, or the [nats] extra is missing.
+        DeliveryError: the server cannot be reached or refused the set-up.
+    """
+    options = parse_nats_url(url_or_options) if isinstance(url_or_options, str) else url_or_options
+    async with open_connection(options.url) as conn:
+        proc = NatsProcessor(conn, options)
+        await proc.setup()
+        yield proc

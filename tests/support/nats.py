@@ -1,0 +1,148 @@
+"""A real nats-server with JetStream for tests: a free loopback port, a temp store, always stopped.
+
+Tests that need it use the ``nats_server`` fixture (tests/conftest.py). In CI
+the binary must be there (``scripts/setup.sh`` installs Debian's
+``nats-server``): a missing binary fails, never skips.
+
+:meth:`NatsServer.kill` is a crash (SIGKILL); :meth:`NatsServer.start` then
+brings the server back on the same port and the same store, where JetStream
+finds its streams and KV buckets again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import trio_asyncio
+
+from tests.support.etcd import _die_with_parent, free_port
+
+
+class NatsServer:
+    """One ``nats-server -js`` on 127.0.0.1; ``url`` is ``nats://127.0.0.1:PORT``."""
+
+    def __init__(self, store_dir: str | None = None) -> None:
+        self.binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+        if not os.path.exists(self.binary):
+            raise RuntimeError("nats-server is not installed (apt-get install -y nats-server); "
+                               "scripts/setup.sh installs it")
+        self._own_dir = store_dir is None
+        self.store_dir = store_dir or tempfile.mkdtemp(prefix="tattler-nats-test-")
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(self.store_dir).with_suffix(".log")
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start (or restart on the same port and store) and wait until it accepts connections."""
+        cmd = [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.store_dir]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nats-server exited with {self.proc.returncode}; log: {self.log_path}")
+            if self._answers():
+                return
+            time.sleep(0.05)  # polling a real process coming up, not settling test state
+        self.kill()  # never leave a process behind that nobody will stop
+        raise RuntimeError(f"nats-server did not answer within {timeout}s; log: {self.log_path}")
+
+    def _answers(self) -> bool:
+        """True once the server greets a client with its INFO line (and JetStream is on)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as s:
+                s.settimeout(1.0)
+                data = b""
+                while b"\r\n" not in data:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        return False
+                    data += chunk
+                return data.startswith(b"INFO ") and b'"jetstream":true' in data
+        except OSError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the process (SIGKILL for a crash); the store stays for a restart."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def close(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.store_dir, ignore_errors=True)
+            try:
+                self.log_path.unlink()
+            except FileNotFoundError:
+                pass
+
+
+# --- reading what was delivered, with plain nats-py (not the code under test) ---------
+
+
+async def kv_state(url: str, bucket: str = "tattler-state") -> dict[str, dict[str, Any]]:
+    """Every live key of the bucket and its JSON value, read with plain nats-py."""
+    import nats
+
+    async def read() -> dict[str, dict[str, Any]]:
+        nc = await nats.connect(url)
+        try:
+            kv = await nc.jetstream().key_value(bucket)
+            out = {}
+            try:
+                keys = await kv.keys()
+            except nats.js.errors.NoKeysError:
+                return {}
+            for k in keys:
+                out[k] = json.loads((await kv.get(k)).value)
+            return out
+        finally:
+            await nc.close()
+
+    async with trio_asyncio.open_loop() as loop:
+        return await trio_asyncio.aio_as_trio(read, loop=loop)()
+
+
+async def stream_messages(url: str, stream: str = "tattler") -> list[Any]:
+    """Every message in the stream, in order: (subject, headers, JSON payload)."""
+    import nats
+
+    async def read() -> list[Any]:
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info(stream)
+            out = []
+            for seq in range(info.state.first_seq, info.state.last_seq + 1):
+                m = await js.get_msg(stream, seq)
+                out.append((m.subject, dict(m.headers or {}), json.loads(m.data)))
+            return out
+        finally:
+            await nc.close()
+
+    async with trio_asyncio.open_loop() as loop:
+        return await trio_asyncio.aio_as_trio(read, loop=loop)()

@@ -1,0 +1,152 @@
+"""NatsProcessor against a real nats-server: stream messages, headers, KV mirror, resends."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import trio
+
+from tattler_etcd.data import ChangeType, Entry, SourceType
+from tattler_etcd.delivery.nats import NatsOptions, open_nats_processor, parse_nats_url
+from tattler_etcd.errors import ConfigError, DeliveryError
+from tests.support.nats import NatsServer, kv_state, stream_messages
+from tests.support.pipeline_objects import obj
+
+
+def entry(change: ChangeType, name: str, *, rv: str = "1", kind: str = "Pod", namespace: str | None = "ns",
+          uid: str | None = None) -> Entry:
+    api = {"Node": "v1"}.get(kind)
+    extra = {"apiVersion": api} if api else {}
+    return Entry.from_dict(obj(kind, name=name, rv=rv, namespace=namespace, uid=uid, **extra),
+                           change=change, source=SourceType.ETCD)
+
+
+async def test_batch_goes_to_stream_and_kv(nats_server: NatsServer) -> None:
+    a = entry(ChangeType.ADD, "a")
+    b = entry(ChangeType.ADD, "b.with.dots", namespace=None, kind="Node")
+    async with open_nats_processor(nats_server.url) as proc:
+        await proc([a, b])
+        await proc([entry(ChangeType.DELETE, "a", rv="2")])
+    assert proc.published == 3 and proc.duplicates == 0 and proc.resent == 0
+    state = await kv_state(nats_server.url)
+    assert list(state) == ["nodes._.b=2Ewith=2Edots"]
+    assert state["nodes._.b=2Ewith=2Edots"] == json.loads(b.to_json())
+    msgs = await stream_messages(nats_server.url)
+    assert [m[0] for m in msgs] == ["tattler.pods.ns.a", "tattler.nodes._.b=2Ewith=2Edots", "tattler.pods.ns.a"]
+    assert msgs[0][1] == {"Nats-Msg-Id": "uid-a@1", "Tattler-Change": "add", "Tattler-Kind": "Pod",
+                          "Tattler-Uid": "uid-a", "Tattler-Resource-Version": "1"}
+    assert msgs[2][1]["Nats-Msg-Id"] == "uid-a@2/delete"
+    assert msgs[2][2]["change"] == "delete"
+
+
+async def test_the_same_change_twice_is_stored_once(nats_server: NatsServer) -> None:
+    batch = [entry(ChangeType.ADD, f"p{i}") for i in range(20)]
+    async with open_nats_processor(nats_server.url) as one, open_nats_processor(nats_server.url) as two:
+        async with trio.open_nursery() as n:
+            n.start_soon(one, batch)
+            n.start_soon(two, batch)
+    assert one.duplicates + two.duplicates == 20
+    assert len(await stream_messages(nats_server.url)) == 20
+    assert len(await kv_state(nats_server.url)) == 20
+
+
+def test_url_options() -> None:
+    assert parse_nats_url("nats://u:p@h:4222?stream=s&kv=b&prefix=x") == NatsOptions(
+        url="nats://u:p@h:4222", stream="s", bucket="b", prefix="x")
+    with pytest.raises(ConfigError, match=r"^nats://h:1: unknown option 'bogus'"):
+        parse_nats_url("nats://h:1?bogus=1")
+    with pytest.raises(ConfigError, match=r"not a nats://HOST:PORT URL$"):
+        parse_nats_url("http://h:1")
+
+
+async def test_state_feed_gives_initial_state_then_changes(nats_server: NatsServer) -> None:
+    from tattler_etcd.delivery.consume import open_state
+
+    node = entry(ChangeType.ADD, "n1", kind="Node", namespace=None)
+    async with open_nats_processor(nats_server.url) as proc:
+        await proc([entry(ChangeType.ADD, "a"), entry(ChangeType.ADD, "b", namespace="other"), node])
+        async with open_state(nats_server.url) as feed:
+            initial = []
+            async for e in feed:
+                initial.append((e.change, e.kind, e.namespace, e.name))
+                if len(initial) == 3:
+                    break
+            assert sorted(initial) == [(ChangeType.ADD, "Node", None, "n1"), (ChangeType.ADD, "Pod", "ns", "a"),
+                                       (ChangeType.ADD, "Pod", "other", "b")]
+            await proc([entry(ChangeType.UPDATE, "a", rv="2"), entry(ChangeType.DELETE, "b", namespace="other", rv="3")])
+            changes = [await feed.__anext__(), await feed.__anext__()]
+            assert feed.synced.is_set()
+        assert [(e.change, e.name, e.resource_version, e.uid) for e in changes] == [
+            (ChangeType.UPDATE, "a", "2", "uid-a"), (ChangeType.DELETE, "b", "3", "uid-b")]
+        async with open_state(nats_server.url, resources=["pods"], namespace="ns", until_synced=True) as feed:
+            assert [(e.name, e.change) async for e in feed] == [("a", ChangeType.UPDATE)]
+        async with open_state(nats_server.url, resources=["nodes", "pods"], namespace="", until_synced=True) as feed:
+            assert [e.name async for e in feed] == ["n1"]
+        async with open_state(nats_server.url, resources=["pods", "deployments.apps"], until_synced=True) as feed:
+            assert [e.name async for e in feed] == ["a"]
+
+
+async def test_stream_feed_from_sequence_time_and_durable(nats_server: NatsServer) -> None:
+    import datetime
+
+    from tattler_etcd.delivery.consume import open_stream
+
+    async with open_nats_processor(nats_server.url) as proc:
+        async with open_stream(nats_server.url, until_synced=True) as feed:
+            assert [e async for e in feed] == []
+        await proc([entry(ChangeType.ADD, f"p{i}") for i in range(5)])
+        async with open_stream(nats_server.url, until_synced=True) as feed:
+            assert [e.name async for e in feed] == ["p0", "p1", "p2", "p3", "p4"]
+        async with open_stream(nats_server.url, start_sequence=4, until_synced=True) as feed:
+            assert [e.name async for e in feed] == ["p3", "p4"]
+        later = datetime.datetime.now(datetime.UTC)
+        await proc([entry(ChangeType.UPDATE, "p1", rv="2")])
+        async with open_stream(nats_server.url, start_time=later, until_synced=True) as feed:
+            assert [(e.name, e.change) async for e in feed] == [("p1", ChangeType.UPDATE)]
+        async with open_stream(nats_server.url, durable="me", until_synced=True) as feed:
+            assert len([e async for e in feed]) == 6
+        await proc([entry(ChangeType.DELETE, "p2", rv="3")])
+        async with open_stream(nats_server.url, durable="me", until_synced=True) as feed:
+            assert [(e.name, e.change) async for e in feed] == [("p2", ChangeType.DELETE)]
+
+
+async def test_a_batch_is_published_again_until_the_server_is_back(nats_server: NatsServer) -> None:
+    options = NatsOptions(url=nats_server.url, ack_timeout=0.3)
+    done = trio.Event()
+    async with open_nats_processor(options) as proc:
+        await proc([entry(ChangeType.ADD, "before")])
+
+        async def publish() -> None:
+            await proc([entry(ChangeType.ADD, f"p{i}") for i in range(50)])
+            done.set()
+
+        async with trio.open_nursery() as n:
+            await trio.to_thread.run_sync(nats_server.kill)
+            n.start_soon(publish)
+            await trio.sleep(1.0)  # the server stays down for three ack timeouts
+            assert not done.is_set() and proc.resent >= 100
+            await trio.to_thread.run_sync(nats_server.start)
+            with trio.fail_after(30):
+                await done.wait()
+    names = sorted(m[2]["name"] for m in await stream_messages(nats_server.url))
+    assert names == sorted(["before", *(f"p{i}" for i in range(50))])
+    assert len(await kv_state(nats_server.url)) == 51
+
+
+async def test_no_server_is_a_clear_error() -> None:
+    from tests.support.etcd import free_port
+
+    url = f"nats://user:secret@127.0.0.1:{free_port()}"
+    with pytest.raises(DeliveryError, match=r"^nats nats://127\.0\.0\.1:\d+: cannot connect: NoServersError"):
+        async with open_nats_processor(url):
+            pass
+
+
+async def test_without_the_extra_a_config_error_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "nats", None)
+    with pytest.raises(ConfigError, match=r"^NATS delivery needs the \[nats\] extra \(nats is not installed\): "
+                                          r"pip install 'tattler-etcd\[nats\]'$"):
+        async with open_nats_processor("nats://127.0.0.1:4222"):
+            pass
