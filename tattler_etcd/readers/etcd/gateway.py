@@ -29,7 +29,7 @@ import math
 import os
 import ssl
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -419,6 +419,9 @@ class Gateway:
         if not interval > 0:
             raise ConfigError(f"progress interval: must be more than 0 seconds, not {interval!r}")
         self.progress_interval = interval
+        #: The newest store revision any reply carried (range headers, watch
+        #: messages): etcd's revision as last heard, for the revision-lag metric.
+        self.header_revision = 0
         self.watch_idle_timeout = watch_idle_timeout if watch_idle_timeout is not None else IDLE_INTERVALS * interval
 
     @property
@@ -462,6 +465,10 @@ class Gateway:
             self._next_endpoint()
         return err
 
+    def _heard(self, revision: int) -> None:
+        if revision > self.header_revision:
+            self.header_revision = revision
+
     def url(self, path: str) -> str:
         assert self.api_path is not None, "call discover() first"
         return self.base_url + self.api_path + path
@@ -501,15 +508,18 @@ class Gateway:
                 raise TypeError("kvs")
         except (KeyError, TypeError, ValueError) as exc:
             raise TransientReaderError(f"etcd {self.url('kv/range')}: a range reply without a header") from exc
+        self._heard(header_rev)
         return RangePage(kvs, header_rev, bool(out.get("more", False)))
 
     async def current_revision(self) -> int:
         """The store's revision now (a one-key range that returns no kv)."""
         out = await self._post("kv/range", {"key": _b64(b"\0"), "count_only": True})
         try:
-            return int(out["header"]["revision"])
+            revision = int(out["header"]["revision"])
         except (KeyError, TypeError, ValueError) as exc:
             raise TransientReaderError("etcd: a range reply without a header") from exc
+        self._heard(revision)
+        return revision
 
     @asynccontextmanager
     async def watch(
@@ -553,7 +563,7 @@ class Gateway:
                 if resp.status_code != 200:
                     raise _status_error(url, resp.status_code, await resp.aread())
                 yield WatchStream(lines, idle_timeout=self.watch_idle_timeout, what=f"etcd watch {url}",
-                                  progress_interval=self.progress_interval)
+                                  progress_interval=self.progress_interval, on_revision=self._heard)
             finally:
                 await _abandon(resp, lines)
         except httpx.TransportError as exc:
@@ -635,8 +645,10 @@ class WatchStream:
         idle_timeout: float = math.inf,
         what: str = "etcd watch",
         progress_interval: float | None = None,
+        on_revision: Callable[[int], None] | None = None,
     ) -> None:
         self._chunks = chunks
+        self._on_revision = on_revision
         self._idle = idle_timeout
         self._what = what
         self._interval = progress_interval
@@ -667,7 +679,10 @@ class WatchStream:
                 raise TransientReaderError(
                     f"{self._what}: nothing received for {self._idle:g} s{every}: a dead connection")
             self._split(chunk)
-        return WatchMessage.parse(self._lines.popleft())
+        msg = WatchMessage.parse(self._lines.popleft())
+        if self._on_revision is not None and msg.revision:
+            self._on_revision(msg.revision)
+        return msg
 
     def _split(self, chunk: bytes) -> None:
         start = 0
