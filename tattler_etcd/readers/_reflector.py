@@ -531,6 +531,11 @@ class Reflector:
             ) from exc
         return left
 
+    def _connect_deadline(self) -> float:
+        if self._synced or self.connect_timeout is None:
+            return math.inf
+        return self._started_at + self.connect_timeout
+
     async def retrying(self, call: Callable[[], Awaitable[T]], *, what: str) -> T:
         """Run a unary call (discovery, a revision), retrying transient errors with back-off.
 
@@ -541,7 +546,13 @@ class Reflector:
         backoff = self._unary_backoff
         while True:
             try:
-                result = await call()
+                # Before the first sync, one call may not outlast connect_timeout
+                # either: an endpoint that accepts and never answers would
+                # otherwise hold us for the whole request timeout.
+                with trio.move_on_at(self._connect_deadline()) as waited:
+                    result = await call()
+                if waited.cancelled_caught:
+                    raise TransientReaderError(f"{self.endpoint}: {what}: no answer")
             except TransientReaderError as exc:
                 left = self.check_connect_timeout(exc)
                 self.count("retries")
