@@ -34,9 +34,11 @@ from tattler_etcd.codec._paths import kind_names as kind_names
 from tattler_etcd.codec._paths import kind_paths as kind_paths
 from tattler_etcd.codec._paths import leaf_types as leaf_types
 from tattler_etcd.codec._paths import star_labels as star_labels
+from tattler_etcd.codec._redact import discard_unknown as discard_unknown
 from tattler_etcd.codec._redact import drop_unknown as drop_unknown
 from tattler_etcd.codec._redact import redact as redact
 from tattler_etcd.codec._redact import redact_parsed as redact_parsed
+from tattler_etcd.codec._redact import size_changed as size_changed
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
@@ -47,6 +49,7 @@ __all__ = [
     "counters",
     "decode",
     "decode_watch_event",
+    "discard_unknown",
     "drop_unknown",
     "encode",
     "is_json",
@@ -57,6 +60,7 @@ __all__ = [
     "peek",
     "redact",
     "redact_parsed",
+    "size_changed",
     "split_list",
     "star_labels",
     "to_bytes",

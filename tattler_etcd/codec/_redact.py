@@ -35,7 +35,7 @@ from tattler_etcd.codec._api import (
 from tattler_etcd.codec._schema import SCHEMA, Field
 from tattler_etcd.errors import DecodeError, EncodeError
 
-__all__ = ["drop_unknown", "redact", "redact_parsed"]
+__all__ = ["discard_unknown", "drop_unknown", "redact", "redact_parsed", "size_changed"]
 
 Leaf = str | bytes
 Fn = Callable[[Leaf], Leaf]
@@ -145,6 +145,34 @@ def drop_unknown(parsed: Parsed) -> bool:
     before = len(raw) if raw is not None else msg.ByteSize()
     msg.DiscardUnknownFields()
     if msg.ByteSize() == before:
+        return False
+    parsed._changed()
+    return True
+
+
+def discard_unknown(parsed: Parsed) -> int:
+    """Remove every unknown field from ``parsed`` in C, without telling whether there was one.
+
+    Returns the size of the typed bytes as stored (call it before any leaf
+    changed). Why two steps: telling costs a second walk (``ByteSize``); a
+    caller that serializes anyway can tell from the length it gets
+    (:func:`drop_unknown` does both). Until :func:`size_changed` says so, the
+    Parsed still gives its original bytes back (which hold the fields).
+    """
+    if not isinstance(parsed, Parsed):
+        raise TypeError(f"discard_unknown: expected a Parsed, got {type(parsed).__name__}")
+    raw = parsed._raw
+    msg = parsed._message
+    if msg is None:
+        msg = parsed._typed()
+    size = len(raw) if raw is not None else msg.ByteSize()
+    msg.DiscardUnknownFields()
+    return size
+
+
+def size_changed(parsed: Parsed, size: int) -> bool:
+    """After :func:`discard_unknown`: True (and the Parsed marked changed) when its size is no longer ``size``."""
+    if parsed._typed().ByteSize() == size:
         return False
     parsed._changed()
     return True
