@@ -1,23 +1,50 @@
 #!/usr/bin/env bash
-# Set up everything on a fresh machine, idempotently: etcd (for the tests and
-# for running against a local etcd) and a virtualenv in .venv with the package
-# and its test extras. Safe to run again; fast when nothing is missing.
+# Set up everything on a fresh machine, idempotently, saying what it does (one
+# line per step; nothing when everything is there already):
+#   - Debian packages, when missing (installed with apt-get as root; otherwise
+#     the command to run is printed): etcd-server (the tests start their own
+#     etcd; a local etcd to read), etcd-client (the README's etcdctl lines),
+#     nats-server (the delivery tests), python3-venv (to make the virtualenv);
+#   - a virtualenv in .venv with the package (editable) and its test extras,
+#     reinstalled when pyproject.toml changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v etcd >/dev/null 2>&1 && [ ! -x /usr/bin/etcd ]; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
+say() { echo "setup: $*"; }
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/bin/$1" ] || [ -x "/usr/sbin/$1" ]; }
+
+missing=()
+have etcd || missing+=(etcd-server)
+have etcdctl || missing+=(etcd-client)
+have nats-server || missing+=(nats-server)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing ${missing[*]} (apt-get)"
+    # The packaged etcd service does not start by itself in a container, and we
+    # never want it to: tests start their own etcd on free loopback ports.
+    log=$(mktemp)
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+           apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+      cat "$log" >&2
+      rm -f "$log"
+      say "apt-get failed (above)"
+      exit 1
+    fi
+    rm -f "$log"
   else
-    echo "setup: etcd is missing; install it with: sudo apt-get install -y etcd-server" >&2
+    say "missing ${missing[*]}; install with: sudo apt-get install -y ${missing[*]}"
   fi
 fi
-# The packaged service does not start by itself in a container, and we never
-# want it to: tests start their own etcd on free loopback ports.
+
 if [ ! -x .venv/bin/python ]; then
+  say "creating the virtualenv .venv"
   python3 -m venv .venv
 fi
-stamp=.venv/.installed-$(cat pyproject.toml | sha1sum | cut -c1-12)
+stamp=.venv/.installed-$(sha1sum < pyproject.toml | cut -c1-12)
 if [ ! -f "$stamp" ]; then
+  say "installing tattler-etcd (editable) and its test extras into .venv"
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  rm -f .venv/.installed-*
   touch "$stamp"
+  say "ready: .venv/bin/tattler-etcd"
 fi

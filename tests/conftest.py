@@ -14,6 +14,18 @@ from tests.support.nats import NatsServer
 TESTDATA = Path(__file__).resolve().parent / "data" / "k8s-api" / "HEAD"
 
 
+#: Variables that make the CLI pick a source (or TLS files, a user): a developer's own
+#: settings must not turn a test of the bundled replay into a read of their cluster.
+_SOURCE_ENV = ("KUBECONFIG", "ETCDCTL_ENDPOINTS", "ETCDCTL_CACERT", "ETCDCTL_CERT", "ETCDCTL_KEY",
+               "ETCDCTL_USER", "ETCDCTL_PASSWORD", "ETCDCTL_INSECURE_SKIP_TLS_VERIFY")
+
+
+@pytest.fixture(autouse=True)
+def _no_cluster_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _SOURCE_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def etcd() -> Iterator[EtcdServer]:
     server = EtcdServer()

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import trio
 
@@ -16,13 +14,12 @@ from tattler_etcd.readers.apiserver import (
     APIClient,
     APIServerReader,
     Backoff,
-    ClusterConfig,
     ConfigMapBookmarkStore,
     FileBookmarkStore,
 )
-from tests.fake_apiserver import FakeCluster, RunningServer, open_fake_apiserver
-from tests.fake_apiserver.harness import run_reader
+from tests.fake_apiserver import FakeCluster, RunningServer, in_process
 from tests.fake_apiserver.objects import make_pod
+from tests.support.reading import run_reader
 
 pytestmark = pytest.mark.filterwarnings(
     r"ignore:Async generator 'http(x|core)\.[\w.]+' was garbage collected:ResourceWarning"
@@ -30,13 +27,12 @@ pytestmark = pytest.mark.filterwarnings(
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[RunningServer]:
-    async with open_fake_apiserver(FakeCluster()) as srv:
-        yield srv
+def server() -> RunningServer:
+    return in_process(FakeCluster())
 
 
 def reader(srv: RunningServer, store: Any, **kw: Any) -> APIServerReader:
-    return APIServerReader(["pods"], config=ClusterConfig(srv.url), bookmark_store=store, watch_list=False,
+    return APIServerReader(["pods"], client_factory=srv.client, bookmark_store=store, watch_list=False,
                            backoff_factory=lambda: Backoff(rand=lambda: 0.0), rand=lambda: 0.0, **kw)
 
 
@@ -63,7 +59,7 @@ async def test_restart_resumes_without_relisting(server: RunningServer, tmp_path
     c = server.cluster
     for i in range(3):
         c.create("pods", make_pod(i))
-    client = APIClient(ClusterConfig(server.url))
+    client = APIClient(http=server.client())
     store: Any = (FileBookmarkStore(tmp_path / "rv.json") if kind == "file"
                   else ConfigMapBookmarkStore(client, namespace="default", name="tattler-bookmarks"))
     with trio.fail_after(600):
@@ -79,7 +75,7 @@ async def test_restart_resumes_without_relisting(server: RunningServer, tmp_path
             assert [(e.change.value, e.key) for e in got] == [("delete", "pods/default/pod-00000")]
             assert h.counters["reader.apiserver.resumes"] == 1
         assert len(c.list_requests("pods")) == lists_before  # no relist
-    await client.aclose()
+    await client.http.aclose()
     if kind == "configmap":
         cm = c.get("configmaps", "tattler-bookmarks")
         assert cm is not None and cm["data"]["pods"].isdigit()
@@ -102,7 +98,8 @@ async def test_a_restart_through_a_410_deletes_what_vanished_while_down(server: 
         c.create("pods", make_pod(3))
         c.compact()
         async with run_reader(reader(server, store)) as h:
-            got = await h.take(4)
+            await h.until(lambda h: len(h.entries) == 4)
+            got = h.entries
     assert sorted((e.change.value, e.key) for e in got) == [
         ("delete", "pods/default/pod-00000"), ("snapshot", "pods/default/pod-00001"),
         ("snapshot", "pods/default/pod-00002"), ("snapshot", "pods/default/pod-00003")]
@@ -120,7 +117,8 @@ async def test_stale_stored_version_relists(server: RunningServer, tmp_path: Pat
     c.compact()
     with trio.fail_after(600):
         async with run_reader(reader(server, store)) as h:
-            got = await h.take(2)
+            await h.until(lambda h: len(h.entries) == 2)
+            got = h.entries
             assert sorted((e.change.value, e.key) for e in got) == [
                 ("snapshot", "pods/default/pod-00001"), ("snapshot", "pods/default/pod-00002")]
             assert h.counters["reader.apiserver.expired"] == 1
@@ -141,7 +139,8 @@ async def test_configmap_store_rereads_once_on_a_conflict(server: RunningServer)
                 assert cm is not None
                 c.update("configmaps", {**cm, "data": {**cm["data"], "pods": "1"}})
 
-    http = httpx.AsyncClient(base_url=server.url, event_hooks={"request": [meddle]})
+    http = server.client()
+    http.event_hooks["request"] = [meddle]
     store = ConfigMapBookmarkStore(APIClient(http=http), namespace="default", name="marks")
     with trio.fail_after(30):
         await store.save("pods", "99")

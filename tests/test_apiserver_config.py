@@ -17,7 +17,7 @@ import yaml
 from tattler_etcd.errors import AccessDeniedError, CertificateVerifyError, ConfigError
 from tattler_etcd.readers.apiserver import APIServerReader, load_incluster, load_kubeconfig
 from tests.fake_apiserver import FakeCluster, RunningServer, open_fake_apiserver
-from tests.fake_apiserver.harness import run_reader
+from tests.support.reading import run_reader
 from tests.fake_apiserver.objects import make_pod
 
 pytestmark = pytest.mark.filterwarnings(

@@ -1,5 +1,7 @@
-"""The APIServer reader against the fake APIServer, over real sockets on 127.0.0.1.
+"""The APIServer reader against the fake APIServer, in-process behind an httpx transport.
 
+No socket: the reader and the fake share one trio run (``FakeTransport``).
+A few tests (marked ``socket``) keep real HTTP on 127.0.0.1 for the framing.
 Determinism: time is trio's virtual clock (``autojump_clock``) wherever the
 reader waits (backoff, Retry-After, relist intervals); ordering comes from
 what the reader has handed on, never from sleeps. Every I/O test has a
@@ -19,15 +21,16 @@ from tattler_etcd.data import ChangeType, SourceType
 from tattler_etcd.errors import AccessDeniedError, ConfigError, PermanentReaderError
 from tattler_etcd.readers import Reader
 from tattler_etcd.readers.apiserver import APIServerReader, Backoff, ClusterConfig, ResourceRef
-from tests.fake_apiserver import FakeCluster, RunningServer, open_fake_apiserver
-from tests.fake_apiserver.harness import run_reader
+from tests.fake_apiserver import IN_PROCESS_URL, FakeCluster, RunningServer, in_process, open_fake_apiserver
+from tests.support.reading import run_reader
 from tests.fake_apiserver.objects import fixture_object, make_pod, make_widget
 
-#: httpx and httpcore read a response body through nested async generators
-#: that they do not close when a stream is left early (a watch cancelled or
-#: ended on an error, as watches are); trio's finalizer then warns about each
-#: one. The connection itself is closed by ``response.aclose()``; only the
-#: generator objects are left to the GC.
+#: httpx reads a response body through nested async generators
+#: (``Response.aiter_raw`` over the client's ``BoundAsyncStream``) that it does
+#: not close when a stream is left early (a watch cancelled or ended on an
+#: error, as watches are); trio's finalizer then warns about each one. The
+#: response itself is closed (``response.aclose()``); only the generator
+#: objects are left to the GC.
 pytestmark = pytest.mark.filterwarnings(
     r"ignore:Async generator 'http(x|core)\.[\w.]+' was garbage collected:ResourceWarning"
 )
@@ -38,15 +41,21 @@ FORMATS = ["json", "protobuf"]
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[RunningServer]:
-    cluster = FakeCluster()
-    async with open_fake_apiserver(cluster) as srv:
+def server() -> RunningServer:
+    return in_process(FakeCluster())
+
+
+@pytest.fixture
+async def socket_server() -> AsyncIterator[RunningServer]:
+    async with open_fake_apiserver(FakeCluster()) as srv:
         yield srv
 
 
 def reader_for(srv: RunningServer, resources: list[Any] | None = None, **kw: Any) -> APIServerReader:
     kw.setdefault("backoff_factory", lambda: Backoff(rand=lambda: 0.0))
     kw.setdefault("rand", lambda: 0.0)
+    if srv.url == IN_PROCESS_URL:
+        return APIServerReader(resources or ["pods"], client_factory=srv.client, **kw)
     return APIServerReader(resources or ["pods"], config=ClusterConfig(srv.url), **kw)
 
 
@@ -100,10 +109,10 @@ async def test_initial_state_then_watch(server: RunningServer, fmt: str, watch_l
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-async def test_fixture_pod_round_trips(server: RunningServer, fmt: str, testdata: Any) -> None:
-    c = server.cluster
+async def test_fixture_pod_round_trips(socket_server: RunningServer, fmt: str, testdata: Any) -> None:
+    c = socket_server.cluster
     served = c.create("pods", fixture_object(testdata, "core.v1.Pod", name="fixture"))
-    reader = reader_for(server, content_type=fmt, watch_list=False, once=True)
+    reader = reader_for(socket_server, content_type=fmt, watch_list=False, once=True)
     with trio.fail_after(30):
         async with run_reader(reader) as h:
             await h.drain()
@@ -354,14 +363,14 @@ async def test_periodic_relist(server: RunningServer, autojump_clock: Any) -> No
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-async def test_custom_resources_fall_back_to_json(server: RunningServer, fmt: str) -> None:
-    c = server.cluster
+async def test_custom_resources_fall_back_to_json(socket_server: RunningServer, fmt: str) -> None:
+    c = socket_server.cluster
     c.create("widgets", make_widget(1))
     c.create("pods", make_pod(1))
-    reader = reader_for(server, ["pods", "widgets.example.com"], content_type=fmt, once=True)
+    reader = reader_for(socket_server, ["pods", "widgets.example.com"], content_type=fmt, once=True)
     with trio.fail_after(30):
         async with run_reader(reader) as h:
-            entries = h.entries + await h.drain()
+            entries = [*h.entries[: h.cursor], *await h.drain()]
     by_kind = {e.kind: e for e in entries}
     assert set(by_kind) == {"Pod", "Widget"}
     assert by_kind["Widget"].key == "widgets.example.com/default/widget-1"
@@ -383,7 +392,7 @@ async def test_discovery_finds_groups(server: RunningServer) -> None:
     c.create("deployments", {"metadata": {"name": "web"}, "spec": {"replicas": 1}})
     with trio.fail_after(30):
         async with run_reader(reader_for(server, ["deployments"], content_type="json", once=True)) as h:
-            entries = h.entries + await h.drain()
+            entries = [*h.entries[: h.cursor], *await h.drain()]
     assert keys(entries) == [("add", "deployments.apps/default/web")]
     assert entries[0].api_version == "apps/v1"
 
@@ -415,12 +424,13 @@ async def test_injected_http_client(server: RunningServer) -> None:
         seen.append(request.url.path)
 
     server.cluster.create("pods", make_pod(1))
-    http = httpx.AsyncClient(base_url=server.url, event_hooks={"request": [log_request]})
+    http = server.client()
+    http.event_hooks["request"] = [log_request]
     reader = APIServerReader([ResourceRef("", "v1", "pods", "Pod", True)], http=http, once=True,
                              content_type="json")
     with trio.fail_after(30):
         async with run_reader(reader) as h:
-            entries = h.entries + await h.drain()
+            entries = [*h.entries[: h.cursor], *await h.drain()]
     await http.aclose()
     assert keys(entries) == [("add", "pods/default/pod-00001")]
     assert seen == ["/api/v1/pods"]  # no discovery for a ResourceRef

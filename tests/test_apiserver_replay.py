@@ -9,7 +9,7 @@ import httpx
 import trio
 
 from tattler_etcd.readers.apiserver import APIServerReader, ResourceRef
-from tests.fake_apiserver.harness import run_reader
+from tests.support.reading import run_reader
 
 PODS = ResourceRef("", "v1", "pods", "Pod", True)
 NODES = ResourceRef("", "v1", "nodes", "Node", False)

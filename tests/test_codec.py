@@ -469,9 +469,11 @@ def test_model_path(testdata: Path, kind: str) -> None:
 @pytest.mark.parametrize("strategy", ["generated", "listfields"])
 def test_both_converter_strategies_give_the_upstream_json(testdata: Path, strategy: str) -> None:
     """Each message type gets generated code or a ListFields loop; forcing either everywhere must agree."""
-    from tattler_etcd.codec import _convert
+    from tattler_etcd.codec import _convert, _fast
 
     saved = dict(_convert._converters), dict(_convert._zeros)
+    c_decoder = _fast.enabled()
+    _fast.set_enabled(False)  # the Python converters are what is compared here
     _convert._converters.clear()
     _convert._zeros.clear()
     _convert.FORCE_STRATEGY = strategy
@@ -485,6 +487,7 @@ def test_both_converter_strategies_give_the_upstream_json(testdata: Path, strate
         assert codec.decode(codec.encode(pod(containers=[{"name": "c", "ports": [{}]}])))["spec"] == {
             "containers": [{"name": "c", "ports": [{"containerPort": 0}], "resources": {}}]}
     finally:
+        _fast.set_enabled(c_decoder)
         _convert.FORCE_STRATEGY = None
         _convert._converters.clear()
         _convert._zeros.clear()

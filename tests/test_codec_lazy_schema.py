@@ -30,6 +30,17 @@ def test_importing_the_whole_package_loads_no_schema() -> None:
     assert out.split("\n") == ["True False", "False True", ""]
 
 
+def test_the_protobuf_descriptor_modules_load_with_the_schema_not_with_the_package() -> None:
+    script = (
+        "import sys, tattler_etcd, tattler_etcd.cli, tattler_etcd.codec\n"
+        "print('google.protobuf.descriptor_pool' in sys.modules)\n"
+        "tattler_etcd.codec.peek(tattler_etcd.codec.wrap('v1', 'ConfigMap', b''))\n"
+        "print('google.protobuf.descriptor_pool' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n") == ["False", "True", ""]
+
+
 def test_threads_racing_to_the_first_use_load_it_once() -> None:
     loads = []
     gate = threading.Barrier(4)

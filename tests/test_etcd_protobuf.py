@@ -20,7 +20,8 @@ from tattler_etcd.data import ChangeType, Entry
 from tattler_etcd.readers.etcd import EtcdReader
 from tattler_etcd.stats import Counters
 from tests.support.etcd import EtcdServer
-from tests.support.etcd_reading import Tracker, run_reader
+from tests.support.etcd_reading import Tracker
+from tests.support.reading import run_reader
 
 pytestmark = pytest.mark.etcd
 
@@ -60,15 +61,15 @@ def served(obj: dict[str, Any], revision: int) -> dict[str, Any]:
 
 
 async def test_list_decodes_protobuf_lazily_and_faithfully(etcd: EtcdServer, cluster: dict[str, Any]) -> None:
-    tracker = Tracker()
-    await run_reader(EtcdReader(etcd.url, once=True), tracker)
-    assert sorted(tracker.state) == sorted(cluster)
+    async with run_reader(EtcdReader(etcd.url, once=True), started=False) as h:
+        await h.drain()
+    assert sorted(h.state) == sorted(cluster)
     rev = etcd.revision()
-    for e in tracker.entries:
+    for e in h.entries:
         assert e.change is ADD and e.value is not None and not e.has_raw()  # identity only, until asked
         assert (e.uid, e.name) == (cluster[e.key]["metadata"]["uid"], cluster[e.key]["metadata"]["name"])
         assert e.raw == served(cluster[e.key], rev)
-    assert {e.kind for e in tracker.entries} == {"Pod", "Node", "Namespace", "PersistentVolume"}
+    assert {e.kind for e in h.entries} == {"Pod", "Node", "Namespace", "PersistentVolume"}
 
 
 async def test_watch_update_and_delete_of_protobuf_objects(
@@ -105,9 +106,11 @@ async def test_undecodable_protobuf_values_are_counted_and_named(
         ("/registry/pods/default/encrypted", b"k8s:enc:aescbc:v1:key1:\x8f\x02secretbytes"),
     ])
     caplog.set_level(logging.WARNING, logger="tattler_etcd")
-    tracker, counters = Tracker(), Counters()
-    await run_reader(EtcdReader(etcd.url, resources=["pods"], once=True), tracker, counters)
-    assert list(tracker.state) == ["/registry/pods/default/web"]
+    counters = Counters()
+    async with run_reader(EtcdReader(etcd.url, resources=["pods"], once=True), started=False,
+                          counters=counters) as h:
+        await h.drain()
+    assert list(h.state) == ["/registry/pods/default/web"]
     assert counters["reader.etcd.decode_errors"] == 2
     assert "/registry/pods/default/truncated" in caplog.text
     assert "/registry/pods/default/encrypted" in caplog.text
@@ -133,7 +136,7 @@ def test_cli_once_writes_one_json_line_per_entry(
 
 
 def test_cli_refuses_a_bad_endpoint_before_any_io(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_main(["run", "--etcd-endpoints", "etcd:2379", "--once"]) == 2
+    assert cli_main(["run", "--etcd-endpoints", "ftp://etcd:2379", "--once"]) == 2
     assert "give http://HOST:PORT" in capsys.readouterr().err
 
 

@@ -13,7 +13,8 @@ from tattler_etcd.errors import ConfigError
 from tattler_etcd.readers.etcd import EtcdReader, RevisionStore
 from tattler_etcd.stats import Counters
 from tests.support.etcd import EtcdServer
-from tests.support.etcd_reading import Tracker, etcd_state, key, obj, run_reader
+from tests.support.etcd_reading import Tracker, etcd_state, key, obj
+from tests.support.reading import run_reader
 
 pytestmark = pytest.mark.etcd
 
@@ -105,10 +106,11 @@ async def test_a_revision_file_ahead_of_etcd_means_a_full_list(etcd: EtcdServer,
     etcd.put(A, obj("pods", "a", "ns"))
     path = tmp_path / "revisions.json"
     path.write_text(json.dumps({"format": 1, "prefix": "/registry", "revisions": {"pods": 10_000}}))
-    tracker = Tracker()
-    counters = await run_reader(EtcdReader(etcd.url, resources=["pods"], revision_file=path, once=True), tracker)
-    assert tracker.seen == [(A, ADD, str(etcd.revision()))]
-    assert counters["reader.etcd.lists"] == 1
+    async with run_reader(EtcdReader(etcd.url, resources=["pods"], revision_file=path, once=True),
+                          started=False) as h:
+        await h.drain()
+    assert h.seen == [(A, ADD, str(etcd.revision()))]
+    assert h.counters["reader.etcd.lists"] == 1
     assert json.loads(path.read_text())["revisions"] == {"pods": etcd.revision()}
 
 

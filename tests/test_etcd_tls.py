@@ -15,7 +15,8 @@ from tattler_etcd.readers import Backoff
 from tattler_etcd.readers.etcd import EtcdReader
 from tattler_etcd.stats import Counters
 from tests.support.etcd import EtcdServer, make_test_certs
-from tests.support.etcd_reading import Tracker, key, obj, run_reader
+from tests.support.etcd_reading import key, obj
+from tests.support.reading import run_reader
 
 pytestmark = pytest.mark.etcd
 
@@ -40,10 +41,10 @@ async def test_reader_lists_over_tls_with_a_client_certificate(tls_etcd: EtcdSer
     assert tls_etcd.url.startswith("https://")
     reader = EtcdReader(tls_etcd.url, resources=["pods"], once=True,
                         cacert=certs["ca"], cert=certs["client_cert"], key=certs["client_key"])
-    tracker = Tracker()
     with trio.fail_after(20):
-        await run_reader(reader, tracker)
-    assert list(tracker.state) == [key("pods", "a", "ns")]
+        async with run_reader(reader, started=False) as h:
+            await h.drain()
+    assert list(h.state) == [key("pods", "a", "ns")]
     # etcd3gw's client holds the same files (the conventions the reader takes from it).
     session = reader.endpoints[0].session
     assert (session.verify, session.cert) == (certs["ca"], (certs["client_cert"], certs["client_key"]))

@@ -32,7 +32,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("readers", ("tattler_etcd.readers",)),
     ("pipeline", ("tattler_etcd.pipeline", "tattler_etcd.delivery", "tattler_etcd.service")),
     ("replay", ("tattler_etcd.replay",)),
-    ("front", ("tattler_etcd", "tattler_etcd.__main__", "tattler_etcd.cli", "tattler_etcd.pytest_plugin")),
+    ("front", ("tattler_etcd", "tattler_etcd.__main__", "tattler_etcd.cli", "tattler_etcd.pytest_plugin",
+               "tattler_etcd.service")),
 )
 
 

@@ -50,7 +50,7 @@ def test_sigint_in_record_leaves_a_cassette_that_replays(etcd: EtcdServer, tmp_p
     _fill(etcd)
     cassette = tmp_path / "rec.yaml"
     cli = CliProcess(["-v", "record", "--etcd-endpoints", etcd.url, "--resources", "pods",
-                      "--duration", "600", "--out", str(cassette)])
+                      "--duration", "600", "--to", str(cassette)])
     try:
         # The watch is open once the reader's list was handed on; then stop it by hand.
         cli.wait_for_line("/v3/watch")

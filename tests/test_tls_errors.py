@@ -6,6 +6,8 @@ the test), and a plain one for the opposite mistake.
 
 from __future__ import annotations
 
+import functools
+
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,7 @@ from tattler_etcd.errors import (
     SchemeMismatchError,
 )
 from tattler_etcd.readers.apiserver import APIServerReader, ClusterConfig
+from tattler_etcd.readers._reflector import Backoff
 from tattler_etcd.readers.etcd import EtcdReader
 from tattler_etcd.stats import Counters
 from tests.fake_apiserver import FakeCluster, open_fake_apiserver
@@ -55,7 +58,8 @@ def tls_etcd(certs: dict[str, str]) -> Iterator[EtcdServer]:
 
 async def _fails(**kwargs: Any) -> tuple[PermanentReaderError, Counters]:
     """Run a --once reader that must fail permanently at once (no retry, well under any back-off)."""
-    reader = EtcdReader(resources=["pods"], once=True, backoff_initial=5.0, backoff_max=5.0, **kwargs)
+    reader = EtcdReader(resources=["pods"], once=True,
+                        backoff_factory=functools.partial(Backoff, initial=5.0, cap=5.0), **kwargs)
     counters = Counters()
     send, _recv = trio.open_memory_channel[list[Entry]](0)
     with trio.fail_after(15), pytest.raises(PermanentReaderError) as info:

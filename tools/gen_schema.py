@@ -278,10 +278,18 @@ def merge(sources: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
                 messages[name] = {"special": msg["special"], "fields": list(msg["fields"])}
                 continue
             numbers = {f[0] for f in have["fields"]}
+            before: int | None = None  # the number of the field this one followed in its release
             for field in msg["fields"]:
                 if field[0] not in numbers:
-                    # removed since: written only when present, never defaulted
-                    have["fields"].append(field[:5] + [field[5] + "r"])
+                    # Removed since: written only when present, never defaulted, with its own
+                    # release's tags; placed where that release put it (Go writes keys in
+                    # declaration order), after the field it followed there.
+                    at = next((i + 1 for i, f in enumerate(have["fields"]) if f[0] == before), 0)
+                    while at < len(have["fields"]) and "r" in have["fields"][at][5]:
+                        at += 1  # after removed fields already placed there
+                    have["fields"].insert(at, field[:5] + [field[5] + "r"])
+                    numbers.add(field[0])
+                before = field[0]
         for api_version, package in src["groups"].items():
             groups.setdefault(api_version, package)
     return {

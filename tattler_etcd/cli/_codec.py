@@ -18,8 +18,6 @@ import os
 import sys
 from typing import Any
 
-import yaml
-
 from tattler_etcd import codec
 from tattler_etcd.cli._destinations import add_output_arguments, resolve_output, scheme_of
 from tattler_etcd.errors import CodecError, ConfigError, DecodeError, EncodeError
@@ -86,6 +84,8 @@ def run_decode(args: argparse.Namespace) -> int:
     except CodecError as exc:
         raise exc.with_key("stdin") from None
     if fmt == "yaml":
+        import yaml  # here, not at the top: ~13 ms more for every --help, for a choice few make
+
         text = yaml.safe_dump(obj, sort_keys=False, allow_unicode=True, default_flow_style=False)
     elif args.compact:
         text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n"
@@ -100,6 +100,8 @@ def _read_object(data: bytes) -> dict[str, Any]:
     try:
         obj = json.loads(text)
     except ValueError:
+        import yaml  # (see run_decode)
+
         try:
             obj = yaml.safe_load(text)
         except yaml.YAMLError as exc:

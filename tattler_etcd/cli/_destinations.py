@@ -31,7 +31,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import TextIO
 
+from tattler_etcd.cli._logging import notice
 from tattler_etcd.errors import ConfigError
+from tattler_etcd.pipeline import JsonLinesProcessor
 from tattler_etcd.pipeline.routing import Policy, Processor
 
 __all__ = [
@@ -143,8 +145,6 @@ def _file_path(dest: str) -> str:
 @asynccontextmanager
 async def _file_destination(dest: str, ctx: DestinationContext) -> AsyncIterator[Destination]:
     """``-`` (stdout), a path or ``file://PATH``: JSON lines, written as each batch arrives."""
-    from tattler_etcd.pipeline import JsonLinesProcessor
-
     if ctx.format != "json":
         raise ConfigError(f"--to {dest}: a file or stdout takes -o json (JSON lines), not -o {ctx.format}")
     out: TextIO
@@ -198,8 +198,6 @@ async def open_destinations(dests: Sequence[str], ctx: DestinationContext) -> As
 
 def deprecated(old: str, new: str) -> None:
     """One note on stderr for an old spelling that still works."""
-    from tattler_etcd.cli._logging import notice
-
     notice(f"{old} is deprecated; say {new}")
 
 

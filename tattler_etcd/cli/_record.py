@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from tattler_etcd.cli._common import add_reader_arguments, parse_resources
+from tattler_etcd.cli._common import (
+    add_reader_arguments,
+    apply_environment,
+    choose_source,
+    etcd_endpoints,
+    etcd_options,
+    kubeconfig_path,
+    parse_resources,
+)
 from tattler_etcd.cli._destinations import add_output_arguments, deprecated, resolve_output, scheme_of
 from tattler_etcd.cli._logging import notice
 from tattler_etcd.cli._redact import add_redaction_arguments, redaction_rules
@@ -62,7 +70,7 @@ def _cassette_path(args: argparse.Namespace) -> str:
     Raises:
         ConfigError: none, two different ones, stdout or a URL.
     """
-    _, dests = resolve_output("record", args.output, args.to, formats=RECORD_FORMATS)
+    resolve_output("record", args.output, args.to, formats=RECORD_FORMATS)  # checks -o
     to = args.to
     if args.out is not None:
         if to is not None and _same_file(to) != _same_file(args.out):
@@ -88,19 +96,27 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("record: give --duration S or --events N (a watch never ends by itself)")
     if args.page_size < 1:
         raise ConfigError("--page-size: must be at least 1")
-    sources = [bool(args.etcd_endpoints), bool(args.kubeconfig or args.in_cluster)]
-    if sum(sources) != 1:
-        raise ConfigError("record: give one source: --etcd-endpoints URL, or --kubeconfig PATH / --in-cluster")
-    if args.etcd_endpoints:
+    apply_environment(args)
+    if args.etcd_endpoints and (args.kubeconfig or args.context or args.in_cluster):
+        raise ConfigError("record: give one source: --endpoints, or --kubeconfig/--context/--in-cluster")
+    source = choose_source(args)
+    if source == "none":
+        raise ConfigError("record: give one source: --endpoints HOST:PORT, or --kubeconfig PATH / --context NAME "
+                          "/ --in-cluster")
+    if source == "etcd":
+        endpoint = etcd_endpoints(args)
+        options = etcd_options(args)
+
         async def record(task_status: trio.TaskStatus[Any]) -> RecordingInfo:
             return await record_etcd(
-                args.out, endpoint=args.etcd_endpoints, resources=resources, prefix=args.prefix,
+                args.out, endpoint=endpoint, resources=resources, prefix=args.prefix,
                 page_size=args.page_size, max_events=args.events, duration=args.duration,
-                cacert=args.cacert, cert=args.cert, key=args.key, task_status=task_status,
-                redact=rules, keep_unknown_fields=args.keep_unknown_fields,
+                task_status=task_status, redact=rules, keep_unknown_fields=args.keep_unknown_fields,
+                **options,  # type: ignore[arg-type]
             )
     else:
-        config = load_kubeconfig(args.kubeconfig, args.context) if args.kubeconfig else load_incluster()
+        config = (load_incluster() if source == "in-cluster"
+                  else load_kubeconfig(kubeconfig_path(args), args.context))
 
         async def record(task_status: trio.TaskStatus[Any]) -> RecordingInfo:
             return await record_apiserver(

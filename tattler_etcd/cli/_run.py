@@ -1,7 +1,10 @@
 """``tattler-etcd run``: read from one source, print one JSON line per entry.
 
-Sources, first match wins: ``--replay FILE``; ``--etcd-endpoints``;
-``--kubeconfig`` (or ``--in-cluster``); none of them: the bundled recording.
+Sources, first match wins: ``--replay FILE``; ``--endpoints`` (etcd);
+``--kubeconfig`` or ``--context`` (the APIServer); ``--in-cluster``; then the
+environment: ``ETCDCTL_ENDPOINTS`` (etcd) or ``KUBECONFIG`` (the APIServer).
+None of them: the bundled recording, with a notice saying how to read a real
+cluster.
 """
 
 from __future__ import annotations
@@ -16,7 +19,17 @@ from typing import Any
 import prometheus_client
 import trio
 
-from tattler_etcd.cli._common import DEFAULT_RESOURCES, add_reader_arguments, parse_resources
+from tattler_etcd.cli._common import (
+    DEFAULT_RESOURCES,
+    HOW_TO_READ_A_CLUSTER,
+    add_reader_arguments,
+    apply_environment,
+    choose_source,
+    etcd_endpoints,
+    etcd_options,
+    kubeconfig_path,
+    parse_resources,
+)
 from tattler_etcd.cli._destinations import (
     DestinationContext,
     add_output_arguments,
@@ -30,8 +43,7 @@ from tattler_etcd.pipeline import Runner
 from tattler_etcd.pipeline.metrics import readiness
 from tattler_etcd.readers.apiserver import APIServerReader, FileBookmarkStore, load_incluster, load_kubeconfig
 from tattler_etcd.readers.etcd import EtcdReader
-from tattler_etcd.service import run_draining_on_signals
-from tattler_etcd.service.http import parse_address, serve_endpoints
+from tattler_etcd.service import parse_address, run_draining_on_signals
 
 
 def register(sub: Any) -> None:
@@ -71,7 +83,7 @@ RUN_FORMATS = ("json",)
 
 def main(args: argparse.Namespace) -> int:
     args.output, args.to = resolve_output("run", args.output, args.to, formats=RUN_FORMATS, legacy_paths=True)
-    resources = parse_resources(args)
+    resources = args.resource_names = parse_resources(args)
     args.redaction_rules = redaction_rules(args)
     if args.batch_size < 1:
         raise ConfigError("--batch-size: must be at least 1")
@@ -79,12 +91,17 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("--batch-window: must be more than 0 seconds")
     if args.metrics_address:
         parse_address(args.metrics_address)  # a bad address fails before any connection
-    if args.replay or not (args.etcd_endpoints or args.kubeconfig or args.in_cluster):
+    apply_environment(args)
+    source = choose_source(args)
+    if "secrets" in resources and not args.allow_secrets:
+        notice("secrets: Secret objects are dropped without --allow-secrets (with it, their data is redacted)",
+               kind="warning", resource="secrets")
+    if source in ("replay", "none"):
         return _replay(args, resources)
-    if args.etcd_endpoints:
+    if source == "etcd":
         readers = _etcd_readers(args, resources)
     else:
-        readers = _apiserver_readers(args, resources)
+        readers = _apiserver_readers(args, resources, in_cluster=source == "in-cluster")
     return trio.run(_run_pipeline, args, readers)
 
 
@@ -108,25 +125,44 @@ async def _run_pipeline(
             runner.add_reader(reader)
         for d in destinations:
             runner.add_processor(d.name, d.processor, policy=d.policy, buffer=d.buffer)
-        return await run_draining_on_signals(
+        status = await run_draining_on_signals(
             lambda: drive(runner) if drive is not None else runner.run(), runner.stop,
             alongside=_endpoints(args, runner),
         )
+    if args.once and status == 0:
+        _say_if_empty(runner.counters, getattr(args, "resource_names", ()))
+    return status
 
 
-def _endpoints(args: argparse.Namespace, runner: Any) -> list[Callable[..., Awaitable[object]]]:
+def _endpoints(args: argparse.Namespace, runner: Runner) -> list[Callable[..., Awaitable[object]]]:
     """The ``--metrics-address`` server, on a registry of its own, as a task to run beside the pipeline."""
     if not args.metrics_address:
         return []
+    # hypercorn (h11, h2, wsproto) only when serving: ~60 ms off every other start.
+    from tattler_etcd.service.http import serve_endpoints
+
     registry = prometheus_client.CollectorRegistry()
     registry.register(runner.collector())
     return [functools.partial(serve_endpoints, args.metrics_address, registry, lambda: readiness(runner))]
 
 
+def _say_if_empty(counters: Any, resources: Sequence[str]) -> None:
+    """``--once`` that delivered nothing says so: an empty output is not a silent success."""
+    if counters["routing.entries"]:
+        return
+    listed = counters["safety.in"]
+    what = ",".join(resources)
+    if listed:
+        notice(f"--once: listed {listed} objects and the safety stage dropped every one "
+               "(Secrets need --allow-secrets)", kind="warning")
+    else:
+        notice(f"--once: listed 0 objects{f' ({what})' if what else ''}", kind="warning")
+
+
 def _etcd_readers(args: argparse.Namespace, resources: list[str]) -> list[Any]:
     return [EtcdReader(
-        args.etcd_endpoints, resources=resources, prefix=args.prefix, page_size=args.page_size,
-        once=args.once, cacert=args.cacert, cert=args.cert, key=args.key,
+        etcd_endpoints(args), resources=resources, prefix=args.prefix, page_size=args.page_size,
+        once=args.once, **etcd_options(args),  # type: ignore[arg-type]
         revision_file=args.revision_file, relist_interval=args.relist_interval,
         progress=_ListProgress(sys.stderr) if sys.stderr.isatty() else None,
     )]
@@ -161,15 +197,12 @@ class _ListProgress:
         self._stream.flush()
 
 
-def _apiserver_readers(args: argparse.Namespace, resources: list[str]) -> list[Any]:
+def _apiserver_readers(args: argparse.Namespace, resources: list[str], *, in_cluster: bool) -> list[Any]:
     if args.relist_interval is not None and args.relist_interval <= 0:
         raise ConfigError("--relist-interval: must be more than 0 seconds")
     if args.page_size < 0:
         raise ConfigError("--page-size: must be 0 (no paging) or more")
-    if args.kubeconfig or not args.in_cluster:
-        config = load_kubeconfig(args.kubeconfig, args.context)
-    else:
-        config = load_incluster()
+    config = load_incluster() if in_cluster else load_kubeconfig(kubeconfig_path(args), args.context)
     store = FileBookmarkStore(args.bookmark_file) if args.bookmark_file else None
     return [APIServerReader(
         resources, config=config, content_type=args.content_type, page_size=args.page_size,
@@ -191,7 +224,8 @@ def _replay(args: argparse.Namespace, resources: list[str]) -> int:
     info = read_recording(path)  # bad files fail before any output is opened
     if not args.replay:
         notice(f"no source given: replaying the bundled recording {path} "
-               f"({info.source}, {','.join(info.resources)}; see docs/replay.md)", kind="plain")
+               f"({info.source}, {','.join(info.resources)}; see docs/replay.md); {HOW_TO_READ_A_CLUSTER}",
+               kind="plain")
     requested = None if args.resources == DEFAULT_RESOURCES else resources
 
     async def replay() -> int:

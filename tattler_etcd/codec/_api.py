@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
+from tattler_etcd.codec import _fast
 from tattler_etcd.codec._convert import converter
 from tattler_etcd.codec._encode import EncodeFailure, fill_message
 from tattler_etcd.codec._envelope import _PARSE_ERRORS, MAGIC, _parse_error, wrap
@@ -99,6 +100,9 @@ def decode(value: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> dict[str, Any]:
         return obj
     api_version, kind, raw = _split_envelope(value)
     name = _message_for(api_version, kind)
+    fast = _fast.decode(name, raw, kind, api_version)  # the C decoder, when built (None: not handled)
+    if fast is not None:
+        return fast
     return _to_dict(api_version, kind, name, _parse_typed(name, raw, f"{api_version} {kind}"))
 
 
@@ -201,6 +205,11 @@ _typed_classes: dict[tuple[str, str], tuple[str, type[Any]]] = {}
 
 def to_dict(parsed: Parsed) -> dict[str, Any]:
     """The object as :func:`decode` gives it (a new dict on every call), from the parsed message."""
+    raw = parsed._raw
+    if raw is not None:  # not parsed by upb yet: the C decoder may take the bytes
+        fast = _fast.decode(parsed._name, raw, parsed.kind, parsed.api_version)
+        if fast is not None:
+            return fast
     return _to_dict(parsed.api_version, parsed.kind, parsed._name, parsed._typed())
 
 

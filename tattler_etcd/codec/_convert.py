@@ -434,11 +434,14 @@ def _field_code(f: Field, ref: Callable[[Any], str], ref_value: Callable[[Conver
         if special == "quantity":
             return [f"d[{k}] = {a}.string or '0'"]
         return [f"d[{k}] = {sub}({a})"]
+    # A removed field keeps its own release's omitempty: gogo wrote non-pointer
+    # scalars even when empty (ObjectMeta.clusterName "" in every object stored
+    # before 1.24), and that release's JSON left them out.
     if f.type == "bytes":
-        if f.omitempty and not f.pointer and not f.removed:
+        if f.omitempty and not f.pointer:
             return [f"v = {a}", "if v:", f"    d[{k}] = _b64s(v)"]
         return [f"if {has}:", f"    d[{k}] = _b64s({a})", *(["else:", *absent] if absent else [])]
-    if f.pointer or f.removed:
+    if f.pointer or (f.removed and not f.omitempty):
         return [f"if {has}:", f"    d[{k}] = {a}", *(["else:", *absent] if absent else [])]
     if f.omitempty:
         return [f"v = {a}", "if v:", f"    d[{k}] = v"]

@@ -22,6 +22,7 @@ import keyword
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tattler_etcd.codec import _fast
 from tattler_etcd.codec._api import (
     DEFAULT_MAX_SIZE,
     Parsed,
@@ -141,6 +142,8 @@ def drop_unknown(parsed: Parsed) -> bool:
     raw = parsed._raw
     msg = parsed._message
     if msg is None:
+        if raw is not None and _fast.has_unknown(parsed._name, raw) is False:
+            return False  # the C scan of the bytes says there is none: no parse, no walk
         msg = parsed._typed()
     before = len(raw) if raw is not None else msg.ByteSize()
     msg.DiscardUnknownFields()

@@ -489,8 +489,14 @@ class Reflector:
                 await each_resource(loops, lambda loop: loop.follow())
             return
 
+        everyone_synced = trio.Event()
+
         async def sync_and_follow(loop: ResourceLoop) -> None:
             await loop.sync()
+            # Watch only once started() is reported, so what comes before it
+            # is exactly the initial state (a fast resource waits for the slow
+            # ones; its watch starts from its list's version: nothing is lost).
+            await everyone_synced.wait()
             await loop.follow()
 
         async def starter() -> None:
@@ -498,6 +504,7 @@ class Reflector:
                 await loop.synced_event.wait()
             self.synced_all()
             task_status.started()
+            everyone_synced.set()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(starter)

@@ -16,7 +16,7 @@ from tattler_etcd.errors import ConfigError
 from tattler_etcd.pipeline.redaction import Redactor
 from tattler_etcd.readers.apiserver import APIServerReader
 from tattler_etcd.readers.etcd import EtcdReader
-from tattler_etcd.readers.etcd.gateway import TLSFiles, ssl_context
+from tattler_etcd.readers.etcd.gateway import EtcdAuth, TLSFiles, ssl_context
 from tattler_etcd.replay._format import RecordingInfo, dump_cassette
 from tattler_etcd.replay._redact import scrubbers, without_userinfo
 from tattler_etcd.replay._transport import Recorder
@@ -41,6 +41,9 @@ async def record_etcd(
     cacert: str | None = None,
     cert: str | None = None,
     key: str | None = None,
+    insecure_skip_tls_verify: bool = False,
+    user: str | None = None,
+    password: str | None = None,
     redact: Sequence[str] = (),
     keep_unknown_fields: bool = False,
     recorder: Recorder | None = None,
@@ -68,14 +71,16 @@ async def record_etcd(
     if "," in endpoint:
         raise ConfigError("record: give one endpoint (a recording replays the URIs it recorded)")
     recorder = _recorder(recorder, max_events, duration, Redactor(redact, keep_unknown_fields=keep_unknown_fields))
-    tls = TLSFiles(cacert, cert, key)
+    tls = TLSFiles(cacert, cert, key, insecure_skip_tls_verify)
     ctx = ssl_context(tls)
     transport = recorder.transport(httpx.AsyncHTTPTransport(verify=ctx if ctx is not None else True))
+    # The token travels in a header the recorder drops; the password only in EtcdAuth's own client.
+    auth = EtcdAuth(user, password or "", verify=ctx or True) if user is not None else None
 
-    async with httpx.AsyncClient(transport=transport) as client:
+    async with httpx.AsyncClient(transport=transport, auth=auth) as client:
         reader = EtcdReader(
             endpoint, resources=list(resources), prefix=prefix, page_size=page_size, client=client,
-            cacert=cacert, cert=cert, key=key,
+            cacert=cacert, cert=cert, key=key, insecure_skip_tls_verify=insecure_skip_tls_verify,
         )
         await _run_until_stopped(reader, recorder, duration, task_status)
 

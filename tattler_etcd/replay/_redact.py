@@ -31,6 +31,7 @@ import binascii
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from tattler_etcd import codec
 from tattler_etcd.codec.wire import length_delimited, replace_field
@@ -277,8 +278,6 @@ class CredentialScrubber:
         if len(secret) >= _MIN_CREDENTIAL and secret != REDACTED:
             self.secrets.add(secret)
             # Also as it would appear inside JSON text, URL-encoded or in base64.
-            from urllib.parse import quote
-
             for form in (json.dumps(secret)[1:-1], quote(secret, safe=""),
                          base64.b64encode(secret.encode()).decode()):
                 if len(form) >= _MIN_CREDENTIAL:

@@ -1,13 +1,16 @@
 """Running tattler-etcd as a service: signals, metrics and health endpoints.
 
 * :mod:`.signals`: SIGTERM/SIGINT drain the pipeline; a second signal exits at once.
+* :mod:`.http`: ``/metrics``, ``/healthz`` and ``/readyz``, served by hypercorn in the
+  trio run (imported on its own: hypercorn is only loaded when serving).
 """
 
 from __future__ import annotations
 
+from tattler_etcd.service.address import parse_address as parse_address
 from tattler_etcd.service.signals import SIGNALS as SIGNALS
 from tattler_etcd.service.signals import SignalDrain as SignalDrain
 from tattler_etcd.service.signals import exit_status as exit_status
 from tattler_etcd.service.signals import run_draining_on_signals as run_draining_on_signals
 
-__all__ = ["SIGNALS", "SignalDrain", "exit_status", "run_draining_on_signals"]
+__all__ = ["SIGNALS", "SignalDrain", "exit_status", "parse_address", "run_draining_on_signals"]

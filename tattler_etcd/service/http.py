@@ -23,8 +23,9 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from tattler_etcd.errors import ConfigError
+from tattler_etcd.service.address import parse_address
 
-__all__ = ["make_app", "parse_address", "serve_endpoints"]
+__all__ = ["make_app", "serve_endpoints"]
 
 logger = logging.getLogger("tattler_etcd.service.http")
 
@@ -32,18 +33,6 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-def parse_address(text: str, *, flag: str = "--metrics-address") -> str:
-    """``HOST:PORT`` (``[::1]:9090`` for IPv6, ``:9090`` for every interface) as hypercorn's bind.
-
-    Raises:
-        ConfigError: no port, or not a number from 0 to 65535.
-    """
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{flag} {text!r}: give HOST:PORT, e.g. 0.0.0.0:9090 or 127.0.0.1:9090")
-    return f"{host or '0.0.0.0'}:{int(port)}"  # noqa: S104 - ':PORT' asks for every interface
 
 
 def make_app(registry: prometheus_client.CollectorRegistry, ready: Callable[[], tuple[bool, str]]) -> App:

@@ -25,7 +25,8 @@ It copies the behaviour the reader depends on, as the real APIServer has it:
   bookmark store.
 
 Everything runs in one trio task tree, so under ``autojump_clock`` the fake's
-timeouts are virtual too. :func:`run_in_thread` runs the same server in its own
+timeouts are virtual too. :func:`in_process` serves it with no socket at all,
+behind an httpx transport (:class:`FakeTransport`): most tests use that. :func:`run_in_thread` runs the same server in its own
 thread for code that calls ``trio.run`` itself (the CLI, benchmarks).
 """
 
@@ -38,18 +39,22 @@ import json
 import ssl
 import threading
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import h11
+import httpx
 import trio
 
 __all__ = [
+    "IN_PROCESS_URL",
     "FakeCluster",
     "FakeResource",
+    "FakeTransport",
     "Fault",
     "RunningServer",
+    "in_process",
     "open_fake_apiserver",
     "run_in_thread",
 ]
@@ -386,6 +391,30 @@ def _error(code: int, message: str, reason: str = "", retry_after: int | None = 
     return _Response(code, json.dumps(status_object(code, message, reason)).encode(), JSON, headers)
 
 
+class _WatchBody:
+    """A streaming watch response: the content type, and the body as an async iterator of payloads.
+
+    ``async with`` it around the iteration: it counts the open watch and
+    closes the generator however the reading ends.
+    """
+
+    def __init__(self, cluster: FakeCluster, content_type: str, payloads: AsyncIterator[bytes]) -> None:
+        self.cluster = cluster
+        self.content_type = content_type
+        self._payloads = payloads
+
+    async def __aenter__(self) -> _WatchBody:
+        self.cluster.open_watches += 1
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.cluster.open_watches -= 1
+        await self._payloads.aclose()  # type: ignore[attr-defined]
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._payloads
+
+
 class _Server:
     def __init__(self, cluster: FakeCluster) -> None:
         self.cluster = cluster
@@ -439,22 +468,30 @@ class _Server:
         await self._send(conn, stream, h11.EndOfMessage())
 
     async def _dispatch(self, conn: h11.Connection, stream: trio.abc.Stream, request: Any, body: bytes) -> None:
-        c = self.cluster
-        target = request.target.decode()
-        parsed = urllib.parse.urlsplit(target)
-        path = parsed.path.rstrip("/") or "/"
-        query = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
         headers = {k.decode().lower(): v.decode() for k, v in request.headers}
-        method = request.method.decode()
-        c.requests.append((method, path, query, headers))
-        if c.token is not None and headers.get("authorization", "").lower() != f"bearer {c.token}".lower():
-            await self._respond(conn, stream, _error(401, "Unauthorized"))
-            return
-        resp = self._route(method, path, query, headers, body)
+        resp = self.handle(request.method.decode(), request.target.decode(), headers, body)
         if isinstance(resp, _Response):
             await self._respond(conn, stream, resp)
             return
-        await resp(conn, stream)
+        await self._send(conn, stream, h11.Response(
+            status_code=200, reason=b"OK",
+            headers=[("Content-Type", resp.content_type), ("Transfer-Encoding", "chunked")]))
+        async with resp:
+            async for payload in resp:
+                await self._send(conn, stream, h11.Data(data=payload))
+        await self._send(conn, stream, h11.EndOfMessage())
+
+    def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> _Response | _WatchBody:
+        """One request, whatever carries it (h11 on a socket, or :class:`FakeTransport` in-process)."""
+        c = self.cluster
+        parsed = urllib.parse.urlsplit(target)
+        path = parsed.path.rstrip("/") or "/"
+        query = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
+        c.requests.append((method, path, query, headers))
+        if c.token is not None and headers.get("authorization", "").lower() != f"bearer {c.token}".lower():
+            return _error(401, "Unauthorized")
+        result: _Response | _WatchBody = self._route(method, path, query, headers, body)
+        return result
 
     def _route(self, method: str, path: str, query: dict[str, str], headers: dict[str, str],
                body: bytes) -> Any:
@@ -624,38 +661,23 @@ class _Server:
                           "Invalid")
         timeout = float(query.get("timeoutSeconds") or 1800)
         ctype = PROTOBUF + ";stream=watch" if protobuf else JSON
-
-        async def stream_events(conn: h11.Connection, stream: trio.abc.Stream) -> None:
-            await self._send(conn, stream, h11.Response(
-                status_code=200, reason=b"OK",
-                headers=[("Content-Type", ctype), ("Transfer-Encoding", "chunked")]))
-
-            async def emit(payload: bytes) -> None:
-                await self._send(conn, stream, h11.Data(data=payload))
-
-            c.open_watches += 1
-            try:
-                with trio.move_on_after(timeout):
-                    await self._stream(res, namespace, rv_param, initial, bookmarks, protobuf, fault, emit)
-                await self._send(conn, stream, h11.EndOfMessage())
-            finally:
-                c.open_watches -= 1
-
-        return stream_events
+        return _WatchBody(c, ctype, self._stream(res, namespace, rv_param, initial, bookmarks, protobuf, fault,
+                                                 trio.current_time() + timeout))
 
     async def _stream(self, res: FakeResource, namespace: str | None, rv_param: str, initial: bool,
                       bookmarks: bool, protobuf: bool, fault: Fault | None,
-                      emit: Callable[[bytes], Any]) -> None:
+                      deadline: float) -> AsyncIterator[bytes]:
+        """The watch body, payload by payload, until ``deadline`` (``timeoutSeconds``) or the end."""
         c = self.cluster
         store = c._stores[res]
         if fault is not None:
-            await emit(encode_event("ERROR", status_object(fault.status, fault.message or "failure",
-                                                           fault.reason), protobuf))
+            yield encode_event("ERROR", status_object(fault.status, fault.message or "failure", fault.reason),
+                               protobuf)
             return
         bookmark_gen = c._bookmark_gen
         close_gen = c._close_gen
         for payload in c.injected.pop(res.plural, []):
-            await emit(payload)
+            yield payload
 
         def selected(obj: dict[str, Any]) -> bool:
             return namespace is None or obj["metadata"].get("namespace") == namespace
@@ -673,29 +695,99 @@ class _Server:
             objs = self._selected(res, namespace)
             batch = [c._encoded_event("ADDED", o, protobuf) for o in objs]
             for i in range(0, len(batch), 100):
-                await emit(b"".join(batch[i : i + 100]))
+                yield b"".join(batch[i : i + 100])
             if initial:
-                await emit(bookmark(since, end=True))
+                yield bookmark(since, end=True)
         else:
             since = int(rv_param)
             if since < c.compacted_rv:
-                await emit(encode_event("ERROR", status_object(
-                    410, f"too old resource version: {since} ({c.compacted_rv})", "Expired"), protobuf))
+                yield encode_event("ERROR", status_object(
+                    410, f"too old resource version: {since} ({c.compacted_rv})", "Expired"), protobuf)
                 return
         while True:
             changed = c._changed
             pending = [(rv, kind, obj) for (rv, kind, obj) in store.events if rv > since and selected(obj)]
             if pending:
-                await emit(b"".join(c._encoded_event(kind, obj, protobuf) for (_rv, kind, obj) in pending))
+                yield b"".join(c._encoded_event(kind, obj, protobuf) for (_rv, kind, obj) in pending)
                 since = pending[-1][0]
             if c._close_gen != close_gen:
                 return
             if c._bookmark_gen != bookmark_gen:
                 bookmark_gen = c._bookmark_gen
                 if bookmarks:
-                    await emit(bookmark(c.rv))
+                    yield bookmark(c.rv)
                     since = max(since, c.rv)
-            await changed.wait()
+            with trio.move_on_at(deadline):
+                await changed.wait()
+            if trio.current_time() >= deadline:
+                return
+
+
+class _TransportBody(httpx.AsyncByteStream):
+    """A watch body as httpx reads it; a plain iterator (no generator left for the GC to finalize)."""
+
+    def __init__(self, body: _WatchBody) -> None:
+        self._body = body
+        self._open = False
+        self._closed = False
+
+    def __aiter__(self) -> _TransportBody:  # type: ignore[override]
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._closed:
+            raise StopAsyncIteration
+        if not self._open:
+            await self._body.__aenter__()
+            self._open = True
+        try:
+            return await self._body._payloads.__anext__()
+        except StopAsyncIteration:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._open:
+            await self._body.__aexit__()
+        else:
+            await self._body._payloads.aclose()  # type: ignore[attr-defined]
+
+
+class FakeTransport(httpx.AsyncBaseTransport):
+    """The fake APIServer in-process, behind httpx's one-method transport seam.
+
+    No socket and no thread: a test's reader and the fake share one trio run,
+    so the autojump clock covers both and nothing waits on the network.
+    HTTP framing and TLS are what this leaves out; a few tests keep
+    :func:`open_fake_apiserver` for those.
+    """
+
+    def __init__(self, cluster: FakeCluster,
+                 before: Callable[[httpx.Request], Awaitable[None]] | None = None) -> None:
+        self.server = _Server(cluster)
+        #: Awaited before each request is handled (to hold watches back, say).
+        self.before = before
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = await request.aread()
+        await trio.lowlevel.checkpoint()
+        if self.before is not None:
+            await self.before(request)
+        target = request.url.raw_path.decode()
+        headers = {k.decode().lower(): v.decode() for k, v in request.headers.raw}
+        resp = self.server.handle(request.method, target, headers, body)
+        if isinstance(resp, _Response):
+            return httpx.Response(resp.status, headers=[("Content-Type", resp.content_type), *resp.headers],
+                                  content=resp.body, request=request)
+        return httpx.Response(200, headers=[("Content-Type", resp.content_type)], stream=_TransportBody(resp),
+                              request=request)
+
+
+#: The base URL of an in-process fake (never resolved: the transport answers).
+IN_PROCESS_URL = "http://fake-apiserver.invalid"
 
 
 @dataclass
@@ -705,6 +797,12 @@ class RunningServer:
     cluster: FakeCluster
     url: str
     _token: trio.lowlevel.TrioToken | None = None
+
+    def client(self, before: Callable[[httpx.Request], Awaitable[None]] | None = None) -> httpx.AsyncClient:
+        """An ``httpx.AsyncClient`` for this server: in-process when it has no socket, else over 127.0.0.1."""
+        if self.url == IN_PROCESS_URL:
+            return httpx.AsyncClient(base_url=self.url, transport=FakeTransport(self.cluster, before))
+        return httpx.AsyncClient(base_url=self.url)
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` on the server's trio thread (thread mode), or directly."""
@@ -749,6 +847,11 @@ async def open_fake_apiserver(cluster: FakeCluster | None = None, *,
             yield RunningServer(cluster, url)
         finally:
             nursery.cancel_scope.cancel()
+
+
+def in_process(cluster: FakeCluster | None = None) -> RunningServer:
+    """The fake with no socket: readers reach it through :meth:`RunningServer.client` (a FakeTransport)."""
+    return RunningServer(cluster or FakeCluster(), IN_PROCESS_URL)
 
 
 @contextlib.contextmanager

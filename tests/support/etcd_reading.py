@@ -103,13 +103,3 @@ class HookTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
-
-
-async def run_reader(reader: Any, tracker: Tracker, counters: Counters | None = None) -> Counters:
-    """Run ``reader`` to its end (once / finite mode), feeding ``tracker``."""
-    counters = counters if counters is not None else Counters()
-    send, recv = trio.open_memory_channel[list[Entry]](0)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(tracker.consume, recv)
-        await reader.run(send, counters)
-    return counters

@@ -33,6 +33,7 @@ from tattler_etcd.errors import ConfigError
 __all__ = [
     "REFRESH_INTERVAL",
     "ClusterConfig",
+    "kubeconfig_paths",
     "load_incluster",
     "load_kubeconfig",
 ]
@@ -165,37 +166,66 @@ def _from_configuration(conf: Any, origin: str, loader: Any) -> ClusterConfig:
     return cfg
 
 
+def kubeconfig_paths(path: str | os.PathLike[str] | None = None) -> list[str]:
+    """The kubeconfig files to read, as kubectl picks them (``~`` expanded).
+
+    ``path`` when given (one file); else every entry of ``$KUBECONFIG`` (a
+    list separated by ``os.pathsep``; empty entries skipped); else
+    ``~/.kube/config``.
+    """
+    if path is not None:
+        return [os.path.expanduser(os.fspath(path))]
+    env = os.environ.get("KUBECONFIG", "")
+    listed = [os.path.expanduser(p) for p in env.split(os.pathsep) if p.strip()]
+    return listed or [os.path.expanduser("~/.kube/config")]
+
+
 def load_kubeconfig(path: str | os.PathLike[str] | None = None, context: str | None = None) -> ClusterConfig:
-    """Read a kubeconfig (``$KUBECONFIG`` or ``~/.kube/config`` when ``path`` is None).
+    """Read a kubeconfig: ``path``, else ``$KUBECONFIG`` (merged as kubectl merges it), else ``~/.kube/config``.
+
+    ``~`` is expanded. Several files in ``$KUBECONFIG`` are merged as kubectl
+    merges them: the first file to define a cluster, user or context by name
+    wins, ``current-context`` comes from the first file that sets it, and
+    files that do not exist are skipped (at least one must).
 
     Blocking (it may run an exec plugin): call it before ``trio.run`` or
     through ``trio.to_thread.run_sync``.
 
     Raises:
         ConfigError: no such file or context, a malformed file, an exec plugin
-            that failed or gave nothing; the message names the file and context.
+            that failed or gave nothing; the message names the file(s) and context.
     """
+    import yaml
     from kubernetes.client import Configuration
     from kubernetes.config import kube_config as _kube_config
     from kubernetes.config.config_exception import ConfigException
 
     kube_config: Any = _kube_config  # untyped package
-    if path is None:
-        path = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or os.path.expanduser("~/.kube/config")
-    path = os.fspath(path)
-    origin = f"kubeconfig {path}" + (f", context {context}" if context else "")
-    if not os.path.isfile(path):
+    paths = kubeconfig_paths(path)
+    origin = f"kubeconfig {os.pathsep.join(paths)}" + (f", context {context}" if context else "")
+    existing = [p for p in paths if os.path.isfile(p)]
+    if not existing:
         raise ConfigError(f"{origin}: no such file")
     conf = Configuration()
     try:
-        merged = kube_config.KubeConfigMerger(path)
+        # kubectl skips empty files in the list (a lone empty file is still an error).
+        files = [p for p in existing if os.path.getsize(p)] or existing[:1]
+        merged = kube_config.KubeConfigMerger(files[0])
+        for extra in files[1:]:
+            merged.load_config(extra)
         if merged.config is None:
             raise ConfigError(f"{origin}: no configuration found in it")
+        # The merger lets the last file's current-context win; kubectl takes the first that sets one.
+        for p in files:
+            doc = merged.config_files.get(p)
+            if isinstance(doc, dict) and doc.get("current-context"):
+                merged.config.value["current-context"] = doc["current-context"]
+                break
         loader = kube_config.KubeConfigLoader(config_dict=merged.config, active_context=context)
         loader.load_and_set(conf)
     except ConfigException as exc:
         raise ConfigError(f"{origin}: {_short(exc)}") from exc
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{origin}: cannot read it: {_short(exc)}") from exc
     user: Mapping[str, Any] = getattr(loader, "_user", None) or {}
     if "exec" in user and "token" not in loader.__dict__ and not conf.cert_file:

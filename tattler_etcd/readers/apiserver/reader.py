@@ -197,6 +197,13 @@ class _Loop(ResourceLoop):
     # -- LIST and WatchList ------------------------------------------------
 
     async def list(self, relist: Relist) -> str:
+        position = await self._list_or_watch_list(relist)
+        if relist.change is ChangeType.ADD and not relist.new:
+            log.warning("%s: the server has no %s (an empty first list)", self.ref.name, self.ref.name,
+                        extra={"resource": self.ref.name})
+        return position
+
+    async def _list_or_watch_list(self, relist: Relist) -> str:
         while self.use_watch_list:
             try:
                 return await self._watch_list(relist)
@@ -467,13 +474,15 @@ class APIServerReader(Reflector):
         self.sync_in_order = not follow or once
         self.saved_index: dict[str, tuple[str, Index]] = {}
         self.client: APIClient
+        self._owned: httpx.AsyncClient | None = None
 
     @property
     def endpoint(self) -> str:
         if self.config is not None:
             return self.config.server
-        if self.http is not None:
-            return str(self.http.base_url)
+        http = self._owned if self._owned is not None else self.http
+        if http is not None:
+            return str(http.base_url).rstrip("/")
         return "the APIServer"
 
     async def run(
@@ -489,7 +498,7 @@ class APIServerReader(Reflector):
         # channel end and stopped) would replace the error we are raising.
         self.begin(counters)
         self.loops = []
-        owned = self._client_factory() if self._client_factory is not None else None
+        owned = self._owned = self._client_factory() if self._client_factory is not None else None
         try:
             self.client = APIClient(self.config, http=owned if owned is not None else self.http)
             try:

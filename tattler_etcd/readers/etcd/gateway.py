@@ -24,10 +24,11 @@ import base64
 import collections
 import dataclasses
 import json
+import logging
 import os
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -48,6 +49,7 @@ from tattler_etcd.errors import (
 from tattler_etcd.readers import _tls
 
 __all__ = [
+    "EtcdAuth",
     "Gateway",
     "KeyValue",
     "RangePage",
@@ -58,6 +60,8 @@ __all__ = [
     "endpoint_client",
     "ssl_context",
 ]
+
+log = logging.getLogger("tattler_etcd.readers.etcd.gateway")
 
 try:
     # SIMD base64: ~1 us for a 3 KB value where the standard library takes
@@ -78,14 +82,20 @@ _MAX_DETAIL = 256
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TLSFiles:
-    """The TLS files, named as etcdctl names them (``--cacert``, ``--cert``, ``--key``)."""
+    """The TLS files, named as etcdctl names them (``--cacert``, ``--cert``, ``--key``).
+
+    ``insecure_skip_verify`` is etcdctl's ``--insecure-skip-tls-verify``:
+    encrypt, but do not check etcd's certificate (a test cluster's
+    self-signed one); never for production.
+    """
 
     cacert: str | None = None
     cert: str | None = None
     key: str | None = None
+    insecure_skip_verify: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.cacert or self.cert or self.key)
+        return bool(self.cacert or self.cert or self.key or self.insecure_skip_verify)
 
 
 def endpoint_client(url: str, tls: TLSFiles = TLSFiles(), api_path: str | None = None) -> etcd3gw.Etcd3Client:
@@ -137,7 +147,101 @@ def ssl_context(tls: TLSFiles) -> ssl.SSLContext | None:
                 f"--cert {tls.cert} / --key {tls.key}: not a matching certificate and key "
                 f"({exc.__class__.__name__})"
             ) from exc
+    if tls.insecure_skip_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+class EtcdAuth(httpx.Auth):
+    """etcd's own authentication (``etcdctl --user``) for the gateway, as an ``httpx`` auth flow.
+
+    The first API request fetches a token from ``/v3/auth/authenticate``;
+    every request then carries it as ``Authorization``. A 401 (etcd's
+    ``invalid auth token``: a simple token expires after ``--auth-token-ttl``
+    idle seconds, a JWT after its TTL) fetches a new token and sends the
+    request once more. ``GET /version`` goes without one, as etcd serves it
+    to anyone.
+
+    The authenticate call goes over a client of its own, never through the
+    transport of the client this auth is attached to: a recorder wrapping
+    that transport (``tattler-etcd record``) never sees the password or the
+    token, so neither can end up in a cassette.
+
+    Raises (from the request it is attached to):
+        AccessDeniedError: wrong name or password.
+        TransientReaderError: etcd did not answer the authenticate call.
+    """
+
+    def __init__(self, user: str, password: str, *, verify: ssl.SSLContext | bool = True,
+                 timeout: float = 30.0) -> None:
+        if not user:
+            raise ConfigError("--user: give NAME or NAME:PASSWORD")
+        self.user = user
+        self._password = password
+        self._verify = verify
+        self._timeout = timeout
+        self._token: str | None = None
+        self._auth_off = False
+        #: Tokens fetched so far (the first, then one after each 401).
+        self.authentications = 0
+
+    def __repr__(self) -> str:  # never the password or the token
+        return f"EtcdAuth(user={self.user!r})"
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        api = _api_prefix(request.url.path)
+        if api is None or self._auth_off:
+            yield request
+            return
+        if self._token is None:
+            await self._authenticate(request.url, api)
+        if self._token is not None:
+            request.headers["Authorization"] = self._token
+        response = yield request
+        if response.status_code == 401 and not self._auth_off:
+            await self._authenticate(request.url, api)
+            if self._token is not None:
+                request.headers["Authorization"] = self._token
+            yield request
+
+    async def _authenticate(self, url: httpx.URL, api: str) -> None:
+        target = f"{url.scheme}://{url.netloc.decode('ascii')}{api}auth/authenticate"
+        body = _body({"name": self.user, "password": self._password})
+        try:
+            async with httpx.AsyncClient(verify=self._verify, timeout=self._timeout, trust_env=False) as c:
+                resp = await c.post(target, content=body, headers={"content-type": "application/json"})
+        except httpx.TransportError as exc:
+            raise TransientReaderError(f"etcd {target}: {_transport_text(exc)}") from exc
+        self.authentications += 1
+        if resp.status_code == 200:
+            try:
+                token = json.loads(resp.content)["token"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise TransientReaderError(f"etcd {target}: a reply without a token") from exc
+            self._token = str(token)
+            return
+        err = _status_error(target, resp.status_code, resp.content)
+        if "authentication is not enabled" in str(err):
+            # Nothing to prove: go on without a token, but say so once.
+            log.warning(
+                "etcd %s: --user %s given, but authentication is not enabled there; reading without it",
+                target, self.user, extra={"endpoint": target},
+            )
+            self._auth_off = True
+            return
+        if "invalid user ID or password" in str(err) or isinstance(err, AccessDeniedError):
+            raise AccessDeniedError(f"etcd {target}: --user {self.user}: authentication failed "
+                                    f"(wrong name or password)") from None
+        raise err
+
+
+def _api_prefix(path: str) -> str | None:
+    """``/v3/`` for ``/v3/kv/range`` (any ``/v3*/`` API path); None for ``/version`` and the like."""
+    parts = path.split("/")
+    if len(parts) > 2 and parts[1].startswith("v3"):
+        return f"/{parts[1]}/"
+    return None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -574,6 +678,8 @@ def _status_error(url: str, status: int, body: bytes) -> Exception:
             "and is the API path right?)")
     if code == _GRPC_OUT_OF_RANGE and "compacted" in message:
         return HistoryCompactedError(text)
+    if "user name is empty" in message:
+        return AccessDeniedError(f"{text} (etcd has authentication enabled: give --user NAME)")
     if status in (401, 403) or code in (_GRPC_PERMISSION_DENIED, _GRPC_UNAUTHENTICATED):
         return AccessDeniedError(text)
     if status == 429 or status >= 500 or code in (_GRPC_DEADLINE_EXCEEDED, 14):

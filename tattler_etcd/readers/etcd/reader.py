@@ -58,6 +58,7 @@ from tattler_etcd.readers._reflector import (
     ResourceLoop,
 )
 from tattler_etcd.readers.etcd.gateway import (
+    EtcdAuth,
     Gateway,
     KeyValue,
     RangePage,
@@ -95,6 +96,9 @@ class EtcdReader(Reflector):
         follow: True (live); False for replays: the end of each watch body is
             the end of that resource's watch (see :class:`Reflector`).
         cacert, cert, key: TLS files, as etcdctl names them.
+        insecure_skip_tls_verify: do not check etcd's certificate (etcdctl's flag).
+        user, password: etcd's own authentication (etcdctl's ``--user``), see
+            :class:`~tattler_etcd.readers.etcd.gateway.EtcdAuth`.
         client: an ``httpx.AsyncClient`` to use (not closed here): how a
             recording is made and replayed. Its TLS settings are its own.
         client_factory: makes the ``httpx.AsyncClient`` instead (closed here on exit).
@@ -135,6 +139,9 @@ class EtcdReader(Reflector):
         cacert: str | None = None,
         cert: str | None = None,
         key: str | None = None,
+        insecure_skip_tls_verify: bool = False,
+        user: str | None = None,
+        password: str | None = None,
         client: httpx.AsyncClient | None = None,
         client_factory: Callable[[], httpx.AsyncClient] | None = None,
         api_path: str | None = None,
@@ -189,7 +196,7 @@ class EtcdReader(Reflector):
             if index_file is not None else None,
         )
         self.urls = urls
-        self.tls = TLSFiles(cacert, cert, key)
+        self.tls = TLSFiles(cacert, cert, key, insecure_skip_tls_verify)
         self.endpoints = [endpoint_client(u, self.tls, api_path) for u in urls]
         self.specs = specs
         self.page_size = page_size
@@ -200,6 +207,9 @@ class EtcdReader(Reflector):
         self._client = client
         self._client_factory = client_factory
         self._ssl = ssl_context(self.tls)  # checks the files now: a bad flag fails before any I/O
+        if user is not None and client is not None:
+            raise ConfigError("user: give it to the injected client's auth (EtcdAuth), not to the reader")
+        self._auth = EtcdAuth(user, password or "", verify=self._ssl or True) if user is not None else None
         self._store = RevisionStore(revision_file, prefix=self.keymap.prefix) if revision_file else None
         self._pinned = 0
         self._listed = 0
@@ -258,6 +268,7 @@ class EtcdReader(Reflector):
             client = httpx.AsyncClient(
                 verify=self._ssl if self._ssl is not None else True,
                 timeout=self.request_timeout,
+                auth=self._auth,
                 # One watch stream per resource plus a range: keep them all open.
                 limits=httpx.Limits(max_connections=len(self.specs) + 4, max_keepalive_connections=8),
             )
@@ -346,6 +357,7 @@ class _EtcdLoop(ResourceLoop):
         pages_send, pages_recv = trio.open_memory_channel[RangePage](1)
         pinned = revision
         failure: Exception | None = None
+        keys = 0
 
         async def fetch() -> None:
             nonlocal pinned, failure
@@ -376,6 +388,7 @@ class _EtcdLoop(ResourceLoop):
             async with pages_recv:
                 async for page in pages_recv:
                     entries = self._entries_from_kvs(page.kvs, relist.change)
+                    keys += len(page)
                     if initial:
                         r._listed += len(page)
                         r._listed_any = True
@@ -384,6 +397,9 @@ class _EtcdLoop(ResourceLoop):
                         r.progress(r._listed)
         if failure is not None:
             raise failure
+        if initial and not keys:
+            log.warning("reader %s: no %s under %s at revision %d (is --prefix right?)", r.name, self.spec.name,
+                        self.key_prefix.decode("utf-8", "replace"), pinned, extra={"resource": self.spec.name})
         if initial and not r._pinned:
             r._pinned = pinned
         return str(pinned)

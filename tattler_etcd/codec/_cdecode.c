@@ -1,0 +1,619 @@
+/*
+ * Optional accelerator for tattler_etcd.codec.decode: protobuf wire bytes ->
+ * the JSON-shaped dict, in one pass, with no upb message in between.
+ *
+ * It knows no Kubernetes rule of its own. tattler_etcd/codec/_fast.py turns
+ * the schema and the pure-Python converter's rules (_convert.py) into tables
+ * (one list per message, one tuple per field, see FIELD_* and MSG_* below)
+ * and this file only executes them. Whatever is unusual -- unknown fields, a
+ * wire type the schema does not expect, packed repeated numbers, a message
+ * field repeated on the wire (protobuf merges those), invalid UTF-8, an
+ * IntOrString of an impossible type, nesting deeper than MAX_DEPTH, any
+ * Python error -- makes decode() return None, and the caller runs the
+ * pure-Python path, which gives the same result or the right error.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* types */
+enum { T_STRING = 1, T_BYTES, T_BOOL, T_INT32, T_INT64, T_UINT32, T_UINT64, T_DOUBLE, T_FLOAT, T_MSG };
+/* labels */
+enum { L_OPT = 0, L_REP = 1, L_MAP = 2 };
+/* modes: how a field goes into the dict (see _fast.py) */
+enum {
+    M_SCALAR = 1,      /* d[k] = v (zero when absent) */
+    M_SCALAR_OMIT,     /* if v: d[k] = v */
+    M_PRESENCE,        /* present: d[k] = value; absent: d[k] = None when NULL_ABSENT */
+    M_BYTES_OMIT,      /* if v: d[k] = b64(v) */
+    M_COLLECTION,      /* rep/map: non-empty: d[k] = list/dict; else None when NULL_ABSENT */
+    M_MSG,             /* d[k] = sub(value or an empty message) */
+    M_MSG_OMITZERO,    /* x = sub(value or empty); if x != zero: d[k] = x */
+    M_STRLIST_OMIT,    /* a named []string, omitempty: non-empty items: d[k] = list */
+    M_STRLIST_PRESENCE,/* present: d[k] = list(items); absent: d[k] = None */
+    M_INLINE           /* sub's keys go into d */
+};
+/* specials */
+enum { S_NONE = 0, S_TIME, S_MICROTIME, S_DURATION, S_QUANTITY, S_INTORSTRING, S_RAWEXT, S_FIELDSV1, S_STRINGLIST };
+
+/* field tuple: (type, label, mode, key, sub, null_absent, zero) */
+enum { F_TYPE, F_LABEL, F_MODE, F_KEY, F_SUB, F_NULL_ABSENT, F_ZERO };
+/* message list: [lookup(bytes), fields(tuple), special, sparse, static, dyn, reorder, order] */
+enum { G_LOOKUP, G_FIELDS, G_SPECIAL, G_SPARSE, G_STATIC, G_DYN, G_REORDER, G_ORDER };
+
+#define MAX_DEPTH 100
+
+static PyObject *fmt_time, *fmt_micro, *fmt_duration, *embedded, *b64s, *str_zero, *empty_str;
+
+typedef struct {
+    int present;
+    PyObject *obj;        /* scalar value, or the list/dict of a collection */
+    const char *p;        /* an optional message: its bytes */
+    Py_ssize_t n;
+} Slot;
+
+/* A bail-out: no Python error set, NULL returned: the caller falls back to Python. */
+#define BAIL NULL
+
+static int read_varint(const char **pp, const char *end, uint64_t *out) {
+    const char *p = *pp;
+    uint64_t v = 0;
+    int shift = 0;
+    while (p < end && shift < 70) {
+        unsigned char b = (unsigned char)*p++;
+        v |= (uint64_t)(b & 0x7F) << shift;
+        if (!(b & 0x80)) {
+            *pp = p;
+            *out = v;
+            return 1;
+        }
+        shift += 7;
+    }
+    return 0;
+}
+
+static PyObject *msg_value(PyObject *spec, const char *p, Py_ssize_t n, int depth);
+static int msg_fill(PyObject *spec, const char *p, Py_ssize_t n, PyObject *d, int depth);
+
+static PyObject *scalar(int type, uint64_t v, const char *p, Py_ssize_t n) {
+    switch (type) {
+    case T_STRING: return PyUnicode_DecodeUTF8(p, n, NULL);
+    case T_BYTES: return PyBytes_FromStringAndSize(p, n);
+    case T_BOOL: return PyBool_FromLong(v != 0);
+    case T_INT32: return PyLong_FromLong((long)(int32_t)v);
+    case T_INT64: return PyLong_FromLongLong((long long)(int64_t)v);
+    case T_UINT32: return PyLong_FromUnsignedLong((unsigned long)(uint32_t)v);
+    case T_UINT64: return PyLong_FromUnsignedLongLong((unsigned long long)v);
+    case T_DOUBLE: { double x; memcpy(&x, &v, 8); return PyFloat_FromDouble(x); }
+    case T_FLOAT: { float x; uint32_t u = (uint32_t)v; memcpy(&x, &u, 4); return PyFloat_FromDouble((double)x); }
+    }
+    return BAIL;
+}
+
+static int wire_type_of(int type) {
+    switch (type) {
+    case T_STRING: case T_BYTES: case T_MSG: return 2;
+    case T_DOUBLE: return 1;
+    case T_FLOAT: return 5;
+    default: return 0;
+    }
+}
+
+/* The JSON value of one element (a repeated element, a map value, a present optional). */
+static PyObject *element(int type, PyObject *sub, uint64_t v, const char *p, Py_ssize_t n, int depth) {
+    if (type == T_MSG)
+        return msg_value(sub, p, n, depth + 1);
+    if (type == T_BYTES) {
+        PyObject *b = PyBytes_FromStringAndSize(p, n);
+        if (!b) return NULL;
+        PyObject *s = PyObject_CallOneArg(b64s, b);
+        Py_DECREF(b);
+        return s;
+    }
+    return scalar(type, v, p, n);
+}
+
+/* Parse a message's fields into slots. 0 on bail or error. */
+static int parse_slots(PyObject *spec, const char *p, Py_ssize_t n, Slot *slots, Py_ssize_t nf, int depth) {
+    PyObject *lookup = PyList_GET_ITEM(spec, G_LOOKUP);
+    PyObject *fields = PyList_GET_ITEM(spec, G_FIELDS);
+    const unsigned char *lk = (const unsigned char *)PyBytes_AS_STRING(lookup);
+    Py_ssize_t lk_n = PyBytes_GET_SIZE(lookup);
+    const char *end = p + n;
+    while (p < end) {
+        uint64_t tag, v = 0;
+        if (!read_varint(&p, end, &tag)) return 0;
+        uint64_t number = tag >> 3;
+        int wt = (int)(tag & 7);
+        if (number >= (uint64_t)lk_n || lk[number] == 0) return 0;  /* unknown field */
+        Py_ssize_t i = lk[number] - 1;
+        if (i >= nf) return 0;
+        PyObject *f = PyTuple_GET_ITEM(fields, i);
+        int type = (int)PyLong_AsLong(PyTuple_GET_ITEM(f, F_TYPE));
+        int label = (int)PyLong_AsLong(PyTuple_GET_ITEM(f, F_LABEL));
+        int want = label == L_MAP ? 2 : wire_type_of(type);
+        if (wt != want) return 0;  /* unknown to upb as well, or packed numbers */
+        const char *vp = NULL;
+        Py_ssize_t vn = 0;
+        if (wt == 0) {
+            if (!read_varint(&p, end, &v)) return 0;
+        } else if (wt == 1) {
+            if (end - p < 8) return 0;
+            memcpy(&v, p, 8);
+            p += 8;
+        } else if (wt == 5) {
+            uint32_t u;
+            if (end - p < 4) return 0;
+            memcpy(&u, p, 4);
+            v = u;
+            p += 4;
+        } else {
+            uint64_t len;
+            if (!read_varint(&p, end, &len) || len > (uint64_t)(end - p)) return 0;
+            vp = p;
+            vn = (Py_ssize_t)len;
+            p += len;
+        }
+        Slot *s = &slots[i];
+        PyObject *sub = PyTuple_GET_ITEM(f, F_SUB);
+        if (label == L_REP) {
+            if (!s->obj && !(s->obj = PyList_New(0))) return 0;
+            PyObject *x = element(type, sub, v, vp, vn, depth);
+            if (!x) return 0;
+            int r = PyList_Append(s->obj, x);
+            Py_DECREF(x);
+            if (r < 0) return 0;
+            s->present = 1;
+        } else if (label == L_MAP) {
+            /* an entry: key 1 (string), value 2 */
+            const char *q = vp, *qe = vp + vn;
+            PyObject *key = NULL, *val = NULL;
+            while (q < qe) {
+                uint64_t t2, v2 = 0;
+                if (!read_varint(&q, qe, &t2)) goto map_fail;
+                int n2 = (int)(t2 >> 3), w2 = (int)(t2 & 7);
+                const char *ep = NULL;
+                Py_ssize_t en = 0;
+                if (n2 == 1 && w2 == 2) {
+                    uint64_t len;
+                    if (!read_varint(&q, qe, &len) || len > (uint64_t)(qe - q)) goto map_fail;
+                    Py_XDECREF(key);
+                    key = PyUnicode_DecodeUTF8(q, (Py_ssize_t)len, NULL);
+                    if (!key) goto map_fail;
+                    q += len;
+                } else if (n2 == 2 && w2 == wire_type_of(type)) {
+                    if (w2 == 0) {
+                        if (!read_varint(&q, qe, &v2)) goto map_fail;
+                    } else if (w2 == 2) {
+                        uint64_t len;
+                        if (!read_varint(&q, qe, &len) || len > (uint64_t)(qe - q)) goto map_fail;
+                        ep = q;
+                        en = (Py_ssize_t)len;
+                        q += len;
+                    } else {
+                        goto map_fail;  /* fixed-size map values: none in the schema */
+                    }
+                    Py_XDECREF(val);
+                    val = element(type, sub, v2, ep, en, depth);
+                    if (!val) goto map_fail;
+                } else {
+                    goto map_fail;
+                }
+            }
+            if (!key && !(key = PyUnicode_FromStringAndSize("", 0))) goto map_fail;
+            if (!val && !(val = element(type, sub, 0, "", 0, depth))) goto map_fail;
+            if (!s->obj && !(s->obj = PyDict_New())) goto map_fail;
+            if (PyDict_SetItem(s->obj, key, val) < 0) goto map_fail;
+            Py_DECREF(key);
+            Py_DECREF(val);
+            s->present = 1;
+            continue;
+        map_fail:
+            Py_XDECREF(key);
+            Py_XDECREF(val);
+            return 0;
+        } else if (type == T_MSG) {
+            if (s->present) return 0;  /* a repeated optional message: upb merges; Python decides */
+            s->present = 1;
+            s->p = vp;
+            s->n = vn;
+        } else {
+            PyObject *x = scalar(type, v, vp, vn);
+            if (!x) return 0;
+            Py_XSETREF(s->obj, x);
+            s->present = 1;
+        }
+    }
+    return 1;
+}
+
+static PyObject *clone_zero(PyObject *v) {
+    if (!PyDict_CheckExact(v)) {
+        Py_INCREF(v);
+        return v;
+    }
+    PyObject *d = PyDict_New(), *k, *x;
+    Py_ssize_t pos = 0;
+    if (!d) return NULL;
+    while (PyDict_Next(v, &pos, &k, &x)) {
+        PyObject *c = clone_zero(x);
+        if (!c || PyDict_SetItem(d, k, c) < 0) {
+            Py_XDECREF(c);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(c);
+    }
+    return d;
+}
+
+static int set_item(PyObject *d, PyObject *k, PyObject *v) {
+    if (!v) return -1;
+    int r = PyDict_SetItem(d, k, v);
+    Py_DECREF(v);
+    return r;
+}
+
+static PyObject *sorted_dict(PyObject *m) {
+    PyObject *keys = PyDict_Keys(m);
+    if (!keys) return NULL;
+    if (PyList_Sort(keys) < 0) { Py_DECREF(keys); return NULL; }
+    PyObject *d = PyDict_New();
+    if (!d) { Py_DECREF(keys); return NULL; }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(keys); i++) {
+        PyObject *k = PyList_GET_ITEM(keys, i);
+        if (PyDict_SetItem(d, k, PyDict_GetItem(m, k)) < 0) { Py_DECREF(keys); Py_DECREF(d); return NULL; }
+    }
+    Py_DECREF(keys);
+    return d;
+}
+
+/* Put field i into d, as the generated converter does (present or not). -1 on bail/error. */
+static int emit(PyObject *d, PyObject *f, Slot *s, int depth) {
+    int mode = (int)PyLong_AsLong(PyTuple_GET_ITEM(f, F_MODE));
+    int type = (int)PyLong_AsLong(PyTuple_GET_ITEM(f, F_TYPE));
+    PyObject *key = PyTuple_GET_ITEM(f, F_KEY);
+    PyObject *sub = PyTuple_GET_ITEM(f, F_SUB);
+    int null_absent = PyTuple_GET_ITEM(f, F_NULL_ABSENT) == Py_True;
+    switch (mode) {
+    case M_SCALAR:
+        if (s->present) return PyDict_SetItem(d, key, s->obj);
+        return PyDict_SetItem(d, key, PyTuple_GET_ITEM(f, F_ZERO));
+    case M_SCALAR_OMIT:
+        if (s->present) {
+            int t = PyObject_IsTrue(s->obj);
+            if (t < 0) return -1;
+            if (t) return PyDict_SetItem(d, key, s->obj);
+        }
+        return 0;
+    case M_PRESENCE:
+        if (s->present) {
+            if (type == T_MSG) return set_item(d, key, msg_value(sub, s->p, s->n, depth + 1));
+            if (type == T_BYTES) return set_item(d, key, PyObject_CallOneArg(b64s, s->obj));
+            return PyDict_SetItem(d, key, s->obj);
+        }
+        return null_absent ? PyDict_SetItem(d, key, Py_None) : 0;
+    case M_BYTES_OMIT:
+        if (s->present && PyBytes_GET_SIZE(s->obj) > 0) return set_item(d, key, PyObject_CallOneArg(b64s, s->obj));
+        return 0;
+    case M_COLLECTION:
+        if (s->present) {
+            if (PyDict_CheckExact(s->obj)) return set_item(d, key, sorted_dict(s->obj));
+            return PyDict_SetItem(d, key, s->obj);
+        }
+        return null_absent ? PyDict_SetItem(d, key, Py_None) : 0;
+    case M_MSG:
+        return set_item(d, key, msg_value(sub, s->present ? s->p : "", s->present ? s->n : 0, depth + 1));
+    case M_MSG_OMITZERO: {
+        PyObject *x = msg_value(sub, s->present ? s->p : "", s->present ? s->n : 0, depth + 1);
+        if (!x) return -1;
+        int eq = PyObject_RichCompareBool(x, PyTuple_GET_ITEM(f, F_ZERO), Py_EQ);
+        if (eq < 0 || eq == 1) { Py_DECREF(x); return eq < 0 ? -1 : 0; }
+        return set_item(d, key, x);
+    }
+    case M_STRLIST_OMIT:
+    case M_STRLIST_PRESENCE: {
+        if (!s->present) return mode == M_STRLIST_PRESENCE ? PyDict_SetItem(d, key, Py_None) : 0;
+        PyObject *x = msg_value(sub, s->p, s->n, depth + 1);
+        if (!x) return -1;
+        if (mode == M_STRLIST_OMIT && PyList_GET_SIZE(x) == 0) { Py_DECREF(x); return 0; }
+        return set_item(d, key, x);
+    }
+    case M_INLINE:
+        return msg_fill(sub, s->present ? s->p : "", s->present ? s->n : 0, d, depth + 1) ? 0 : -1;
+    }
+    return -1;
+}
+
+static void free_slots(Slot *slots, Py_ssize_t nf) {
+    for (Py_ssize_t i = 0; i < nf; i++) Py_XDECREF(slots[i].obj);
+}
+
+#define STACK_SLOTS 48
+
+/* The present fields (sparse) or all fields (generated) of a message into d. 0 on bail/error. */
+static int msg_fill(PyObject *spec, const char *p, Py_ssize_t n, PyObject *d, int depth) {
+    if (depth > MAX_DEPTH) return 0;
+    PyObject *fields = PyList_GET_ITEM(spec, G_FIELDS);
+    PyObject *order = PyList_GET_ITEM(spec, G_ORDER);
+    int sparse = PyList_GET_ITEM(spec, G_SPARSE) == Py_True;
+    Py_ssize_t nf = PyTuple_GET_SIZE(fields);
+    Slot stack[STACK_SLOTS];
+    Slot *slots = nf <= STACK_SLOTS ? stack : PyMem_Calloc((size_t)nf, sizeof(Slot));
+    if (!slots) return 0;
+    memset(slots, 0, sizeof(Slot) * (size_t)nf);
+    int ok = parse_slots(spec, p, n, slots, nf, depth);
+    for (Py_ssize_t j = 0; ok && j < PyTuple_GET_SIZE(order); j++) {
+        Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(order, j));
+        if (sparse && !slots[i].present) continue;
+        if (emit(d, PyTuple_GET_ITEM(fields, i), &slots[i], depth) < 0) ok = 0;
+    }
+    free_slots(slots, nf);
+    if (slots != stack) PyMem_Free(slots);
+    return ok;
+}
+
+/* The value of a special type from its wire bytes. */
+static PyObject *special_value(int special, const char *p, Py_ssize_t n) {
+    const char *end = p + n;
+    int64_t i1 = 0, i2 = 0;
+    int has1 = 0, has2 = 0, has3 = 0;
+    const char *sp = NULL;
+    Py_ssize_t sn = 0;
+    PyObject *list = NULL;
+    if (special == S_STRINGLIST && !(list = PyList_New(0))) return NULL;
+    while (p < end) {
+        uint64_t tag, v;
+        if (!read_varint(&p, end, &tag)) goto bail;
+        int number = (int)(tag >> 3), wt = (int)(tag & 7);
+        /* the one wire type each special's fields have (anything else: upb's unknown field) */
+        int want;
+        switch (special) {
+        case S_TIME: case S_MICROTIME: want = (number == 1 || number == 2) ? 0 : -1; break;
+        case S_DURATION: want = number == 1 ? 0 : -1; break;
+        case S_INTORSTRING: want = (number == 1 || number == 2) ? 0 : (number == 3 ? 2 : -1); break;
+        default: want = number == 1 ? 2 : -1; break;  /* quantity, raw extension, FieldsV1, string list */
+        }
+        if (wt != want) goto bail;
+        if (wt == 0) {
+            if (!read_varint(&p, end, &v)) goto bail;
+            if (number == 1) { i1 = (int64_t)v; has1 = 1; }
+            else { i2 = (int64_t)(int32_t)v; has2 = 1; }
+        } else {
+            uint64_t len;
+            if (!read_varint(&p, end, &len) || len > (uint64_t)(end - p)) goto bail;
+            if (special == S_STRINGLIST) {
+                PyObject *s = PyUnicode_DecodeUTF8(p, (Py_ssize_t)len, NULL);
+                if (!s || PyList_Append(list, s) < 0) { Py_XDECREF(s); goto bail; }
+                Py_DECREF(s);
+            } else {
+                sp = p;
+                sn = (Py_ssize_t)len;
+                if (number == 1) has1 = 1; else has3 = 1;
+            }
+            p += len;
+        }
+    }
+    (void)has3;
+    switch (special) {
+    case S_TIME:
+        if (i1 || has1 || has2) return PyObject_CallFunction(fmt_time, "L", (long long)i1);
+        Py_RETURN_NONE;
+    case S_MICROTIME:
+        if (i1 || has1 || has2) return PyObject_CallFunction(fmt_micro, "LL", (long long)i1, (long long)i2);
+        Py_RETURN_NONE;
+    case S_DURATION:
+        return PyObject_CallFunction(fmt_duration, "L", (long long)i1);
+    case S_QUANTITY:
+        if (sp && sn) return PyUnicode_DecodeUTF8(sp, sn, NULL);
+        Py_INCREF(str_zero);
+        return str_zero;
+    case S_INTORSTRING:
+        if (i1 == 0) return PyLong_FromLongLong((long long)(int32_t)i2);
+        if (i1 == 1) {
+            if (sp) return PyUnicode_DecodeUTF8(sp, sn, NULL);
+            Py_INCREF(empty_str);
+            return empty_str;
+        }
+        return BAIL;  /* an impossible type: Python raises */
+    case S_RAWEXT:
+    case S_FIELDSV1: {
+        if (!has1) Py_RETURN_NONE;
+        PyObject *b = PyBytes_FromStringAndSize(sp, sn);
+        if (!b) return NULL;
+        PyObject *r = PyObject_CallOneArg(embedded, b);
+        Py_DECREF(b);
+        return r;
+    }
+    case S_STRINGLIST:
+        return list;
+    }
+bail:
+    Py_XDECREF(list);
+    return BAIL;
+}
+
+/* The JSON value of a message: a special's value, or a new dict. NULL on bail/error. */
+static PyObject *msg_value(PyObject *spec, const char *p, Py_ssize_t n, int depth) {
+    if (depth > MAX_DEPTH) return BAIL;
+    int special = (int)PyLong_AsLong(PyList_GET_ITEM(spec, G_SPECIAL));
+    if (special) return special_value(special, p, n);
+    PyObject *st = PyList_GET_ITEM(spec, G_STATIC);
+    PyObject *d = st == Py_None ? PyDict_New() : PyDict_Copy(st);
+    if (!d) return NULL;
+    if (!msg_fill(spec, p, n, d, depth)) { Py_DECREF(d); return NULL; }
+    PyObject *dyn = PyList_GET_ITEM(spec, G_DYN);
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(dyn); j++) {
+        PyObject *pair = PyTuple_GET_ITEM(dyn, j);
+        PyObject *k = PyTuple_GET_ITEM(pair, 0);
+        int has = PyDict_Contains(d, k);
+        if (has < 0 || (!has && set_item(d, k, clone_zero(PyTuple_GET_ITEM(pair, 1))) < 0)) { Py_DECREF(d); return NULL; }
+    }
+    PyObject *reorder = PyList_GET_ITEM(spec, G_REORDER);
+    if (reorder != Py_None) {
+        PyObject *r = PyDict_New();
+        if (!r) { Py_DECREF(d); return NULL; }
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(reorder); j++) {
+            PyObject *k = PyTuple_GET_ITEM(reorder, j);
+            PyObject *v = PyDict_GetItemWithError(d, k);
+            if ((!v && PyErr_Occurred()) || (v && PyDict_SetItem(r, k, v) < 0)) {
+                Py_DECREF(r); Py_DECREF(d); return NULL;
+            }
+        }
+        Py_DECREF(d);
+        d = r;
+    }
+    return d;
+}
+
+/* 1: a field the schema does not know (or a wire type it does not expect) somewhere in the message;
+ * 0: none; -1: the bytes are not valid protobuf (the caller parses them and says why). */
+static int unknown_in(PyObject *spec, const char *p, Py_ssize_t n, int depth) {
+    if (depth > MAX_DEPTH) return 1;  /* unsure: the exact (upb) path decides */
+    int special = (int)PyLong_AsLong(PyList_GET_ITEM(spec, G_SPECIAL));
+    PyObject *lookup = PyList_GET_ITEM(spec, G_LOOKUP);
+    PyObject *fields = PyList_GET_ITEM(spec, G_FIELDS);
+    const unsigned char *lk = (const unsigned char *)PyBytes_AS_STRING(lookup);
+    Py_ssize_t lk_n = PyBytes_GET_SIZE(lookup);
+    const char *end = p + n;
+    while (p < end) {
+        uint64_t tag, v, len;
+        if (!read_varint(&p, end, &tag)) return -1;
+        uint64_t number = tag >> 3;
+        int wt = (int)(tag & 7), want = -1, type = 0, label = L_OPT;
+        PyObject *sub = NULL;
+        if (special) {
+            switch (special) {
+            case S_TIME: case S_MICROTIME: want = (number == 1 || number == 2) ? 0 : -1; break;
+            case S_DURATION: want = number == 1 ? 0 : -1; break;
+            case S_INTORSTRING: want = (number == 1 || number == 2) ? 0 : (number == 3 ? 2 : -1); break;
+            default: want = number == 1 ? 2 : -1; break;
+            }
+        } else if (number < (uint64_t)lk_n && lk[number]) {
+            PyObject *f = PyTuple_GET_ITEM(fields, lk[number] - 1);
+            type = (int)PyLong_AsLong(PyTuple_GET_ITEM(f, F_TYPE));
+            label = (int)PyLong_AsLong(PyTuple_GET_ITEM(f, F_LABEL));
+            sub = PyTuple_GET_ITEM(f, F_SUB);
+            want = label == L_MAP ? 2 : wire_type_of(type);
+            if (label == L_REP && wt == 2 && want != 2) want = 2;  /* packed numbers: known */
+        }
+        if (want < 0 || wt != want) {
+            /* unknown: but first make sure the bytes are protobuf at all */
+            return (wt == 0 || wt == 1 || wt == 2 || wt == 5 || wt == 3) ? 1 : -1;
+        }
+        if (wt == 0) {
+            if (!read_varint(&p, end, &v)) return -1;
+        } else if (wt == 1) {
+            if (end - p < 8) return -1;
+            p += 8;
+        } else if (wt == 5) {
+            if (end - p < 4) return -1;
+            p += 4;
+        } else {
+            if (!read_varint(&p, end, &len) || len > (uint64_t)(end - p)) return -1;
+            if (label == L_MAP) {
+                /* an entry: key 1 (string), value 2 of the field's type */
+                const char *q = p, *qe = p + len;
+                while (q < qe) {
+                    uint64_t t2, l2, v2;
+                    if (!read_varint(&q, qe, &t2)) return -1;
+                    int n2 = (int)(t2 >> 3), w2 = (int)(t2 & 7);
+                    if (n2 == 1 && w2 == 2) {
+                        if (!read_varint(&q, qe, &l2) || l2 > (uint64_t)(qe - q)) return -1;
+                        q += l2;
+                    } else if (n2 == 2 && w2 == wire_type_of(type)) {
+                        if (w2 == 0) {
+                            if (!read_varint(&q, qe, &v2)) return -1;
+                        } else if (w2 == 2) {
+                            if (!read_varint(&q, qe, &l2) || l2 > (uint64_t)(qe - q)) return -1;
+                            if (type == T_MSG) {
+                                int r = unknown_in(sub, q, (Py_ssize_t)l2, depth + 1);
+                                if (r) return r;
+                            }
+                            q += l2;
+                        } else {
+                            return 1;
+                        }
+                    } else {
+                        return 1;
+                    }
+                }
+            } else if (type == T_MSG && !special) {
+                int r = unknown_in(sub, p, (Py_ssize_t)len, depth + 1);
+                if (r) return r;
+            }
+            p += len;
+        }
+    }
+    return 0;
+}
+
+/* has_unknown(spec, raw) -> True/False, or None when the bytes are not valid protobuf. */
+static PyObject *py_has_unknown(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyList_Check(args[0]) || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "has_unknown(spec, raw: bytes)");
+        return NULL;
+    }
+    int r = unknown_in(args[0], PyBytes_AS_STRING(args[1]), PyBytes_GET_SIZE(args[1]), 0);
+    if (PyErr_Occurred()) return NULL;
+    if (r < 0) Py_RETURN_NONE;
+    return PyBool_FromLong(r);
+}
+
+/* decode(spec, raw, kind, api_version, fill) -> dict, or None when Python must decide. */
+static PyObject *py_decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyList_Check(args[0]) || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "decode(spec, raw: bytes, kind, api_version, fill)");
+        return NULL;
+    }
+    PyObject *spec = args[0];
+    const char *p = PyBytes_AS_STRING(args[1]);
+    Py_ssize_t n = PyBytes_GET_SIZE(args[1]);
+    PyObject *d = PyDict_New();
+    if (!d) return NULL;
+    if (PyDict_SetItemString(d, "kind", args[2]) < 0 || PyDict_SetItemString(d, "apiVersion", args[3]) < 0)
+        goto fail;
+    if (PyObject_IsTrue(args[4])) {
+        if (!msg_fill(spec, p, n, d, 0)) goto fail;
+    } else {
+        PyObject *body = msg_value(spec, p, n, 0);
+        if (!body) goto fail;
+        int r = PyDict_Update(d, body);
+        Py_DECREF(body);
+        if (r < 0) goto fail;
+    }
+    return d;
+fail:
+    Py_DECREF(d);
+    PyErr_Clear();  /* any error or bail: the pure-Python path decides */
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_configure(PyObject *self, PyObject *args) {
+    PyObject *a, *b, *c, *e, *f;
+    if (!PyArg_ParseTuple(args, "OOOOO", &a, &b, &c, &e, &f)) return NULL;
+    Py_XSETREF(fmt_time, Py_NewRef(a));
+    Py_XSETREF(fmt_micro, Py_NewRef(b));
+    Py_XSETREF(fmt_duration, Py_NewRef(c));
+    Py_XSETREF(embedded, Py_NewRef(e));
+    Py_XSETREF(b64s, Py_NewRef(f));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"decode", (PyCFunction)(void (*)(void))py_decode, METH_FASTCALL, "Wire bytes -> dict, or None (see _fast.py)."},
+    {"has_unknown", (PyCFunction)(void (*)(void))py_has_unknown, METH_FASTCALL,
+     "Whether the wire bytes hold a field the schema does not know (see _fast.py)."},
+    {"configure", py_configure, METH_VARARGS, "The Python helpers decode calls (time formats, embedded JSON, base64)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cdecode", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__cdecode(void) {
+    str_zero = PyUnicode_InternFromString("0");
+    empty_str = PyUnicode_FromStringAndSize("", 0);
+    if (!str_zero || !empty_str) return NULL;
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,213 @@
+"""The optional C decoder (``_cdecode``): tables made from the converter's rules.
+
+Why: :func:`tattler_etcd.codec.decode` spends nearly all its time in Python
+attribute access and dict building (``_convert.py``); the same work in C,
+straight from the wire bytes, is ~5x faster (docs/performance.md). The C
+side knows no Kubernetes rule: this module turns each message of the schema,
+and the rule the pure-Python converter applies to each field (the same
+decisions as ``_convert._field_code``), into a table, and ``_cdecode`` only
+executes tables. Whatever the C side does not handle (unknown fields, a
+wire type the schema does not expect, invalid UTF-8, a message field
+repeated on the wire...) comes back as None and the pure-Python path
+decodes the value: same result, or the right error.
+
+Chosen automatically: used when the extension was built (``pip install
+-e .`` builds it when a C compiler and the Python headers are there; without
+them the install goes on and the package is pure Python). Set
+``TATTLER_ETCD_PURE_PYTHON=1`` to turn it off (tests compare both paths on
+every fixture).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from tattler_etcd.codec import _convert, _gotime
+from tattler_etcd.codec._schema import SCHEMA, Field, Message
+
+__all__ = ["AVAILABLE", "decode", "enabled", "has_unknown", "set_enabled"]
+
+try:
+    from tattler_etcd.codec import _cdecode  # type: ignore[attr-defined]
+except ImportError:  # not built: the pure-Python path
+    _cdecode = None
+
+#: The extension is there (built at install).
+AVAILABLE = _cdecode is not None
+_enabled = AVAILABLE and os.environ.get("TATTLER_ETCD_PURE_PYTHON", "") in ("", "0")
+
+# Must match the enums in _cdecode.c.
+_T = {"string": 1, "bytes": 2, "bool": 3, "int32": 4, "int64": 5, "uint32": 6, "uint64": 7, "double": 8,
+      "float": 9}
+_T_MSG = 10
+_L_OPT, _L_REP, _L_MAP = 0, 1, 2
+(M_SCALAR, M_SCALAR_OMIT, M_PRESENCE, M_BYTES_OMIT, M_COLLECTION, M_MSG, M_MSG_OMITZERO, M_STRLIST_OMIT,
+ M_STRLIST_PRESENCE, M_INLINE) = range(1, 11)
+_S = {None: 0, "time": 1, "microtime": 2, "duration": 3, "quantity": 4, "intorstring": 5, "rawextension": 6,
+      "fieldsv1": 7, "stringlist": 8}
+
+
+def enabled() -> bool:
+    """True when :func:`decode` uses the C decoder."""
+    return _enabled
+
+
+def set_enabled(on: bool) -> None:
+    """Turn the C decoder on or off (tests; it cannot be turned on when it was not built)."""
+    global _enabled
+    _enabled = bool(on) and AVAILABLE
+
+
+class _Unsupported(Exception):
+    """A message the tables cannot express: its kind is always decoded in Python."""
+
+
+#: message name -> its table (a list, so recursive types can refer to themselves), or None.
+_specs: dict[str, list[Any] | None] = {}
+_building: dict[str, list[Any]] = {}
+
+
+def _spec(name: str) -> list[Any]:
+    spec = _specs.get(name) or _building.get(name)
+    if spec is not None:
+        return spec
+    if name in _specs:  # known unsupported
+        raise _Unsupported(name)
+    message = SCHEMA.messages[name]
+    spec = [b"", (), _S[message.special], False, None, (), None, ()]
+    _building[name] = spec
+    try:
+        if message.special is None:
+            _fill_spec(spec, message)
+        elif not _special_ok(message):
+            raise _Unsupported(name)
+    except _Unsupported:
+        _specs[name] = None
+        raise
+    finally:
+        del _building[name]
+    _specs[name] = spec
+    return spec
+
+
+def _special_ok(message: Message) -> bool:
+    """The special types' fields are what ``_cdecode.special_value`` reads."""
+    expected = {
+        "time": [(1, "int64"), (2, "int32")], "microtime": [(1, "int64"), (2, "int32")],
+        "duration": [(1, "int64")], "quantity": [(1, "string")],
+        "intorstring": [(1, "int64"), (2, "int32"), (3, "string")], "rawextension": [(1, "bytes")],
+        "fieldsv1": [(1, "bytes")], "stringlist": [(1, "string")],
+    }[message.special or ""]
+    return sorted((f.number, f.type) for f in message.fields) == expected
+
+
+def _fill_spec(spec: list[Any], message: Message) -> None:
+    conv = _convert.converter(message.name)
+    sparse = not conv.fills_all
+    if max((f.number for f in message.fields), default=0) > 1024 or len(message.fields) > 250:
+        raise _Unsupported(message.name)
+    lookup = bytearray(max((f.number for f in message.fields), default=0) + 1)
+    for i, f in enumerate(message.fields):
+        lookup[f.number] = i + 1
+    spec[0] = bytes(lookup)
+    spec[1] = tuple(_field(f) for f in message.fields)
+    spec[3] = sparse
+    numbers = [f.number for f in message.fields]
+    if sparse:
+        spec[4] = dict(conv.static) if conv.static else None
+        spec[5] = tuple((key, factory()) for key, factory in conv.dyn)
+        if conv.static or conv.dyn or numbers != sorted(numbers):
+            spec[6] = _convert._key_order(message)
+        spec[7] = tuple(sorted(range(len(numbers)), key=numbers.__getitem__))
+    else:
+        for f in message.fields:
+            if f.inline and _convert._is_sparse(SCHEMA.messages[f.type]):
+                sub_numbers = [g.number for g in SCHEMA.messages[f.type].fields]
+                if sub_numbers != sorted(sub_numbers):
+                    spec[6] = _convert._key_order(message)
+        spec[7] = tuple(range(len(numbers)))
+
+
+def _field(f: Field) -> tuple[Any, ...]:
+    """(type, label, mode, key, sub, null_absent, zero): the rule ``_convert._field_code`` writes."""
+    null_absent = not (f.omitempty or f.removed)
+    t = _T_MSG if f.is_message else _T[f.type]
+    sub = _spec(f.type) if f.is_message else None
+    key = f.json_name
+    zero: Any = None
+    if f.inline:
+        if f.pointer or f.removed or SCHEMA.messages[f.type].special is not None:
+            raise _Unsupported(f.json_name)
+        return (t, _L_OPT, M_INLINE, key, sub, null_absent, None)
+    if f.label in ("map", "rep"):
+        return (t, _L_MAP if f.label == "map" else _L_REP, M_COLLECTION, key, sub, null_absent, None)
+    if f.is_message:
+        special = SCHEMA.messages[f.type].special
+        if f.pointer or f.removed:
+            mode = M_PRESENCE
+        elif special == "stringlist":
+            mode = M_STRLIST_OMIT if f.omitempty else M_STRLIST_PRESENCE
+        elif special == "time":
+            mode = M_MSG_OMITZERO if f.omitzero else M_MSG
+        elif f.omitzero:
+            mode = M_MSG_OMITZERO
+            zero = (_convert._SPECIAL_ZERO[special] if special
+                    else _convert._zero_json(_convert.converter(f.type)))
+        else:
+            mode = M_MSG
+        return (t, _L_OPT, mode, key, sub, null_absent, zero)
+    if f.type == "bytes":
+        mode = M_BYTES_OMIT if f.omitempty and not f.pointer else M_PRESENCE
+        return (t, _L_OPT, mode, key, None, null_absent, None)
+    if f.pointer or (f.removed and not f.omitempty):
+        return (t, _L_OPT, M_PRESENCE, key, None, null_absent, None)
+    if f.omitempty:
+        return (t, _L_OPT, M_SCALAR_OMIT, key, None, null_absent, None)
+    return (t, _L_OPT, M_SCALAR, key, None, null_absent, _convert._SCALAR_ZERO[f.type])
+
+
+def _table(name: str) -> list[Any] | None:
+    spec = _specs.get(name)
+    if spec is None and name not in _specs:
+        try:
+            spec = _spec(name)
+        except _Unsupported:
+            _specs[name] = None
+            return None
+    return spec
+
+
+def decode(name: str, raw: bytes, kind: str, api_version: str) -> dict[str, Any] | None:
+    """The object of message ``name`` from its wire bytes, or None: then the Python path decides."""
+    if not _enabled or not kind:
+        return None
+    spec = _table(name)
+    if spec is None:
+        return None
+    result: dict[str, Any] | None = _cdecode.decode(spec, raw, kind, api_version, not spec[3])
+    return result
+
+
+def has_unknown(name: str, raw: bytes) -> bool | None:
+    """Whether message ``name``'s wire bytes hold a field the schema does not know, at any depth.
+
+    None when it cannot tell (not built or turned off, a table it cannot make,
+    bytes that are not valid protobuf): then upb is asked. Why: the safety
+    stage drops unknown fields (``codec.drop_unknown``), and asking upb means
+    parsing the whole object, walking it (``DiscardUnknownFields``) and
+    sizing it twice, ~15-20 us for a small Pod; this scan of the bytes costs
+    ~1-2 us, and nearly every object has no unknown field.
+    """
+    if not _enabled:
+        return None
+    spec = _table(name)
+    if spec is None:
+        return None
+    found: bool | None = _cdecode.has_unknown(spec, raw)
+    return found
+
+
+if _cdecode is not None:
+    _cdecode.configure(_gotime.format_time, _gotime.format_micro_time, _gotime.format_duration,
+                       _convert._embedded, _convert._b64s)

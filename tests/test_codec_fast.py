@@ -1,0 +1,190 @@
+"""The optional C decoder gives exactly what the pure-Python converter gives, or leaves the value to it."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from tattler_etcd import codec
+from tattler_etcd.codec import _api, _fast
+from tattler_etcd.errors import CodecError
+from tests.conftest import TESTDATA
+from tests.test_codec_fuzz import mutated
+
+FIXTURES = sorted(TESTDATA.glob("*.pb"))
+
+pytestmark = pytest.mark.skipif(
+    not _fast.AVAILABLE and not os.environ.get("CI"),
+    reason="the C decoder is not built (no compiler at install); CI builds it",
+)
+
+
+def test_ci_builds_the_c_decoder() -> None:
+    # `pip install -e .` (scripts/setup.sh) builds it wherever gcc and the Python headers are.
+    assert _fast.AVAILABLE
+
+
+@pytest.fixture
+def pure_python() -> Iterator[None]:
+    was = _fast.enabled()
+    _fast.set_enabled(False)
+    try:
+        yield
+    finally:
+        _fast.set_enabled(was)
+
+
+def python_decode(value: bytes) -> Any:
+    was = _fast.enabled()
+    _fast.set_enabled(False)
+    try:
+        return codec.decode(value)
+    except CodecError as exc:
+        return type(exc)
+    finally:
+        _fast.set_enabled(was)
+
+
+def c_decode(value: bytes) -> dict[str, Any] | None:
+    """The C decoder's answer alone (None: it left the value to Python)."""
+    api_version, kind, raw = _api._split_envelope(value)
+    return _fast.decode(_api._message_for(api_version, kind), raw, kind, api_version)
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal, key order and types included (True vs 1, 1 vs 1.0)."""
+    return json.dumps(a) == json.dumps(b) and a == b
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_every_fixture_decodes_the_same_in_c_and_python(path: Path) -> None:
+    value = path.read_bytes()
+    got = c_decode(value)
+    if path.stem.endswith(".WatchEvent"):
+        assert got is None  # no kind: the one type the C path leaves alone
+        return
+    assert got is not None, "the C decoder left a fixture to Python"
+    assert same(got, python_decode(value))
+    assert same(codec.decode(value), got)
+    # codec.to_dict of a parsed value takes the same path.
+    assert same(codec.to_dict(codec.parse(value)), got)
+
+
+def test_the_fixtures_are_there() -> None:
+    assert len(FIXTURES) > 150
+
+
+def test_turned_off_it_is_not_used(pure_python: None) -> None:
+    value = (TESTDATA / "core.v1.Pod.pb").read_bytes()
+    assert c_decode(value) is None
+    assert codec.decode(value)["kind"] == "Pod"
+
+
+def _pod() -> bytes:
+    return (TESTDATA / "core.v1.Pod.pb").read_bytes()
+
+
+def _with_field(value: bytes, field: bytes) -> bytes:
+    """The envelope's object with ``field`` (wire bytes) appended at its top level."""
+    api_version, kind, raw = _api._split_envelope(value)
+    return codec.wrap(api_version, kind, raw + field)
+
+
+@pytest.mark.parametrize("extra", [
+    b"\xa8\x06\x01",  # field 101, a varint: unknown (kept under $unknown by Python)
+    b"\x0a\x00",  # metadata again: protobuf merges the two
+], ids=["unknown-field", "repeated-message"])
+def test_what_c_leaves_to_python_still_decodes_as_python_does(extra: bytes) -> None:
+    value = _with_field(_pod(), extra)
+    assert c_decode(value) is None
+    assert same(codec.decode(value), python_decode(value))
+
+
+def test_invalid_utf8_is_left_to_python_which_repairs_it() -> None:
+    value = _pod().replace(b"\tnameValue", b"\tnam\xffValue", 1)
+    assert c_decode(value) is None
+    doc = codec.decode(value)
+    assert doc["metadata"]["name"] == "nam\ufffdValue"
+    assert same(doc, python_decode(value))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=mutated())
+def test_mutated_values_give_what_python_gives(value: bytes) -> None:
+    expected = python_decode(value)
+    try:
+        got = codec.decode(value)
+    except CodecError as exc:
+        got = type(exc)
+    assert same(got, expected) if isinstance(expected, dict) else got is expected
+
+
+# -- the unknown-field scan the safety stage asks before parsing -----------------
+
+
+def upb_has_unknown(value: bytes) -> bool | None:
+    """The truth, by upb: parse, drop unknown fields, compare sizes (None: upb refuses the bytes)."""
+    from tattler_etcd.codec._schema import SCHEMA
+
+    api_version, kind, raw = _api._split_envelope(value)
+    try:
+        msg = SCHEMA.message_class(_api._message_for(api_version, kind)).FromString(raw)
+    except Exception:  # noqa: BLE001 - any refusal: no truth to compare with
+        return None
+    before = msg.ByteSize()
+    msg.DiscardUnknownFields()
+    return msg.ByteSize() != before
+
+
+def c_has_unknown(value: bytes) -> bool | None:
+    api_version, kind, raw = _api._split_envelope(value)
+    return _fast.has_unknown(_api._message_for(api_version, kind), raw)
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_no_fixture_has_unknown_fields(path: Path) -> None:
+    assert c_has_unknown(path.read_bytes()) is False
+
+
+@pytest.mark.parametrize(("extra", "where"), [
+    (b"\xa8\x06\x01", "top"),  # field 101 of Pod
+    (b"\x12\x03\xa0\x06\x01", "spec"),  # field 100 inside a second spec (merged)
+    (b"\x0a\x04\x10\x00\x10\x00", "type"),  # metadata.generateName (a string) as a varint
+], ids=["top-level", "nested", "wrong-wire-type"])
+def test_unknown_fields_are_found_at_any_depth(extra: bytes, where: str) -> None:
+    value = _with_field(_pod(), extra)
+    assert upb_has_unknown(value) is True
+    assert c_has_unknown(value) is True
+    parsed = codec.parse(value)
+    assert codec.drop_unknown(parsed) is True
+    assert "$unknown" not in json.dumps(codec.to_dict(parsed))
+
+
+def test_bytes_that_are_not_protobuf_are_left_to_upb() -> None:
+    value = _with_field(_pod(), b"\x0a\x7f\x01")  # a field longer than what is left
+    assert c_has_unknown(value) is None
+
+
+def test_turned_off_the_scan_is_not_used(pure_python: None) -> None:
+    assert c_has_unknown(_pod()) is None
+    assert codec.drop_unknown(codec.parse(_pod())) is False
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=mutated())
+def test_mutated_values_no_unknown_only_when_upb_agrees(value: bytes) -> None:
+    try:
+        found = c_has_unknown(value)
+    except CodecError:
+        return  # the envelope itself is broken: nothing to scan
+    if found is False:
+        assert upb_has_unknown(value) in (False, None)
+    truth = upb_has_unknown(value)
+    if truth is True:
+        assert found in (True, None)
