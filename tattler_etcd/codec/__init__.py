@@ -34,6 +34,7 @@ from tattler_etcd.codec._paths import kind_names as kind_names
 from tattler_etcd.codec._paths import kind_paths as kind_paths
 from tattler_etcd.codec._paths import leaf_types as leaf_types
 from tattler_etcd.codec._paths import star_labels as star_labels
+from tattler_etcd.codec._redact import Replace as Replace
 from tattler_etcd.codec._redact import discard_unknown as discard_unknown
 from tattler_etcd.codec._redact import drop_unknown as drop_unknown
 from tattler_etcd.codec._redact import redact as redact
@@ -46,6 +47,7 @@ __all__ = [
     "UNKNOWN_KEY",
     "Meta",
     "Parsed",
+    "Replace",
     "counters",
     "decode",
     "decode_watch_event",
