@@ -29,7 +29,7 @@ from tattler_etcd.readers._reflector import Backoff
 from tattler_etcd.readers.etcd import EtcdReader
 from tattler_etcd.stats import Counters
 from tests.fake_apiserver import FakeCluster, open_fake_apiserver
-from tests.fake_apiserver.harness import run_reader as run_apiserver_reader
+from tests.support.reading import run_reader as run_apiserver_reader
 from tests.support.etcd import EtcdServer, make_test_certs
 
 pytestmark = pytest.mark.etcd
