@@ -160,6 +160,7 @@ def bench(label: str, obj: dict[str, Any], repeat: int) -> list[tuple[str, float
         ("parse + redact_parsed env (no serialize)",
          median_us(lambda: codec.redact_parsed(codec.parse(value), ENV_PATHS_T, lambda s: "***"), repeat)),
         ("safety scrub_value (Pod rules, to bytes)", median_us(lambda: scrub_value(value, "Pod"), repeat)),
+        ("safety scrub_value, C module off", _pure(lambda: median_us(lambda: scrub_value(value, "Pod"), repeat))),
     ]
     base = rows[1][1]
     for name, us in rows:
