@@ -359,6 +359,16 @@ static int msg_fill(PyObject *spec, const char *p, Py_ssize_t n, PyObject *d, in
     return ok;
 }
 
+/* The one wire type each field of a special type has; -1: not one of its fields (upb: unknown). */
+static int special_wire_type(int special, uint64_t number) {
+    switch (special) {
+    case S_TIME: case S_MICROTIME: return (number == 1 || number == 2) ? 0 : -1;
+    case S_DURATION: return number == 1 ? 0 : -1;
+    case S_INTORSTRING: return (number == 1 || number == 2) ? 0 : (number == 3 ? 2 : -1);
+    default: return number == 1 ? 2 : -1;  /* quantity, raw extension, FieldsV1, string list */
+    }
+}
+
 /* The value of a special type from its wire bytes. */
 static PyObject *special_value(int special, const char *p, Py_ssize_t n) {
     const char *end = p + n;
@@ -372,15 +382,7 @@ static PyObject *special_value(int special, const char *p, Py_ssize_t n) {
         uint64_t tag, v;
         if (!read_varint(&p, end, &tag)) goto bail;
         int number = (int)(tag >> 3), wt = (int)(tag & 7);
-        /* the one wire type each special's fields have (anything else: upb's unknown field) */
-        int want;
-        switch (special) {
-        case S_TIME: case S_MICROTIME: want = (number == 1 || number == 2) ? 0 : -1; break;
-        case S_DURATION: want = number == 1 ? 0 : -1; break;
-        case S_INTORSTRING: want = (number == 1 || number == 2) ? 0 : (number == 3 ? 2 : -1); break;
-        default: want = number == 1 ? 2 : -1; break;  /* quantity, raw extension, FieldsV1, string list */
-        }
-        if (wt != want) goto bail;
+        if (wt != special_wire_type(special, (uint64_t)number)) goto bail;
         if (wt == 0) {
             if (!read_varint(&p, end, &v)) goto bail;
             if (number == 1) { i1 = (int64_t)v; has1 = 1; }
@@ -508,12 +510,7 @@ static int unknown_in(PyObject *spec, const char *p, Py_ssize_t n, int depth, in
         PyObject *sub = NULL;
         if (number == 0) return -1;
         if (special) {
-            switch (special) {
-            case S_TIME: case S_MICROTIME: want = (number == 1 || number == 2) ? 0 : -1; break;
-            case S_DURATION: want = number == 1 ? 0 : -1; break;
-            case S_INTORSTRING: want = (number == 1 || number == 2) ? 0 : (number == 3 ? 2 : -1); break;
-            default: want = number == 1 ? 2 : -1; break;
-            }
+            want = special_wire_type(special, number);
         } else if (number < (uint64_t)lk_n && lk[number]) {
             Py_ssize_t i = lk[number] - 1;
             type = PyBytes_AS_STRING(PyList_GET_ITEM(spec, G_TYPES))[i];
