@@ -166,6 +166,7 @@ def bench(label: str, obj: dict[str, Any], repeat: int) -> list[tuple[str, float
         ("safety scrub_value (Pod rules, to bytes)", median_us(lambda: scrub_value(value, "Pod"), repeat)),
         ("  the same, unknown fields kept",
          median_us(lambda: scrub_value(value, "Pod", rules=KEEP_UNKNOWN), repeat)),
+        ("safety scrub_value, C module off", _pure(lambda: median_us(lambda: scrub_value(value, "Pod"), repeat))),
     ]
     base = rows[1][1]
     for name, us in rows:
