@@ -22,11 +22,11 @@ import prometheus_client
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import chunked, make_entries  # noqa: E402  (the sibling benchmark's workload)
+from pipeline import chunked, make_entries
 
-from tattler_etcd.data import Entry  # noqa: E402
-from tattler_etcd.pipeline import Batch, Policy, Runner  # noqa: E402
-from tattler_etcd.readers.memory import MemoryReader  # noqa: E402
+from tattler_etcd.data import Entry
+from tattler_etcd.pipeline import Batch, Policy, Runner
+from tattler_etcd.readers.memory import MemoryReader
 
 
 async def run(chunks: list[list[Entry]], processors: int, registry: prometheus_client.CollectorRegistry | None) -> Runner:

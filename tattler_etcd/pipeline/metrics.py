@@ -32,11 +32,10 @@ import bisect
 import collections
 import functools
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Self
 
 import trio
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
-
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -411,7 +410,7 @@ class _TapSend:
     def statistics(self) -> Any:
         return self._inner.statistics()
 
-    async def __aenter__(self) -> _TapSend:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -454,7 +453,7 @@ class _TapReceive:
     def statistics(self) -> Any:
         return self._inner.statistics()
 
-    async def __aenter__(self) -> _TapReceive:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
