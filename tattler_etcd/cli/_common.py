@@ -15,7 +15,7 @@ import getpass
 import os
 import sys
 from collections.abc import Mapping
-from typing import TextIO
+from typing import TextIO, TypedDict
 
 from tattler_etcd.cli._resources import canonical_resources
 from tattler_etcd.errors import ConfigError
@@ -202,13 +202,24 @@ def etcd_credentials(
                       "or run on a terminal to be asked")
 
 
-def etcd_options(args: argparse.Namespace) -> dict[str, object]:
-    """The keyword arguments an etcd reader (or recording) takes from the etcd flags."""
+class EtcdOptions(TypedDict):
+    """The keyword arguments :class:`EtcdReader` and ``record_etcd`` take from the etcd flags."""
+
+    cacert: str | None
+    cert: str | None
+    key: str | None
+    insecure_skip_tls_verify: bool
+    user: str | None
+    password: str | None
+
+
+def etcd_options(args: argparse.Namespace) -> EtcdOptions:
+    """The etcd flags as reader keyword arguments (asking for the password when it must)."""
     user, password = etcd_credentials(args)
-    return {
-        "cacert": args.cacert, "cert": args.cert, "key": args.key,
-        "insecure_skip_tls_verify": args.insecure_skip_tls_verify, "user": user, "password": password,
-    }
+    return EtcdOptions(
+        cacert=args.cacert, cert=args.cert, key=args.key,
+        insecure_skip_tls_verify=bool(args.insecure_skip_tls_verify), user=user, password=password,
+    )
 
 
 def kubeconfig_path(args: argparse.Namespace) -> str | None:

@@ -82,7 +82,7 @@ def _cassette_path(args: argparse.Namespace) -> str:
         raise ConfigError("record: give --to FILE, the cassette to write")
     if to == "-" or scheme_of(to) is not None:
         raise ConfigError(f"record: --to {to}: a recording is written to a file; give a path")
-    return os.path.expanduser(to)
+    return os.path.expanduser(str(to))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -114,7 +114,7 @@ def main(args: argparse.Namespace) -> int:
                 args.out, endpoint=endpoint, resources=resources, prefix=args.prefix,
                 page_size=args.page_size, max_events=args.events, duration=args.duration,
                 task_status=task_status, redact=rules, keep_unknown_fields=args.keep_unknown_fields,
-                connect_timeout=timeout, **options,  # type: ignore[arg-type]
+                connect_timeout=timeout, **options,
             )
     else:
         config = (load_incluster() if source == "in-cluster"

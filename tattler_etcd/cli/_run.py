@@ -163,7 +163,7 @@ def _say_if_empty(counters: Any, resources: Sequence[str]) -> None:
 def _etcd_readers(args: argparse.Namespace, resources: list[str]) -> list[Any]:
     return [EtcdReader(
         etcd_endpoints(args), resources=resources, prefix=args.prefix, page_size=args.page_size,
-        once=args.once, **etcd_options(args),  # type: ignore[arg-type]
+        once=args.once, **etcd_options(args),
         revision_file=args.revision_file, relist_interval=args.relist_interval,
         connect_timeout=connect_timeout(args),
         progress=_ListProgress(sys.stderr) if sys.stderr.isatty() else None,

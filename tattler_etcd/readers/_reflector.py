@@ -444,6 +444,8 @@ class Reflector:
         self._index_saved_version = -1
         self._next_index_save = -math.inf
         self._unary_backoff: Backoff | None = None
+        #: The reader's own unary calls (discovery, a revision) failing: a status of their own.
+        self._unary = ResourceStatus(state="watching")
 
     # -- for subclasses ------------------------------------------------------------------
 
@@ -555,10 +557,19 @@ class Reflector:
                 left = self.check_connect_timeout(exc)
                 self.count("retries")
                 delay = _delay(backoff, exc, left)
+                if self._unary.down_since is None:
+                    self._unary.down_since = time.time()
+                self._unary.last_error = str(exc)[:256]
+                self._unary.state = "backing_off"
                 log.warning("reader %s: %s: %s; retrying in %.2fs", self.name, what, exc, delay)
-                await trio.sleep(delay)
+                try:
+                    await trio.sleep(delay)
+                finally:
+                    self._unary.state = "watching"
                 continue
             backoff.reset()
+            self._unary.down_since = None
+            self._unary.last_error = ""
             return result
 
     # -- the index file ------------------------------------------------------------------
@@ -588,15 +599,15 @@ class Reflector:
     def status(self) -> ReaderStatus:
         """The reader now (cheap; no I/O, no checkpoint)."""
         resources = {loop.name: dataclasses.replace(loop.status) for loop in self.loops}
-        states = [s.state for s in resources.values()]
-        if self._stopped:
-            state: State = "stopped"
-        elif not states:
-            state = "listing"
-        else:
-            state = max(states, key=lambda s: _WORST[s])
-        downs = [s.down_since for s in resources.values() if s.down_since is not None]
-        errors = [s.last_error for s in resources.values() if s.last_error]
+        everything = [*resources.values(), self._unary]
+        # The unary calls' "watching" means "not failing"; before any loop
+        # exists (discovery), the reader is still getting its initial state.
+        states = [s.state for s in resources.values()] or ["listing"]
+        if self._unary.state == "backing_off":
+            states.append("backing_off")
+        state: State = "stopped" if self._stopped else max(states, key=lambda s: _WORST[s])
+        downs = [s.down_since for s in everything if s.down_since is not None]
+        errors = [s.last_error for s in everything if s.last_error]
         return ReaderStatus(
             name=self.name, state=state, synced=bool(resources) and all(s.synced for s in resources.values()),
             last_error=errors[-1] if errors else "", down_since=min(downs) if downs else None,
@@ -617,7 +628,7 @@ def _delay(backoff: Backoff, exc: TransientReaderError, left: float) -> float:
 class ResourceLoop(abc.ABC):
     """The state machine of one resource; the reader's subclass adds the protocol.
 
-    The protocol implements :meth:`list` (one full listing through a
+    The protocol implements :meth:`list_all` (one full listing through a
     :class:`Relist`, returning the position it is consistent at), :meth:`watch`
     (one watch from :attr:`position`: returns when it ended cleanly, raises
     HistoryCompactedError or TransientReaderError otherwise) and
@@ -641,7 +652,7 @@ class ResourceLoop(abc.ABC):
     # -- the protocol ----------------------------------------------------------------
 
     @abc.abstractmethod
-    async def list(self, relist: Relist) -> str:
+    async def list_all(self, relist: Relist) -> str:
         """List the resource fully; hand on ``relist.page(...)`` per page; return the position."""
 
     @abc.abstractmethod
@@ -728,7 +739,7 @@ class ResourceLoop(abc.ABC):
         while True:
             self.status.state = "listing"
             try:
-                position = await self.list(relist)
+                position = await self.list_all(relist)
             except HistoryCompactedError as exc:
                 self.reader.count("expired")
                 log.info("reader %s: %s: %s; listing again from a consistent read", self.reader.name, self.name, exc)
@@ -773,7 +784,8 @@ class ResourceLoop(abc.ABC):
             self.status.down_since = time.time()
         self.status.last_error = str(exc)[:256]
         self.status.state = "backing_off"
-        log.warning("reader %s: %s: %s; retrying in %.2fs", self.reader.name, self.name, exc, delay)
+        log.warning("reader %s: %s: %s; retrying in %.2fs", self.reader.name, self.name, exc, delay,
+                    extra={"resource": self.name})
         await trio.sleep(delay)
 
     async def follow(self) -> None:

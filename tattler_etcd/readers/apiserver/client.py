@@ -47,6 +47,7 @@ from tattler_etcd.errors import (
     TransientReaderError,
 )
 from tattler_etcd.readers import _tls
+from tattler_etcd.readers._httpclient import async_client
 from tattler_etcd.readers.apiserver.config import ClusterConfig
 from tattler_etcd.readers.apiserver.watch import FrameParser, JsonLinesParser, gc_paused
 
@@ -311,7 +312,7 @@ class APIClient:
         self._own = http is None
         if http is None:
             assert config is not None
-            http = httpx.AsyncClient(
+            http = async_client(  # closes a socket whose TLS handshake was cancelled (readers/_httpclient.py)
                 base_url=config.server,
                 verify=config.ssl_context if config.ssl_context is not None else True,
                 proxy=config.proxy,

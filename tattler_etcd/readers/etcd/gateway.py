@@ -194,6 +194,9 @@ class EtcdAuth(httpx.Auth):
         self._timeout = timeout
         self._token: str | None = None
         self._auth_off = False
+        # Many requests start together (a list and one watch per resource): one authenticates,
+        # the others wait for its token rather than each asking etcd for one.
+        self._lock = trio.Lock()
         #: Tokens fetched so far (the first, then one after each 401).
         self.authentications = 0
 
@@ -205,16 +208,22 @@ class EtcdAuth(httpx.Auth):
         if api is None or self._auth_off:
             yield request
             return
-        if self._token is None:
-            await self._authenticate(request.url, api)
-        if self._token is not None:
-            request.headers["Authorization"] = self._token
+        sent = await self._current_token(request.url, api, stale=None)
+        if sent is not None:
+            request.headers["Authorization"] = sent
         response = yield request
         if response.status_code == 401 and not self._auth_off:
-            await self._authenticate(request.url, api)
-            if self._token is not None:
-                request.headers["Authorization"] = self._token
+            fresh = await self._current_token(request.url, api, stale=sent)
+            if fresh is not None:
+                request.headers["Authorization"] = fresh
             yield request
+
+    async def _current_token(self, url: httpx.URL, api: str, *, stale: str | None) -> str | None:
+        """The token to send: fetched when there is none yet, or when it is still the one etcd refused."""
+        async with self._lock:
+            if not self._auth_off and (self._token is None or self._token == stale):
+                await self._authenticate(url, api)
+            return self._token
 
     async def _authenticate(self, url: httpx.URL, api: str) -> None:
         target = f"{url.scheme}://{url.netloc.decode('ascii')}{api}auth/authenticate"
