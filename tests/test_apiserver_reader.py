@@ -458,3 +458,23 @@ def test_bad_arguments() -> None:
     with pytest.raises(ConfigError, match=r"^APIServerReader: give config, http or client_factory$"):
         APIServerReader(["pods"])
     assert issubclass(AccessDeniedError, PermanentReaderError)
+
+
+async def test_status_says_backing_off_with_the_last_error_until_it_recovers(server: RunningServer,
+                                                                            autojump_clock: Any) -> None:
+    c = server.cluster
+    c.create("pods", make_pod(1))
+    c.fail(503, plural="pods", times=2, message="etcd is sad")
+    reader = reader_for(server, watch_list=False)
+    with trio.fail_after(GUARD):
+        async with run_reader(reader, started=False) as h:
+            await trio.testing.wait_all_tasks_blocked()
+            status = reader.status
+            assert (status.state, status.synced) == ("backing_off", False)
+            assert status.last_error == "list pods: 503 ServiceUnavailable: etcd is sad"
+            assert status.down_since is not None
+            await h.take(1)
+            await trio.testing.wait_all_tasks_blocked()
+            status = reader.status
+            assert (status.state, status.synced, status.last_error, status.down_since) == ("watching", True, "", None)
+            assert status.counters["retries"] == 2

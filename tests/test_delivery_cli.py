@@ -86,7 +86,7 @@ def test_run_to_a_webhook(etcd: EtcdServer) -> None:
     received: list[tuple[str, bytes]] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             received.append((self.headers["Content-Type"], body))
             self.send_response(204)

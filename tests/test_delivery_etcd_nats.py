@@ -8,8 +8,13 @@ restarted on the same store, and a second replica publishing the same changes.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -139,3 +144,55 @@ async def test_two_replicas_store_each_change_once(etcd: EtcdServer, nats_server
     assert d1.proc.published + d2.proc.published == 2 * len(ids)
     assert d1.proc.duplicates + d2.proc.duplicates == len(ids)
     assert actual_kv(await kv_state(nats_server.url)) == expected_kv(etcd)
+
+
+def _kv_now(url: str) -> dict[str, tuple[str, str]] | None:
+    """The bucket as (uid, resourceVersion) by key; None while it is not there yet (the CLI makes it)."""
+    try:
+        return actual_kv(trio.run(kv_state, url))
+    except Exception as exc:  # nats-py's BucketNotFoundError, wrapped by trio-asyncio's nursery
+        if "BucketNotFoundError" not in repr(exc):
+            raise
+        return None
+
+
+def _wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll real processes (the CLI, nats-server) until ``check()`` holds; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_the_cli_keeps_the_kv_bucket_equal_to_etcd(etcd: EtcdServer, nats_server: NatsServer,
+                                                    tmp_path: Path) -> None:
+    """``tattler-etcd run --etcd-endpoints URL --to nats://...`` twice, side by side, through a kill -9."""
+    seed(etcd, 40)
+    cmd = [sys.executable, "-m", "tattler_etcd", "run", "--etcd-endpoints", etcd.url, "--resources", "pods",
+           "--batch-window", "0.1", "--to", nats_server.url]
+    logs = [open(tmp_path / f"replica{i}.log", "wb") for i in (1, 2)]  # noqa: SIM115 - closed below
+    replicas = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log) for log in logs]
+    try:
+        _wait_until(lambda: _kv_now(nats_server.url) == expected_kv(etcd), 60, "the seeded state in KV")
+        write_changes(etcd, 150, {60: nats_server.kill, 90: nats_server.start})
+        _wait_until(lambda: _kv_now(nats_server.url) == expected_kv(etcd), 60, "KV equal to etcd")
+        for p in replicas:
+            p.send_signal(signal.SIGTERM)
+        assert [p.wait(30) for p in replicas] == [0, 0]
+    finally:
+        for p in replicas:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for log in logs:
+            log.close()
+    msgs = trio.run(stream_messages, nats_server.url)
+    ids = [m[1]["Nats-Msg-Id"] for m in msgs]
+    assert len(ids) == len(set(ids))  # each change once, from two replicas and their resends
+    consumed = subprocess.run([sys.executable, "-m", "tattler_etcd", "consume", nats_server.url, "--once"],
+                              capture_output=True, check=True, timeout=60).stdout.decode().splitlines()
+    state = {f"pods.{escape_token(d['namespace'])}.{escape_token(d['name'])}": (d["uid"], d["resourceVersion"])
+             for d in map(json.loads, consumed)}
+    assert state == expected_kv(etcd)

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import trio
+import trio_asyncio
 
 from tattler_etcd.data import ChangeType, Entry, SourceType
 from tattler_etcd.delivery.nats import NatsOptions, open_nats_processor, parse_nats_url
@@ -150,3 +151,90 @@ async def test_without_the_extra_a_config_error_names_it(monkeypatch: pytest.Mon
                                           r"pip install 'tattler-etcd\[nats\]'$"):
         async with open_nats_processor("nats://127.0.0.1:4222"):
             pass
+
+
+async def test_feeds_go_on_through_a_server_restart(nats_server: NatsServer) -> None:
+    from tattler_etcd.delivery.consume import open_state, open_stream
+
+    async with open_nats_processor(nats_server.url) as proc:
+        await proc([entry(ChangeType.ADD, "a")])
+        async with open_state(nats_server.url) as state, open_stream(nats_server.url) as stream, \
+                open_stream(nats_server.url, durable="d") as durable:
+            for feed in (state, stream, durable):
+                assert (await feed.__anext__()).name == "a"
+            await trio.to_thread.run_sync(nats_server.kill)
+            await trio.to_thread.run_sync(nats_server.start)
+            await proc([entry(ChangeType.DELETE, "a", rv="2"), entry(ChangeType.ADD, "b", rv="3")])
+            with trio.fail_after(30):
+                for feed in (state, stream, durable):
+                    assert [(e.name, e.change) for e in (await feed.__anext__(), await feed.__anext__())] == [
+                        ("a", ChangeType.DELETE), ("b", ChangeType.ADD)]
+
+
+async def test_a_lost_consumer_is_made_again_where_it_stopped(nats_server: NatsServer,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import nats
+
+    from tattler_etcd.delivery import consume
+    from tattler_etcd.delivery.consume import open_state
+
+    monkeypatch.setattr(consume, "_FETCH_WAIT", 0.5)  # notice the loss after 0.5 s of silence, not 5
+
+    async def delete_consumers() -> None:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        for info in await js.consumers_info("KV_tattler-state"):
+            await js.delete_consumer("KV_tattler-state", info.name)
+        await nc.close()
+
+    async with open_nats_processor(nats_server.url) as proc:
+        await proc([entry(ChangeType.ADD, "a")])
+        async with open_state(nats_server.url) as feed:
+            assert (await feed.__anext__()).name == "a"
+            async with trio_asyncio.open_loop() as loop:
+                await trio_asyncio.aio_as_trio(delete_consumers, loop=loop)()
+            await proc([entry(ChangeType.UPDATE, "a", rv="2"), entry(ChangeType.ADD, "b", rv="3")])
+            with trio.fail_after(30):
+                got = [await feed.__anext__(), await feed.__anext__()]
+    assert [(e.name, e.resource_version) for e in got] == [("a", "2"), ("b", "3")]
+
+
+async def test_refused_and_oversized_messages_are_counted_and_skipped(
+        nats_server: NatsServer, caplog: pytest.LogCaptureFixture) -> None:
+    import nats
+    from nats.js.api import StreamConfig
+
+    async def small_stream() -> None:
+        nc = await nats.connect(nats_server.url)
+        await nc.jetstream().add_stream(StreamConfig(name="tattler", subjects=["tattler.>"], max_msg_size=600))
+        await nc.close()
+
+    async with trio_asyncio.open_loop() as loop:
+        await trio_asyncio.aio_as_trio(small_stream, loop=loop)()
+    big = entry(ChangeType.ADD, "big")
+    big.raw["metadata"]["annotations"] = {"a": "x" * 2_000_000}
+    wide = entry(ChangeType.ADD, "wide")
+    wide.raw["metadata"]["annotations"] = {"a": "x" * 1000}
+    with trio.fail_after(30):
+        async with open_nats_processor(nats_server.url) as proc:
+            await proc([entry(ChangeType.ADD, "a"), big, wide])
+    assert (proc.skipped, proc.failed, proc.resent) == (1, 1, 0)
+    assert sorted(await kv_state(nats_server.url)) == ["pods.ns.a", "pods.ns.wide"]
+    assert [m[2]["name"] for m in await stream_messages(nats_server.url)] == ["a"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("nats: skipped Pod/ns/big: its JSON is 2,0") or "Pod/ns/big" in m for m in messages)
+    assert any("stream message refused for Pod/ns/wide" in m for m in messages)
+    assert not any("x" * 100 in m for m in messages)  # never a body in a log
+
+
+async def test_one_connection_for_the_processor_and_both_feeds(nats_server: NatsServer) -> None:
+    from tattler_etcd.delivery import NatsProcessor, open_connection, open_state, open_stream
+
+    async with open_connection(nats_server.url) as conn:
+        proc = NatsProcessor(conn, NatsOptions(url=nats_server.url))
+        await proc.setup()
+        await proc([entry(ChangeType.ADD, "a"), entry(ChangeType.ADD, "b")])
+        async with open_state("unused", connection=conn, until_synced=True) as state, \
+                open_stream("unused", connection=conn, until_synced=True) as stream:
+            assert sorted([e.name async for e in state]) == ["a", "b"]
+            assert [e.name async for e in stream] == ["a", "b"]

@@ -7,7 +7,6 @@ import ssl
 from pathlib import Path
 
 import pytest
-import trio
 
 from tattler_etcd.data import ChangeType, Entry, SourceType
 from tattler_etcd.delivery.webhook import (

@@ -36,11 +36,6 @@ pytestmark = pytest.mark.etcd
 
 
 @pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    return make_test_certs(tmp_path_factory.mktemp("certs"))
-
-
-@pytest.fixture(scope="module")
 def other_certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Another CA: its client certificate is not one the server trusts."""
     return make_test_certs(tmp_path_factory.mktemp("other"))

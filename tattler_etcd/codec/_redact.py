@@ -109,6 +109,17 @@ def redact_parsed(parsed: Parsed, paths: Sequence[tuple[str, ...]], fn: Fn) -> i
         raise TypeError(f"redact_parsed: expected a Parsed, got {type(parsed).__name__}")
     if not paths:
         return 0
+    raw = parsed._raw
+    if parsed._message is None and raw is not None:
+        # Not parsed yet: the C rewrite of the bytes, when it can take these paths.
+        done = _fast.redact_raw(parsed._name, paths, raw, fn)
+        if done is not None:
+            new_raw, changed, error = done
+            if new_raw is not None:
+                parsed._edited_raw(new_raw)
+            if error is not None:
+                raise error
+            return changed
     walker = _walker(parsed._name, paths, (fn.text, fn.data) if type(fn) is Replace else None)
     if walker is None:
         return 0

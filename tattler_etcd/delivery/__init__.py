@@ -9,7 +9,9 @@ batches to places programs on other machines read from, and read them back:
 * :func:`open_state` / :func:`open_stream`: :class:`EntryFeed` iterators over
   what was delivered, on any machine (:mod:`.consume`);
 * :func:`open_webhook_processor` / :class:`WebhookProcessor`: each batch
-  POSTed as CloudEvents (:mod:`.webhook`).
+  POSTed as CloudEvents (:mod:`.webhook`);
+* :func:`open_connection` / :class:`Connection`: one NATS connection that
+  feeds (``connection=``) and a :class:`NatsProcessor` may share.
 
 NATS needs the ``[nats]`` extra (nats-py, trio-asyncio); importing this
 package does not. See ``docs/delivery.md``.
@@ -17,6 +19,8 @@ package does not. See ``docs/delivery.md``.
 
 from __future__ import annotations
 
+from tattler_etcd.delivery._connection import Connection as Connection
+from tattler_etcd.delivery._connection import open_connection as open_connection
 from tattler_etcd.delivery.consume import EntryFeed as EntryFeed
 from tattler_etcd.delivery.consume import open_state as open_state
 from tattler_etcd.delivery.consume import open_stream as open_stream
@@ -30,11 +34,13 @@ from tattler_etcd.delivery.webhook import open_webhook_processor as open_webhook
 from tattler_etcd.delivery.webhook import parse_webhook_url as parse_webhook_url
 
 __all__ = [
+    "Connection",
     "EntryFeed",
     "NatsOptions",
     "NatsProcessor",
     "WebhookOptions",
     "WebhookProcessor",
+    "open_connection",
     "open_nats_processor",
     "open_state",
     "open_stream",

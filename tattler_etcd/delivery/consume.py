@@ -22,6 +22,7 @@ single resource is filtered by the server, several by the feed.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -42,6 +43,14 @@ logger = logging.getLogger("tattler_etcd.delivery")
 
 #: Most messages carried from asyncio to trio in one crossing.
 _CHUNK = 256
+#: Seconds one fetch waits for messages.
+_FETCH_WAIT = 5.0
+#: After this many empty fetches in a row, ask whether the consumer still exists.
+_CHECK_EVERY = 1
+#: Seconds between attempts while the server cannot be read.
+_RETRY_WAIT = 1.0
+#: Seconds an ephemeral consumer outlives its reader (the server then deletes it).
+_INACTIVE = 300.0
 
 
 class _Filter:
@@ -114,6 +123,120 @@ def _entry(data: bytes, where: str) -> Entry | str:
         return where
 
 
+class _Pull:
+    """(asyncio) A pull consumer that outlives the server: made again where it stopped when it is lost.
+
+    nats-py's own KV watcher (an ordered push consumer without heartbeats)
+    never notices that a restarted server lost it; a pull consumer's fetch
+    fails or keeps timing out instead, and then this one asks the server
+    whether the consumer is still there, and makes a new one from the stream
+    sequence after the last message handed out (a durable one by its name:
+    the server keeps its place).
+    """
+
+    def __init__(self, conn: Connection, stream: str, subject: str, config: Any, durable: str | None) -> None:
+        self.conn = conn
+        self.stream = stream
+        self.subject = subject
+        self.config = config
+        self.durable = durable
+        self.sub: Any = None
+        self.last_seq = 0
+        self.to_ack: list[Any] = []
+
+    async def subscribe(self) -> None:
+        from nats.js.api import DeliverPolicy
+
+        config = self.config
+        if self.last_seq and not self.durable:
+            config = dataclasses.replace(config, deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                         opt_start_seq=self.last_seq + 1, opt_start_time=None)
+        self.sub = await self.conn.js.pull_subscribe(self.subject, durable=self.durable, stream=self.stream,
+                                                     config=config)
+
+    async def pending(self) -> int:
+        return int((await self.sub.consumer_info()).num_pending)
+
+    async def fetch(self) -> list[Any]:
+        """The next messages (at least one), acknowledging the previous ones first (durable only)."""
+        nats, _ = require_nats()
+        import asyncio
+
+        for m in self.to_ack:
+            try:
+                await m.ack()
+            except nats.errors.Error as exc:  # redelivered later: at least once
+                logger.debug("nats: ack: %s", type(exc).__name__)
+        self.to_ack.clear()
+        quiet = 0
+        while True:
+            try:
+                if self.sub is None:
+                    await self.subscribe()
+                    logger.warning("nats %s: consumer on %s made again from sequence %d",
+                                   self.conn.url, self.stream, self.last_seq + 1)
+                msgs = await self.sub.fetch(_CHUNK, timeout=_FETCH_WAIT)
+            except nats.errors.TimeoutError:
+                quiet += 1
+                if quiet % _CHECK_EVERY == 0 and not await self._alive():
+                    self.sub = None
+                continue
+            except (nats.errors.Error, OSError) as exc:
+                logger.warning("nats %s: reading %s: %s; trying again", self.conn.url, self.stream,
+                               type(exc).__name__)
+                await self._drop()
+                await asyncio.sleep(_RETRY_WAIT)
+                continue
+            if msgs:
+                self.last_seq = msgs[-1].metadata.sequence.stream
+                if self.durable:
+                    self.to_ack.extend(msgs)
+                return list(msgs)
+
+    async def _alive(self) -> bool:
+        nats, _ = require_nats()
+        try:
+            await self.sub.consumer_info()
+        except nats.js.errors.NotFoundError:
+            await self._drop()
+            return False
+        except (nats.errors.Error, OSError):
+            pass  # the server is not there yet: ask again later
+        return True
+
+    async def _drop(self) -> None:
+        sub, self.sub = self.sub, None
+        if sub is not None:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:  # noqa: BLE001 - the consumer may be gone with the server
+                logger.debug("nats: unsubscribe: %s", type(exc).__name__)
+
+    async def close(self) -> None:
+        if not self.durable:
+            await self._drop()
+
+
+@asynccontextmanager
+async def _open_pull(conn: Connection, stream: str, subject: str, config: Any, durable: str | None,
+                     what: str) -> AsyncIterator[_Pull]:
+    nats, _ = require_nats()
+    pull = _Pull(conn, stream, subject, config, durable)
+    try:
+        await conn.call(pull.subscribe)
+    except nats.js.errors.NotFoundError as exc:
+        raise DeliveryError(f"nats {conn.url}: no {what}") from exc
+    try:
+        yield pull
+    finally:
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + 5.0
+            try:
+                await conn.call(pull.close)
+            except Exception as exc:  # noqa: BLE001 - best effort
+                logger.debug("nats: closing a consumer: %s", type(exc).__name__)
+
+
 @asynccontextmanager
 async def open_state(
     url: str, *, bucket: str = "tattler-state", resources: Sequence[str] | None = None,
@@ -123,56 +246,43 @@ async def open_state(
 
     ``namespace=""`` means cluster-scoped objects only. With ``until_synced``
     the feed ends once the initial state has been handed out. ``connection``
-    reuses an open connection instead of opening one to ``url``.
+    reuses an open connection instead of opening one to ``url``. The feed
+    goes on through a nats-server restart, from where it was.
 
     Raises:
         ConfigError: the [nats] extra is missing, or an empty resource list.
         DeliveryError: the server cannot be reached, or has no such bucket.
     """
-    nats, _ = require_nats()
+    require_nats()
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
     flt = _Filter(resources, namespace)
-    async with _maybe_connection(url, connection) as conn:
-        try:
-            kv = await conn.call(conn.js.key_value, bucket)
-            watcher = await conn.call(kv.watch, flt.pattern)
-        except nats.js.errors.NotFoundError as exc:
-            raise DeliveryError(f"nats {conn.url}: no KV bucket {bucket!r}") from exc
+    prefix = f"$KV.{bucket}."
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, ack_policy=AckPolicy.NONE,
+                            inactive_threshold=_INACTIVE)
+    async with _maybe_connection(url, connection) as conn, \
+            _open_pull(conn, f"KV_{bucket}", prefix + flt.pattern, config, None, f"KV bucket {bucket!r}") as pull:
         initial = True
 
         async def fetch() -> list[Any]:
-            import asyncio
-
             nonlocal initial
+            if initial and pull.last_seq == 0 and await pull.pending() == 0:
+                initial = False
+                return [None]
             out: list[Any] = []
-            item = await watcher._updates.get()
-            while True:
-                if item is None:
+            for m in await pull.fetch():
+                key = m.subject[len(prefix):]
+                deleted = bool(m.headers) and m.headers.get("KV-Operation") in ("DEL", "PURGE")
+                if flt.wants(key) and not (initial and deleted):
+                    # A delete marker from us carries the DELETE entry; one without (another
+                    # client's, a purge) cannot be made an entry: skipped.
+                    out.append(_entry(m.data, f"{bucket}/{key}") if m.data else f"{bucket}/{key}")
+                if initial and m.metadata.num_pending == 0:
                     initial = False
                     out.append(None)
-                elif not isinstance(item, nats.js.kv.KeyValue.Entry):
-                    break  # the watcher was stopped
-                elif initial and item.operation is not None:
-                    pass  # a deleted key is not part of the initial state
-                elif flt.wants(item.key):
-                    out.append(_entry(item.value, f"{bucket}/{item.key}") if item.value else
-                               f"{bucket}/{item.key}")
-                if len(out) >= _CHUNK:
-                    break
-                try:
-                    item = watcher._updates.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
             return out
 
-        feed = EntryFeed(lambda: conn.call(fetch), until_synced=until_synced)
-        try:
-            yield feed
-        finally:
-            with trio.CancelScope(shield=True):
-                try:
-                    await conn.call(watcher.stop)
-                except Exception as exc:  # noqa: BLE001 - stopping is best effort
-                    logger.debug("nats: stopping the KV watcher: %s", type(exc).__name__)
+        yield EntryFeed(lambda: conn.call(fetch), until_synced=until_synced)
 
 
 @asynccontextmanager
@@ -188,13 +298,14 @@ async def open_stream(
     ``start_time``, else the stream's first message. A ``durable`` consumer
     that exists already resumes where it was acknowledged (the start options
     apply only when it is made). ``until_synced`` ends the feed once it has
-    caught up with the stream.
+    caught up with the stream. The feed goes on through a nats-server
+    restart, from where it was.
 
     Raises:
         ConfigError: the [nats] extra is missing, both start options, or an empty resource list.
         DeliveryError: the server cannot be reached, or has no such stream.
     """
-    nats, _ = require_nats()
+    require_nats()
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
     if start_sequence is not None and start_time is not None:
@@ -209,52 +320,28 @@ async def open_stream(
         config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
     config.ack_policy = AckPolicy.EXPLICIT if durable else AckPolicy.NONE
     if not durable:
-        config.inactive_threshold = 300.0
-    async with _maybe_connection(url, connection) as conn:
-        try:
-            sub = await conn.call(conn.js.pull_subscribe, f"{prefix}.{flt.pattern}", durable=durable,
-                                  stream=stream, config=config)
-        except nats.js.errors.NotFoundError as exc:
-            raise DeliveryError(f"nats {conn.url}: no stream {stream!r}") from exc
-        to_ack: list[Any] = []
-        start = len(prefix) + 1
+        config.inactive_threshold = _INACTIVE
+    start = len(prefix) + 1
+    async with _maybe_connection(url, connection) as conn, \
+            _open_pull(conn, stream, f"{prefix}.{flt.pattern}", config, durable, f"stream {stream!r}") as pull:
         first = True
 
         async def fetch() -> list[Any]:
             nonlocal first
-            for m in to_ack:
-                await m.ack()
-            to_ack.clear()
             if first:
                 first = False
-                if (await sub.consumer_info()).num_pending == 0:
+                if await pull.pending() == 0:
                     return [None]
-            while True:
-                try:
-                    msgs = await sub.fetch(_CHUNK, timeout=5.0)
-                except nats.errors.TimeoutError:
-                    continue
-                out: list[Any] = []
-                for m in msgs:
-                    if durable:
-                        to_ack.append(m)
-                    if flt.wants(m.subject[start:]):
-                        out.append(_entry(m.data, f"{stream}/{m.metadata.sequence.stream}"))
-                if msgs and msgs[-1].metadata.num_pending == 0:
-                    out.append(None)
-                if out:
-                    return out
+            out: list[Any] = []
+            msgs = await pull.fetch()
+            for m in msgs:
+                if flt.wants(m.subject[start:]):
+                    out.append(_entry(m.data, f"{stream}/{m.metadata.sequence.stream}"))
+            if msgs[-1].metadata.num_pending == 0:
+                out.append(None)
+            return out
 
-        feed = EntryFeed(lambda: conn.call(fetch), until_synced=until_synced)
-        try:
-            yield feed
-        finally:
-            with trio.CancelScope(shield=True):
-                try:
-                    if not durable:
-                        await conn.call(sub.unsubscribe)
-                except Exception as exc:  # noqa: BLE001 - best effort
-                    logger.debug("nats: closing the stream consumer: %s", type(exc).__name__)
+        yield EntryFeed(lambda: conn.call(fetch), until_synced=until_synced)
 
 
 @asynccontextmanager

@@ -29,6 +29,7 @@ resource whose CRD declares an irregular plural is filed under the guess.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from tattler_etcd.data import ChangeType, Entry
@@ -122,10 +123,15 @@ def resource_token(resource: str) -> str:
     return escape_token(resource)
 
 
+@functools.lru_cache(maxsize=1024)
+def _resource_token_of(api_version: str, kind: str) -> str:
+    return escape_token(resource_name(api_version, kind))
+
+
 def kv_key(entry: Entry) -> str:
     """The entry's object's key in the state bucket: ``<resource>.<namespace or _>.<name>``."""
     ns = escape_token(entry.namespace) if entry.namespace else "_"
-    return f"{escape_token(resource_name(entry.api_version, entry.kind))}.{ns}.{escape_token(entry.name)}"
+    return f"{_resource_token_of(entry.api_version, entry.kind)}.{ns}.{escape_token(entry.name)}"
 
 
 def subject(entry: Entry, prefix: str = "tattler") -> str:

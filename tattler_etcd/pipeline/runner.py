@@ -188,6 +188,11 @@ class Runner:
         return [r.name for r in self._routes]
 
     @property
+    def readers(self) -> list[Reader]:
+        """The readers, in the order added (their ``status``, when they have one, feeds readiness and metrics)."""
+        return list(self._readers)
+
+    @property
     def reader_names(self) -> list[str]:
         """The readers' names, in the order added."""
         return [r.name for r in self._readers]

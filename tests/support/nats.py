@@ -118,7 +118,10 @@ async def kv_state(url: str, bucket: str = "tattler-state") -> dict[str, dict[st
             except nats.js.errors.NoKeysError:
                 return {}
             for k in keys:
-                out[k] = json.loads((await kv.get(k)).value)
+                try:
+                    out[k] = json.loads((await kv.get(k)).value)
+                except nats.js.errors.NotFoundError:
+                    pass  # deleted since keys() listed it: a writer is still at work
             return out
         finally:
             await nc.close()

@@ -28,11 +28,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Self, cast
 
 import httpx
+import trio
 
 from tattler_etcd.errors import (
     AccessDeniedError,
@@ -45,12 +47,14 @@ from tattler_etcd.errors import (
     TransientReaderError,
 )
 from tattler_etcd.readers import _tls
+from tattler_etcd.readers._httpclient import async_client
 from tattler_etcd.readers.apiserver.config import ClusterConfig
 from tattler_etcd.readers.apiserver.watch import FrameParser, JsonLinesParser, gc_paused
 
 __all__ = [
     "ACCEPT_JSON",
     "ACCEPT_PROTOBUF",
+    "WATCH_IDLE_GRACE",
     "APIClient",
     "ListPage",
     "ResourceRef",
@@ -74,6 +78,9 @@ ACCEPT_JSON = "application/json"
 CONNECT_TIMEOUT = 30.0
 #: The longest a LIST response may stay silent.
 LIST_READ_TIMEOUT = 120.0
+#: How long past its ``timeoutSeconds`` a silent watch is still given before
+#: it counts as a dead connection (the server ends it on time when it can).
+WATCH_IDLE_GRACE = 30.0
 
 #: Object = dict (JSON) or bytes (protobuf envelope, undecoded).
 WatchObject = dict[str, Any] | bytes
@@ -170,10 +177,30 @@ def status_of(exc: BaseException) -> int | None:
 class WatchStream:
     """An open watch response; :meth:`chunks` yields lists of ``(type, object)``."""
 
-    def __init__(self, response: httpx.Response, *, what: str, api_version: str, kind: str) -> None:
+    def __init__(self, response: httpx.Response, *, what: str, api_version: str, kind: str,
+                 idle_timeout: float = math.inf) -> None:
         self.response = response
         self.protobuf = response.headers.get("content-type", "").startswith(PROTOBUF)
         self._what = what
+        self._idle = idle_timeout
+
+    async def _reads(self) -> AsyncGenerator[bytes, None]:
+        """The body, read by read; a read that waits longer than the idle limit is a dead connection.
+
+        Bookmarks (asked for by the reader) and the server's own end at
+        ``timeoutSeconds`` keep a live watch from being silent that long.
+        """
+        async with contextlib.aclosing(_raw_body(self.response)) as raw:
+            while True:
+                with trio.move_on_after(self._idle) as idle:
+                    try:
+                        data = await raw.__anext__()
+                    except StopAsyncIteration:
+                        return
+                if idle.cancelled_caught:
+                    raise TransientReaderError(
+                        f"{self._what}: nothing received for {self._idle:g} s: a dead connection")
+                yield data
 
     async def chunks(self) -> AsyncIterator[list[tuple[str, WatchObject]]]:
         """Events, one list per network read, until the server ends the stream.
@@ -189,7 +216,7 @@ class WatchStream:
 
             frames = FrameParser(what=what)
             try:
-                async with contextlib.aclosing(_raw_body(self.response)) as raw:
+                async with contextlib.aclosing(self._reads()) as raw:
                     async for data in raw:
                         events = []
                         for frame in frames.feed(data):
@@ -206,7 +233,7 @@ class WatchStream:
             return
         lines = JsonLinesParser(what=what)
         try:
-            async with contextlib.aclosing(_raw_body(self.response)) as raw:
+            async with contextlib.aclosing(self._reads()) as raw:
                 async for data in raw:
                     parsed = lines.feed(data)
                     if parsed:
@@ -272,14 +299,20 @@ class APIClient:
     ``config`` when given.
     """
 
-    def __init__(self, config: ClusterConfig | None = None, *, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, config: ClusterConfig | None = None, *, http: httpx.AsyncClient | None = None,
+                 watch_idle_timeout: float | None = None) -> None:
         if config is None and http is None:
             raise ConfigError("APIClient needs a ClusterConfig or an httpx.AsyncClient")
+        if watch_idle_timeout is not None and not watch_idle_timeout > 0:
+            raise ConfigError(f"watch idle timeout: must be more than 0 seconds, not {watch_idle_timeout!r}")
         self.config = config
+        #: A watch silent this long is a dead connection (None: ``timeoutSeconds``
+        #: plus :data:`WATCH_IDLE_GRACE`, when the watch asked for a timeout).
+        self.watch_idle_timeout = watch_idle_timeout
         self._own = http is None
         if http is None:
             assert config is not None
-            http = httpx.AsyncClient(
+            http = async_client(  # closes a socket whose TLS handshake was cancelled (readers/_httpclient.py)
                 base_url=config.server,
                 verify=config.ssl_context if config.ssl_context is not None else True,
                 proxy=config.proxy,
@@ -475,7 +508,13 @@ class APIClient:
             if params.get("sendInitialEvents") == "true" and not isinstance(exc, AccessDeniedError):
                 raise WatchListRejected(str(exc)) from exc
             raise
+        idle = self.watch_idle_timeout
+        if idle is None and params.get("timeoutSeconds", "").isdigit():
+            # The server ends the watch after timeoutSeconds; silence well past
+            # that means nothing reaches us any more.
+            idle = int(params["timeoutSeconds"]) + WATCH_IDLE_GRACE
         try:
-            yield WatchStream(response, what=what, api_version=ref.api_version, kind=ref.kind)
+            yield WatchStream(response, what=what, api_version=ref.api_version, kind=ref.kind,
+                              idle_timeout=idle if idle is not None else math.inf)
         finally:
             await response.aclose()
