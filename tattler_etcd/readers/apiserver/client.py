@@ -36,6 +36,7 @@ from typing import Any, Self, cast
 import httpx
 import trio
 
+from tattler_etcd import codec
 from tattler_etcd.errors import (
     AccessDeniedError,
     CodecError,
@@ -215,8 +216,6 @@ class WatchStream:
         """
         what = self._what
         if self.protobuf:
-            from tattler_etcd import codec
-
             frames = FrameParser(what=what)
             try:
                 async with contextlib.aclosing(self._reads()) as raw:
@@ -297,8 +296,6 @@ def _event_error(obj: Any, what: str) -> ReaderError:
         status = obj
     elif isinstance(obj, bytes):
         try:
-            from tattler_etcd import codec
-
             status = codec.decode(obj)
         except CodecError:
             status = {}
@@ -487,8 +484,6 @@ class APIClient:
         finally:
             await response.aclose()
         if response.headers.get("content-type", "").startswith(PROTOBUF):
-            from tattler_etcd import codec
-
             try:
                 list_meta, envelopes = codec.split_list(body)
             except CodecError as exc:
