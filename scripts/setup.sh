@@ -47,7 +47,7 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 # Reinstalled when what the install reads changes: the metadata, setup.py, the C source.
-stamp=.venv/.installed-$(cat pyproject.toml setup.py tattler_etcd/codec/*.c 2>/dev/null | sha1sum | cut -c1-12)
+stamp=.venv/.installed-$(cat pyproject.toml setup.py tattler_etcd/*.c tattler_etcd/codec/*.c 2>/dev/null | sha1sum | cut -c1-12)
 if [ ! -f "$stamp" ]; then
   say "installing tattler-etcd (editable) and its test extras into .venv"
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'

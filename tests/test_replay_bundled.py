@@ -181,7 +181,10 @@ def test_the_readme_main_command_works_from_a_clean_clone(tmp_path: Path) -> Non
     script = venv / "bin" / "tattler-etcd"
     script.write_text(f"#!{venv}/bin/python\nimport sys\nfrom tattler_etcd.cli import main\nsys.exit(main())\n")
     script.chmod(0o755)
-    digest = hashlib.sha1((clone / "pyproject.toml").read_bytes()).hexdigest()[:12]
+    # The stamp setup.sh writes: what the install reads (metadata, setup.py, the C sources).
+    read = [clone / "pyproject.toml", clone / "setup.py", *sorted((clone / "tattler_etcd").glob("*.c")),
+            *sorted((clone / "tattler_etcd" / "codec").glob("*.c"))]
+    digest = hashlib.sha1(b"".join(p.read_bytes() for p in read if p.exists())).hexdigest()[:12]
     (venv / f".installed-{digest}").touch()
 
     proc = subprocess.run(["bash", "scripts/run.sh"], check=False, cwd=clone, capture_output=True, timeout=300)
