@@ -11,6 +11,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { echo "setup: $*"; }
+# The venv is reinstalled when what the install reads changes: the metadata, setup.py, the C source.
+stamp=.venv/.installed-$(cat pyproject.toml setup.py tattler_etcd/*.c tattler_etcd/codec/*.c 2>/dev/null | sha1sum | cut -c1-12)
+if [ "${1:-}" = "--stamp" ]; then  # for tests that prepare a .venv themselves
+  echo "$stamp"
+  exit 0
+fi
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/bin/$1" ] || [ -x "/usr/sbin/$1" ]; }
 
 missing=()
@@ -46,8 +52,6 @@ if [ ! -x .venv/bin/python ]; then
   say "creating the virtualenv .venv"
   python3 -m venv .venv
 fi
-# Reinstalled when what the install reads changes: the metadata, setup.py, the C source.
-stamp=.venv/.installed-$(cat pyproject.toml setup.py tattler_etcd/*.c tattler_etcd/codec/*.c 2>/dev/null | sha1sum | cut -c1-12)
 if [ ! -f "$stamp" ]; then
   say "installing tattler-etcd (editable) and its test extras into .venv"
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'

@@ -25,16 +25,6 @@ from tests.fake_apiserver import IN_PROCESS_URL, FakeCluster, RunningServer, in_
 from tests.support.reading import run_reader
 from tests.fake_apiserver.objects import fixture_object, make_pod, make_widget
 
-#: httpx reads a response body through nested async generators
-#: (``Response.aiter_raw`` over the client's ``BoundAsyncStream``) that it does
-#: not close when a stream is left early (a watch cancelled or ended on an
-#: error, as watches are); trio's finalizer then warns about each one. The
-#: response itself is closed (``response.aclose()``); only the generator
-#: objects are left to the GC.
-pytestmark = pytest.mark.filterwarnings(
-    r"ignore:Async generator 'http(x|core)\.[\w.]+' was garbage collected:ResourceWarning"
-)
-
 GUARD = 600  # virtual seconds
 
 FORMATS = ["json", "protobuf"]

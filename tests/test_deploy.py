@@ -118,11 +118,11 @@ def test_services_select_their_deployments_and_expose_the_metrics_port() -> None
 
 def test_the_dockerfile_runs_the_cli_as_a_non_root_user() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.\d+-slim\b", text, re.M)
-    assert re.findall(r"^USER (\S+)$", text, re.M) == ["10001"]
-    assert re.findall(r"^ENTRYPOINT (.+)$", text, re.M) == ['["tattler-etcd"]']
+    assert re.search(r"^FROM python:3\.\d+-slim\b", text, re.MULTILINE)
+    assert re.findall(r"^USER (\S+)$", text, re.MULTILINE) == ["10001"]
+    assert re.findall(r"^ENTRYPOINT (.+)$", text, re.MULTILINE) == ['["tattler-etcd"]']
     root = DEPLOY.parent
-    for src in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
+    for src in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.MULTILINE):
         for part in src.split():
             assert (root / part).exists(), part
     uids = {d["spec"]["template"]["spec"]["securityContext"]["runAsUser"] for _, d in _all() if d["kind"] == "Deployment"}

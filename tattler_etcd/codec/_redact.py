@@ -190,20 +190,24 @@ class Replace:
         return new
 
 
-def discard_unknown(parsed: Parsed) -> int:
+def discard_unknown(parsed: Parsed) -> int | None:
     """Remove every unknown field from ``parsed`` in C, without telling whether there was one.
 
-    Returns the size of the typed bytes as stored (call it before any leaf
-    changed). Why two steps: telling costs a second walk (``ByteSize``); a
-    caller that serializes anyway can tell from the length it gets
-    (:func:`drop_unknown` does both). Until :func:`size_changed` says so, the
-    Parsed still gives its original bytes back (which hold the fields).
+    Returns None when the C scan of the stored bytes (``_fast.has_unknown``,
+    ~1-2 us) says there is none: nothing is parsed or walked. Else the size of
+    the typed bytes as stored (call it before any leaf changed), after
+    ``DiscardUnknownFields``. Why two steps: telling costs a second walk
+    (``ByteSize``); a caller that serializes anyway can tell from the length
+    it gets (:func:`drop_unknown` does both). Until :func:`size_changed` says
+    so, the Parsed still gives its original bytes back (which hold the fields).
     """
     if not isinstance(parsed, Parsed):
         raise TypeError(f"discard_unknown: expected a Parsed, got {type(parsed).__name__}")
     raw = parsed._raw
     msg = parsed._message
     if msg is None:
+        if raw is not None and _fast.has_unknown(parsed._name, raw) is False:
+            return None
         msg = parsed._typed()
     size = len(raw) if raw is not None else msg.ByteSize()
     msg.DiscardUnknownFields()

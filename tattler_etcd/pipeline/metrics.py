@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import bisect
 import collections
+import functools
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Self
 
 import trio
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
-
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -100,9 +100,10 @@ def _float_text(v: float) -> str:
     return str(int(v)) + ".0" if v == int(v) else repr(v)
 
 
-def _kind_label(entry: Entry) -> str:
-    group = entry.api_version.rpartition("/")[0]
-    return f"{entry.kind}.{group}" if group else entry.kind
+@functools.lru_cache(maxsize=1024)
+def _label(api_version: str, kind: str) -> str:
+    group = api_version.rpartition("/")[0]
+    return f"{kind}.{group}" if group else kind
 
 
 class PipelineMetrics:
@@ -112,8 +113,7 @@ class PipelineMetrics:
     """
 
     def __init__(self) -> None:
-        #: (source, kind, change) -> entries handed on by readers.
-        self.entries_in: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        self._in: collections.Counter[tuple[Any, str, str, Any]] = collections.Counter()
         #: reader -> the highest resource version it handed on (etcd: a mod revision).
         self.last_revision: dict[str, int] = {}
         #: kind -> entries the safety stage did not let through.
@@ -122,38 +122,56 @@ class PipelineMetrics:
         self.durations: dict[str, _Histogram] = {}
         #: stage -> a channel end whose statistics tell how much waits before the stage.
         self.channels: dict[str, Any] = {}
-        self._pending_in: collections.Counter[str] = collections.Counter()
-        self._pending_out: collections.Counter[str] = collections.Counter()
+        self._pending: list[Entry] = []
+        self._pending_out: list[list[Entry]] = []
 
     # -- taps -------------------------------------------------------------------
 
-    def reader_sent(self, reader: str, chunk: list[Entry]) -> None:
-        counts = self.entries_in
-        top = self.last_revision.get(reader, 0)
+    def reader_sent(self, reader: str, chunk: list[Entry], *, revisions: bool = True) -> None:
+        """A reader handed on ``chunk``. Keys are the entries' own attributes (labels are made at scrape time).
+
+        ``revisions``: also track the newest resource version (for readers
+        without a status object of their own, which reports its position).
+        """
+        counts = self._in
         for entry in chunk:
-            counts[(entry.source.value, _kind_label(entry), entry.change.value)] += 1
-            rv = entry.resource_version
-            if rv.isdigit() and len(rv) < 20:
-                top = max(top, int(rv))
-        if top:
-            self.last_revision[reader] = top
+            counts[(entry.source, entry.api_version, entry.kind, entry.change)] += 1
+        if revisions:
+            top = self.last_revision.get(reader, 0)
+            for entry in chunk:
+                rv = entry.resource_version
+                if rv.isdigit() and len(rv) < 20:
+                    top = max(top, int(rv))
+            if top:
+                self.last_revision[reader] = top
+
+    @property
+    def entries_in(self) -> dict[tuple[str, str, str], int]:
+        """(source, kind label, change) -> entries handed on by readers."""
+        out: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        for (source, api_version, kind, change), n in self._in.items():
+            out[(source.value, _label(api_version, kind), change.value)] += n
+        return dict(out)
 
     def safety_received(self, chunk: list[Entry]) -> None:
-        # The stage handles one chunk at a time: what it did not send of the
-        # previous chunk was dropped. Settled now, so the counter only grows.
+        # The stage handles one chunk at a time and sends on a sub-list of it:
+        # what it did not send of the previous chunk was dropped. Settled when
+        # the next chunk comes (or the input ends), so the counter only grows.
         self.safety_settle()
-        self._pending_in.update(_kind_label(e) for e in chunk)
+        self._pending = chunk
 
     def safety_sent(self, chunk: list[Entry]) -> None:
-        self._pending_out.update(_kind_label(e) for e in chunk)
+        self._pending_out.append(chunk)
 
     def safety_settle(self) -> None:
-        for kind, n in self._pending_in.items():
-            dropped = n - self._pending_out.get(kind, 0)
-            if dropped > 0:
-                self.safety_dropped[kind] += dropped
-        self._pending_in.clear()
-        self._pending_out.clear()
+        pending, out = self._pending, self._pending_out
+        self._pending, self._pending_out = [], []
+        if len(pending) == sum(len(c) for c in out):
+            return  # the common case: nothing dropped, nothing to look at
+        sent = {id(e) for c in out for e in c}
+        for e in pending:
+            if id(e) not in sent:
+                self.safety_dropped[_label(e.api_version, e.kind)] += 1
 
     def batch_sent(self, batch: Batch) -> None:
         self.batch_sizes.observe(len(batch))
@@ -392,7 +410,7 @@ class _TapSend:
     def statistics(self) -> Any:
         return self._inner.statistics()
 
-    async def __aenter__(self) -> _TapSend:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -435,7 +453,7 @@ class _TapReceive:
     def statistics(self) -> Any:
         return self._inner.statistics()
 
-    async def __aenter__(self) -> _TapReceive:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

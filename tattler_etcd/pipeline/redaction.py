@@ -463,17 +463,18 @@ class Redactor:
     def scrub_parsed(self, parsed: Any, kind: str, value: bytes, depth: int = 0) -> tuple[int, bool, bytes]:
         """Redact a parsed protobuf object (``value``: its bytes): (values changed, unknown dropped, bytes out).
 
-        The bytes out are ``value`` itself when nothing changed. Unknown fields
-        are discarded in C before the passes; whether there were any is told
-        by lengths: with nothing redacted, by the message's size against the
-        stored one; with env-like leaves replaced, by the serialized length
-        against the stored one plus what the replacements added (both costs
-        are paid anyway). When the lengths cannot tell (another pass changed
-        something, a length prefix grew) the stored value is parsed again to
-        ask, which is rare.
+        The bytes out are ``value`` itself when nothing changed. Unknown fields:
+        the codec scans the stored bytes in C first (nearly every object has
+        none, and then nothing more is done); otherwise they are discarded in
+        C before the passes, and whether there were any is told by lengths:
+        with nothing redacted, by the message's size against the stored one;
+        with env-like leaves replaced, by the serialized length against the
+        stored one plus what the replacements added. When the lengths cannot
+        tell (another pass changed something, a length prefix grew) the stored
+        value is parsed again to ask.
         """
-        drop = not self.keep_unknown_fields
-        size = codec.discard_unknown(parsed) if drop else 0
+        # None: the codec's scan of the bytes found no unknown field (the usual case).
+        size = None if self.keep_unknown_fields else codec.discard_unknown(parsed)
         kr = self._by_kind.get(kind) if not self._has_cr_rules else None
         if kr is None:
             kr = self.for_kind(kind)
@@ -491,7 +492,7 @@ class Redactor:
             m = codec.redact_parsed(parsed, _LAST_APPLIED_PATHS, lambda text: self._applied_leaf(text, kr, depth))
             exact = exact and not m
             n += m
-        if not drop:
+        if size is None:
             return n, False, (codec.to_bytes(parsed) if n else value)
         if not n:
             dropped = codec.size_changed(parsed, size)
@@ -568,7 +569,7 @@ def _had_unknown(value: bytes) -> bool:
     """Whether the stored ``value`` held unknown fields (parsed again: the slow, exact way)."""
     parsed = codec.parse(value)
     size = codec.discard_unknown(parsed)
-    return codec.size_changed(parsed, size)
+    return size is not None and codec.size_changed(parsed, size)
 
 
 def _redact_leaf(v: Any) -> Any:

@@ -284,7 +284,10 @@ class Runner:
         if m is None:
             return send
         name = reader.name
-        return cast(trio.MemorySendChannel[list[Entry]], tap_send(send, lambda chunk: m.reader_sent(name, chunk)))
+        # A reader with a status object reports its own position: no revision tracking per entry.
+        revisions = not hasattr(reader, "status")
+        return cast(trio.MemorySendChannel[list[Entry]],
+                    tap_send(send, lambda chunk: m.reader_sent(name, chunk, revisions=revisions)))
 
     async def _run_reader(self, reader: Reader, send: trio.MemorySendChannel[list[Entry]]) -> None:
         status = _ReaderStarted(self, reader.name)

@@ -64,7 +64,7 @@ class SignalDrain:
         *,
         what: str = "run",
         signals: Sequence[int] = SIGNALS,
-        exit: Callable[[int], object] = os._exit,  # noqa: A002 - the word is right here
+        exit: Callable[[int], object] = os._exit,
     ) -> None:
         self._stop = stop
         self._what = what

@@ -475,8 +475,7 @@ class Gateway:
         return err
 
     def _heard(self, revision: int) -> None:
-        if revision > self.header_revision:
-            self.header_revision = revision
+        self.header_revision = max(self.header_revision, revision)
 
     def url(self, path: str) -> str:
         assert self.api_path is not None, "call discover() first"
