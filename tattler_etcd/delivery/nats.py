@@ -14,7 +14,10 @@ For each entry of a batch, :class:`NatsProcessor` publishes
 * to the KV bucket (default ``tattler-state``), under the object's key: the
   entry's JSON form for ADD, UPDATE and SNAPSHOT; for DELETE a delete marker
   (``KV-Operation: DEL``) that carries the DELETE entry's JSON, so a watcher
-  learns which object went. Readers emit a DELETE for every object a relist
+  learns which object went. Every KV write is a compare-and-set over the
+  key's last value the processor knows of, and a state older (by
+  resourceVersion) than the bucket's is never written: a replica that lags
+  behind cannot set a key back (see :meth:`NatsProcessor._resolve`). Readers emit a DELETE for every object a relist
   no longer finds, so after a relist every vanished key is deleted too.
 
 Publishes are pipelined: every message of the batch is sent (in windows of
@@ -36,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -56,6 +60,9 @@ logger = logging.getLogger("tattler_etcd.delivery")
 _HEADER_ROOM = 1024
 #: Most messages in flight at once: their acknowledgements are awaited together.
 _WINDOW = 2000
+#: JetStream's error code for a publish whose expected last subject sequence is not the last one.
+_WRONG_LAST_SEQUENCE = 10071
+_SEQ = re.compile(rb'"seq":\s*(\d+)')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +133,9 @@ class _Op:
     headers: dict[str, str] | None
     entry: Entry
     stream: bool
+    #: KV ops: the key, and the entry's resourceVersion as a number (None when it is not one).
+    key: str = ""
+    rv: int | None = None
 
 
 class NatsProcessor:
@@ -141,6 +151,8 @@ class NatsProcessor:
         self.options = options
         self._kv_prefix = f"$KV.{options.bucket}."
         self._acks: _Acks | None = None
+        #: KV key -> (sequence, resourceVersion) of its last value we know of (our own puts, conflicts read).
+        self._kv_known: dict[str, tuple[int, int | None]] = {}
         #: Entries whose every message was acknowledged.
         self.published = 0
         #: Stream messages the server already had (the same change, from a replica or a resend).
@@ -151,6 +163,8 @@ class NatsProcessor:
         self.failed = 0
         #: Entries skipped before publishing: their JSON could not be made, or is over max_payload.
         self.skipped = 0
+        #: KV updates not written because the bucket already held that state or a newer one (a replica's).
+        self.stale = 0
 
     async def setup(self) -> None:
         """Make the stream and the KV bucket unless they exist (as they are, then).
@@ -212,7 +226,8 @@ class NatsProcessor:
                 }, entry, True))
             if o.bucket:
                 headers = {"KV-Operation": "DEL"} if entry.change is ChangeType.DELETE else None
-                ops.append(_Op(self._kv_prefix + key, payload, headers, entry, False))
+                rv = int(entry.resource_version) if entry.resource_version.isdigit() else None
+                ops.append(_Op(self._kv_prefix + key, payload, headers, entry, False, key, rv))
         return ops
 
     async def __call__(self, batch: Iterable[Entry]) -> None:
@@ -234,10 +249,12 @@ class NatsProcessor:
 
     async def _publish(self, ops: list[_Op], start: int) -> tuple[int | None, str]:
         """(asyncio) Publish ``ops[start:]`` pipelined; the index of the first not acknowledged, and why."""
-        for window in range(start, len(ops), _WINDOW):
-            failed_at, reason = await self._publish_window(ops, window, min(window + _WINDOW, len(ops)))
+        while start < len(ops):
+            end = _window_end(ops, start)
+            failed_at, reason = await self._publish_window(ops, start, end)
             if failed_at is not None:
                 return failed_at, reason
+            start = end
         return None, ""
 
     async def _publish_window(self, ops: list[_Op], start: int, end: int) -> tuple[int | None, str]:
@@ -256,44 +273,141 @@ class NatsProcessor:
             await nc.subscribe(acks.prefix + "*", cb=acks.on_reply)
         window = acks.open(end - start)
         reason = ""
-        sent = 0
+        sent = skipped = 0
         for op in ops[start:end]:
+            headers = op.headers
+            if op.key:
+                known = self._kv_known.get(op.key)
+                if known is not None and _not_older(known[1], op.rv):
+                    # The bucket holds this state or a newer one (ours, or a replica's): never set it back.
+                    window.results[sent] = "stale"
+                    sent += 1
+                    skipped += 1
+                    continue
+                # Compare-and-set: written only over the value we know of (see _resolve).
+                headers = dict(headers or ())
+                headers["Nats-Expected-Last-Subject-Sequence"] = str(known[0] if known else 0)
             try:
-                await nc.publish(op.subject, op.payload, reply=acks.reply_to(window, sent), headers=op.headers)
+                await nc.publish(op.subject, op.payload, reply=acks.reply_to(window, sent), headers=headers)
             except (nats.errors.Error, OSError) as exc:
                 reason = f"{type(exc).__name__} while publishing"
                 break
             sent += 1
-        window.expect(sent)
+        window.expect(sent, skipped)
         try:
             await asyncio.wait_for(window.done.wait(), timeout)
         except TimeoutError:
             pass
         acks.close(window)
+        failed_at: int | None = None
+        conflicts: list[int] = []
         for i, result in enumerate(window.results[:sent], start):
+            op = ops[i]
             if result is None:
-                return i, reason or f"no acknowledgement within {timeout:g}s"
-            if result is True:
+                failed_at, reason = i, reason or f"no acknowledgement within {timeout:g}s"
+                break
+            if isinstance(result, int):
+                if op.key:
+                    self._kv_known[op.key] = (result, op.rv)
+                continue
+            if result == "stale":
+                self.stale += 1
                 continue
             if result == "duplicate":
                 self.duplicates += 1
                 continue
-            code, description = result
+            code, err_code, description = result
+            if err_code == _WRONG_LAST_SEQUENCE and op.key:
+                conflicts.append(i)
+                continue
             if code is not None and code < 500:
                 self.failed += 1
                 logger.error("nats %s: %s refused for %s: %s", self._conn.url,
-                             "stream message" if ops[i].stream else "KV update", ops[i].entry.key, description)
+                             "stream message" if op.stream else "KV update", op.entry.key, description)
                 continue
-            return i, reason or f"{code} {description}"
-        return (start + sent, reason) if sent < end - start else (None, "")
+            failed_at, reason = i, reason or f"{code} {description}"
+            break
+        else:
+            if sent < end - start:
+                failed_at = start + sent
+        if conflicts:
+            unresolved = await self._resolve(ops, conflicts)
+            if unresolved is not None and (failed_at is None or unresolved < failed_at):
+                failed_at, reason = unresolved, "a KV conflict could not be settled"
+        return failed_at, reason
+
+    async def _resolve(self, ops: list[_Op], conflicts: list[int]) -> int | None:
+        """(asyncio) KV puts refused because the key moved on (another replica wrote it): settle them.
+
+        Each key's current value is read and remembered (sequence and
+        resourceVersion), and ours published again: over that value if ours is
+        newer, else skipped (counted in :attr:`stale`), as every later publish
+        of an older state of that key is, resends included. So a replica that
+        lags behind never sets a key back to an older state. Returns the index
+        of the first conflict not settled (the server could not be read), or None.
+        """
+        nats, _ = require_nats()
+        js = self._conn.js
+        retry: list[int] = []
+        for i in conflicts:
+            op = ops[i]
+            try:
+                current = await js.get_last_msg(f"KV_{self.options.bucket}", op.subject)
+            except nats.js.errors.NotFoundError:
+                self._kv_known.pop(op.key, None)
+                retry.append(i)
+                continue
+            except (nats.errors.Error, OSError):
+                return i
+            self._kv_known[op.key] = (int(current.seq or 0), _rv_of(current.data))
+            retry.append(i)  # published again: skipped then as stale if the bucket holds newer
+        if not retry:
+            return None
+        again = [ops[i] for i in retry]
+        failed_at, _ = await self._publish(again, 0)
+        return None if failed_at is None else retry[failed_at]
+
+
+def _rv_of(data: bytes | None) -> int | None:
+    """The resourceVersion in a KV value (an entry's JSON), as a number; None if none or an empty marker."""
+    if not data:
+        return None
+    try:
+        rv = json.loads(data).get("resourceVersion", "")
+    except (ValueError, AttributeError):
+        return None
+    return int(rv) if isinstance(rv, str) and rv.isdigit() else None
+
+
+def _not_older(known: int | None, rv: int | None) -> bool:
+    """Whether the known value's resourceVersion is ``rv`` or later (False when either is not a number)."""
+    return known is not None and rv is not None and known >= rv
+
+
+def _window_end(ops: list[_Op], start: int) -> int:
+    """Where the window from ``start`` ends: after _WINDOW messages, or before a KV key comes again.
+
+    A key's second write in one window would be sent before the first one's
+    sequence is known, and so be refused as a conflict with it.
+    """
+    keys: set[str] = set()
+    end = start
+    while end < len(ops) and end - start < _WINDOW:
+        key = ops[end].key
+        if key:
+            if key in keys:
+                break
+            keys.add(key)
+        end += 1
+    return end
 
 
 class _Window:
     """The acknowledgements of one window of messages, by position: None until each arrives.
 
-    A result is True (stored), ``"duplicate"`` (the stream had that message
-    id already) or ``(code, description)`` (refused; code None: no stream
-    answered).
+    A result is the stored message's sequence (an int), ``"duplicate"`` (the
+    stream had that message id already) or ``(code, err_code, description)``
+    (refused; code None: no stream answered).
     """
 
     __slots__ = ("base", "done", "remaining", "results")
@@ -306,9 +420,9 @@ class _Window:
         self.remaining = n
         self.done = asyncio.Event()
 
-    def expect(self, sent: int) -> None:
-        """Only ``sent`` messages went out: wait for those."""
-        self.remaining -= len(self.results) - sent
+    def expect(self, sent: int, skipped: int = 0) -> None:
+        """Only ``sent`` positions were reached, ``skipped`` of them not published: wait for the rest."""
+        self.remaining -= len(self.results) - sent + skipped
         if self.remaining <= 0:
             self.done.set()
 
@@ -356,20 +470,20 @@ class _Acks:
             return
         data = msg.data
         if msg.headers and msg.headers.get("Status") == "503":
-            window.results[i] = (None, "no stream answered")  # no responders: the stream is not (yet) there
+            window.results[i] = (None, None, "no stream answered")  # no responders: the stream is not (yet) there
         elif b'"error"' not in data:
-            # A PubAck ({"stream":"tattler", "seq":5,"duplicate": true}): no need to parse it.
-            window.results[i] = "duplicate" if b'"duplicate"' in data else True
+            # A PubAck ({"stream":"tattler", "seq":5,"duplicate": true}): no need to parse it all.
+            if b'"duplicate"' in data:
+                window.results[i] = "duplicate"
+            else:
+                m = _SEQ.search(data)
+                window.results[i] = int(m.group(1)) if m else 0
         else:
             try:
-                answer = json.loads(msg.data)
-            except ValueError:
-                answer = {"error": {"description": "an answer that is not JSON"}}
-            error = answer.get("error")
-            if error:
-                window.results[i] = (error.get("code"), str(error.get("description", "")))
-            else:
-                window.results[i] = "duplicate" if answer.get("duplicate") else True
+                error = json.loads(data).get("error") or {}
+            except (ValueError, AttributeError):
+                error = {"description": "an answer that is not a JetStream acknowledgement"}
+            window.results[i] = (error.get("code"), error.get("err_code"), str(error.get("description", "")))
         window.remaining -= 1
         if window.remaining <= 0:
             window.done.set()
