@@ -46,6 +46,21 @@ def test_an_endpoint_that_never_answers_fails_within_the_connect_timeout(
     assert not (tmp_path / "rec.yaml").exists()
 
 
+def test_a_refused_endpoint_gives_the_refusal_as_its_reason() -> None:
+    # The connect deadline cuts the last attempt short: the reason given is the
+    # refusal seen before it, and it is said once (no ERROR log line beside it).
+    port = free_port()
+    cli = CliProcess(["run", "--once", "--endpoints", f"127.0.0.1:{port}", "--connect-timeout", "2"])
+    try:
+        assert cli.wait(timeout=30) == 2
+    finally:
+        cli.close()
+    assert cli.lines[-1] == (f"tattler-etcd: error: http://127.0.0.1:{port}: no successful sync within 2s; "
+                             f"last error: etcd http://127.0.0.1:{port}/version: ConnectError: "
+                             f"all attempts to connect to 127.0.0.1:{port} failed")
+    assert [line for line in cli.lines if "ERROR" in line] == []
+
+
 def _readyz(port: int) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as resp:

@@ -298,7 +298,9 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - kept, and raised by run() after the drain
             self._reader_states[reader.name] = "failed"
             self.counters.add(f"reader.{reader.name}.failed")
-            logger.error("reader %s failed: %s: %s", reader.name, type(exc).__name__, str(exc)[:256])
+            # Not logged as an error here: run() raises it once the rest has drained, and
+            # the caller (the CLI prints one line) says it; logging it too said it twice.
+            logger.debug("reader %s failed: %s: %s", reader.name, type(exc).__name__, str(exc)[:256])
             self._reader_errors.append(exc)
             # Stop the others; what was read still drains to the processors.
             self._reader_scope.cancel()

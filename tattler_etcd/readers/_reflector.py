@@ -552,7 +552,9 @@ class Reflector:
                 with trio.move_on_at(self._connect_deadline()) as waited:
                     result = await call()
                 if waited.cancelled_caught:
-                    raise TransientReaderError(f"{self.endpoint}: {what}: no answer")
+                    # Cut by the connect deadline: the last real failure is the reason worth
+                    # giving (a refused connection), not the cut itself.
+                    raise TransientReaderError(self._unary.last_error or f"{self.endpoint}: {what}: no answer")
             except TransientReaderError as exc:
                 left = self.check_connect_timeout(exc)
                 self.count("retries")
