@@ -45,6 +45,13 @@ import trio
 
 from tattler_etcd.data import ChangeType, Entry
 from tattler_etcd.delivery._connection import Connection, open_connection, public_url, require_nats
+from tattler_etcd.delivery._kvorder import (
+    EXPECTED_SEQUENCE,
+    ROUNDS,
+    WRONG_LAST_SEQUENCE,
+    KvOrder,
+    ack_sequence,
+)
 from tattler_etcd.delivery.subjects import change_id, kv_key
 from tattler_etcd.errors import ConfigError, DeliveryError, TattlerError
 
@@ -141,6 +148,8 @@ class NatsProcessor:
         self.options = options
         self._kv_prefix = f"$KV.{options.bucket}."
         self._acks: _Acks | None = None
+        #: What each KV key holds, so that puts never take the mirror back (:mod:`._kvorder`).
+        self._kv = KvOrder(options.bucket) if options.bucket else None
         #: Entries whose every message was acknowledged.
         self.published = 0
         #: Stream messages the server already had (the same change, from a replica or a resend).
@@ -151,6 +160,16 @@ class NatsProcessor:
         self.failed = 0
         #: Entries skipped before publishing: their JSON could not be made, or is over max_payload.
         self.skipped = 0
+
+    @property
+    def stale_skipped(self) -> int:
+        """KV puts not made because the key held a newer version already (from a replica, or a resend)."""
+        return self._kv.stale_skipped if self._kv else 0
+
+    @property
+    def kv_conflicts(self) -> int:
+        """KV puts whose compare-and-set lost to another writer, so that the key was read and decided again."""
+        return self._kv.conflicts if self._kv else 0
 
     async def setup(self) -> None:
         """Make the stream and the KV bucket unless they exist (as they are, then).
@@ -179,6 +198,9 @@ class NatsProcessor:
                 except nats.js.errors.NotFoundError:
                     await self._conn.call(js.create_key_value, bucket=o.bucket, history=1)
                     logger.info("nats %s: created KV bucket %s", self._conn.url, o.bucket)
+                else:
+                    assert self._kv is not None
+                    await self._conn.call(self._kv.load, js)
         except nats.errors.Error as exc:
             raise DeliveryError(
                 f"nats {self._conn.url}: cannot set up stream {o.stream!r} / bucket {o.bucket!r}: "
@@ -202,16 +224,22 @@ class NatsProcessor:
                                entry.key, len(payload), self._conn.nc.max_payload)
                 continue
             key = kv_key(entry)
+            msg_id = change_id(entry)
             if o.stream:
                 ops.append(_Op(f"{o.prefix}.{key}", payload, {
-                    "Nats-Msg-Id": change_id(entry),
+                    "Nats-Msg-Id": msg_id,
                     "Tattler-Change": entry.change.value,
                     "Tattler-Kind": entry.kind,
                     "Tattler-Uid": entry.uid,
                     "Tattler-Resource-Version": entry.resource_version,
                 }, entry, True))
             if o.bucket:
-                headers = {"KV-Operation": "DEL"} if entry.change is ChangeType.DELETE else None
+                # The version headers let a compare-and-set loser (and a restart) read the key's version
+                # without its body; the id lets the bucket's stream drop a replica's copy of the change.
+                headers = {"Nats-Msg-Id": msg_id, "Tattler-Uid": entry.uid,
+                           "Tattler-Resource-Version": entry.resource_version}
+                if entry.change is ChangeType.DELETE:
+                    headers["KV-Operation"] = "DEL"
                 ops.append(_Op(self._kv_prefix + key, payload, headers, entry, False))
         return ops
 
@@ -241,23 +269,60 @@ class NatsProcessor:
         return None, ""
 
     async def _publish_window(self, ops: list[_Op], start: int, end: int) -> tuple[int | None, str]:
-        """(asyncio) Publish ``ops[start:end]``, then await their acknowledgements together."""
+        """(asyncio) Publish ``ops[start:end]``, then await their acknowledgements together.
+
+        KV puts whose compare-and-set lost (another writer was first) are
+        decided again against the key's current message and, when still
+        newer, put again (a few rounds at most); a window that cannot settle
+        them counts as not acknowledged from the first of them.
+        """
+        if not self._conn.nc.is_connected:
+            # Not into nats-py's reconnect buffer: the resend after the reconnect would double it.
+            return start, "not connected"
+        part = ops[start:end]
+        failed_at, reason, lost = await self._send(part)
+        rounds = 0
+        while lost and self._kv is not None:
+            rounds += 1
+            why = await self._kv.reread(self._conn.js, [part[j].subject for j in lost])
+            if why or rounds > ROUNDS:
+                return start + lost[0], why or f"{ROUNDS} rounds of lost compare-and-sets"
+            again, why, lost_again = await self._send([part[j] for j in lost])
+            if again is not None:
+                return start + lost[lost_again[0] if lost_again else again], why
+            lost = [lost[j] for j in lost_again]
+        return (None, "") if failed_at is None else (start + failed_at, reason)
+
+    async def _send(self, part: list[_Op]) -> tuple[int | None, str, list[int]]:
+        """(asyncio) Publish ``part`` pipelined, await the acknowledgements together, and read them.
+
+        Returns the position of the first message not acknowledged (None: all
+        were) and why, and the positions before it of the KV puts whose
+        compare-and-set lost. A KV put the key's known version makes useless
+        is not sent at all (:meth:`KvOrder.expect`).
+        """
         import asyncio
 
         nats, _ = require_nats()
         nc = self._conn.nc
+        kv = self._kv
         timeout = self.options.ack_timeout
-        if not nc.is_connected:
-            # Not into nats-py's reconnect buffer: the resend after the reconnect would double it.
-            return start, "not connected"
         acks = self._acks
         if acks is None:
             acks = self._acks = _Acks(nc.new_inbox())
             await nc.subscribe(acks.prefix + "*", cb=acks.on_reply)
-        window = acks.open(end - start)
+        window = acks.open(len(part))
         reason = ""
         sent = 0
-        for op in ops[start:end]:
+        for op in part:
+            if kv is not None and not op.stream:
+                expected = kv.expect(op.subject, op.entry)
+                if expected is None:
+                    window.results[sent] = "skipped"
+                    window.remaining -= 1
+                    sent += 1
+                    continue
+                op.headers[EXPECTED_SEQUENCE] = expected  # type: ignore[index]  # KV ops always have headers
             try:
                 await nc.publish(op.subject, op.payload, reply=acks.reply_to(window, sent), headers=op.headers)
             except (nats.errors.Error, OSError) as exc:
@@ -270,39 +335,51 @@ class NatsProcessor:
         except TimeoutError:
             pass
         acks.close(window)
-        for i, result in enumerate(window.results[:sent], start):
+        lost: list[int] = []
+        for i, result in enumerate(window.results[:sent]):
+            op = part[i]
             if result is None:
-                return i, reason or f"no acknowledgement within {timeout:g}s"
-            if result is True:
+                return i, reason or f"no acknowledgement within {timeout:g}s", lost
+            if result is True or result == "duplicate":
+                if not op.stream:
+                    if kv is not None:  # a duplicate's sequence is its first copy's: an older hint, never wrong
+                        kv.stored(op.subject, op.entry, ack_sequence(window.data[i]))
+                elif result == "duplicate":
+                    self.duplicates += 1
                 continue
-            if result == "duplicate":
-                self.duplicates += 1
+            if result == "skipped":
                 continue
-            code, description = result
+            code, description, err_code = result
+            if err_code == WRONG_LAST_SEQUENCE and kv is not None and not op.stream:
+                lost.append(i)
+                continue
             if code is not None and code < 500:
                 self.failed += 1
                 logger.error("nats %s: %s refused for %s: %s", self._conn.url,
-                             "stream message" if ops[i].stream else "KV update", ops[i].entry.key, description)
+                             "stream message" if op.stream else "KV update", op.entry.key, description)
                 continue
-            return i, reason or f"{code} {description}"
-        return (start + sent, reason) if sent < end - start else (None, "")
+            return i, reason or f"{code} {description}", lost
+        return (sent, reason, lost) if sent < len(part) else (None, "", lost)
 
 
 class _Window:
     """The acknowledgements of one window of messages, by position: None until each arrives.
 
     A result is True (stored), ``"duplicate"`` (the stream had that message
-    id already) or ``(code, description)`` (refused; code None: no stream
-    answered).
+    id already), ``"skipped"`` (not sent: the KV key holds a newer version)
+    or ``(code, description, err_code)`` (refused; code None: no stream
+    answered). ``data`` keeps an acknowledgement's bytes (its sequence is
+    parsed only for KV puts).
     """
 
-    __slots__ = ("base", "done", "remaining", "results")
+    __slots__ = ("base", "data", "done", "remaining", "results")
 
     def __init__(self, base: int, n: int) -> None:
         import asyncio
 
         self.base = base
         self.results: list[Any] = [None] * n
+        self.data: list[bytes] = [b""] * n
         self.remaining = n
         self.done = asyncio.Event()
 
@@ -356,10 +433,11 @@ class _Acks:
             return
         data = msg.data
         if msg.headers and msg.headers.get("Status") == "503":
-            window.results[i] = (None, "no stream answered")  # no responders: the stream is not (yet) there
+            window.results[i] = (None, "no stream answered", None)  # no responders: the stream is not (yet) there
         elif b'"error"' not in data:
             # A PubAck ({"stream":"tattler", "seq":5,"duplicate": true}): no need to parse it.
             window.results[i] = "duplicate" if b'"duplicate"' in data else True
+            window.data[i] = data
         else:
             try:
                 answer = json.loads(msg.data)
@@ -367,9 +445,10 @@ class _Acks:
                 answer = {"error": {"description": "an answer that is not JSON"}}
             error = answer.get("error")
             if error:
-                window.results[i] = (error.get("code"), str(error.get("description", "")))
+                window.results[i] = (error.get("code"), str(error.get("description", "")), error.get("err_code"))
             else:
                 window.results[i] = "duplicate" if answer.get("duplicate") else True
+                window.data[i] = data
         window.remaining -= 1
         if window.remaining <= 0:
             window.done.set()
