@@ -15,7 +15,10 @@ For each entry of a batch, :class:`NatsProcessor` publishes
   entry's JSON form for ADD, UPDATE and SNAPSHOT; for DELETE a delete marker
   (``KV-Operation: DEL``) that carries the DELETE entry's JSON, so a watcher
   learns which object went. Readers emit a DELETE for every object a relist
-  no longer finds, so after a relist every vanished key is deleted too.
+  no longer finds, so after a relist every vanished key is deleted too. Each
+  put is a compare-and-set made only over an older version of the key, so
+  the mirror never goes back, whatever the replicas' order
+  (:mod:`._kvorder`).
 
 Publishes are pipelined: every message of the batch is sent (in windows of
 2,000) with a reply subject on one inbox of ours, then the acknowledgements
@@ -26,7 +29,7 @@ seen (see :class:`_Acks`). When some do not come (the
 connection was lost, the server restarted, JetStream is not ready yet) the
 processor waits, then publishes again from the first entry not acknowledged,
 in order, until all are: under the BLOCK policy nothing is lost, and the
-stream's deduplication and the idempotent KV puts make the repeats harmless.
+streams' deduplication and the conditional KV puts make the repeats harmless.
 A message the server refuses for good (too large, say) is logged with the
 object's key, counted in :attr:`NatsProcessor.failed` and skipped.
 """
