@@ -1,8 +1,11 @@
-"""The optional C decoder (tattler_etcd/codec/_cdecode.c); everything else is in pyproject.toml.
+"""The optional C accelerators; everything else is in pyproject.toml.
+
+``tattler_etcd/codec/_cdecode.c``: the protobuf decoder (see codec/_fast.py);
+``tattler_etcd/_jsonscan.c``: the check behind jsonout.dumps.
 
 ``optional=True``: where no C compiler or Python headers are found the
-install goes on without it and the codec runs in pure Python
-(tattler_etcd/codec/_fast.py chooses at import).
+install goes on without them and the package runs in pure Python (each
+module chooses at import).
 """
 
 from setuptools import Extension, setup
@@ -15,5 +18,6 @@ setup(
             optional=True,
             extra_compile_args=["-O2"],
         ),
+        Extension("tattler_etcd._jsonscan", ["tattler_etcd/_jsonscan.c"], optional=True, extra_compile_args=["-O2"]),
     ],
 )

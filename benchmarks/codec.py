@@ -4,9 +4,11 @@ Objects: a realistic small Pod (built here: 2 containers, 10 env vars, 3
 volumes, managedFields, status; about 3 KB of protobuf) and the upstream
 fixture Pod (every field filled, about 14 KB).
 
-Baselines: ``json.loads`` of the same object in JSON, and ``json.loads`` plus
-the kubernetes client's model for it (``V1Pod.from_dict``), which is what a
-Python client pays per object today.
+Baselines: ``json.loads`` and ``orjson.loads`` of the same object in JSON, and
+``json.loads`` plus the kubernetes client's model for it (``V1Pod.from_dict``),
+which is what a Python client pays per object today. ``decode`` is measured
+with the C decoder (when built) and in pure Python; the JSON-out rows are one
+entry's JSON line as the JSON-lines output writes it.
 
     python benchmarks/codec.py [--fixtures tests/data/k8s-api/HEAD] [--repeat 5]
 
@@ -24,9 +26,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tattler_etcd import codec
+import orjson
+
+from tattler_etcd import codec, jsonout
+from tattler_etcd.codec import _fast
+from tattler_etcd.data import ChangeType, Entry, SourceType
 from tattler_etcd.models import to_model
+from tattler_etcd.pipeline.redaction import Redactor
 from tattler_etcd.pipeline.safety import scrub_value
+
+#: The default rules but unknown fields kept: what dropping them costs is the difference.
+KEEP_UNKNOWN = Redactor(keep_unknown_fields=True)
 
 ENV_PATHS = [("spec", "containers", "*", "env", "*", "value"), ("spec", "initContainers", "*", "env", "*", "value")]
 ENV_PATHS_T = tuple(ENV_PATHS)  # the same paths as one tuple, as the safety stage passes them
@@ -133,11 +143,20 @@ def bench(label: str, obj: dict[str, Any], repeat: int) -> list[tuple[str, float
     text = json.dumps(canon).encode()
     assert json.loads(text) == canon
     print(f"\n{label}: {len(value):,} bytes protobuf, {len(text):,} bytes JSON")
+    line = {"change": "add", "source": "etcd", "uid": "u", "object": canon}
     rows = [
         ("baseline: json.loads", median_us(lambda: json.loads(text), repeat)),
         ("baseline: json.loads + V1Pod", median_us(lambda: to_model(json.loads(text)), repeat)),
+        ("baseline: orjson.loads", median_us(lambda: orjson.loads(text), repeat)),
         ("peek (uid, name, namespace, rv, kind)", median_us(lambda: codec.peek(value), repeat)),
-        ("decode -> dict", median_us(lambda: codec.decode(value), repeat)),
+        ("decode -> dict" + (" (C decoder)" if _fast.enabled() else " (pure Python)"),
+         median_us(lambda: codec.decode(value), repeat)),
+        ("decode -> dict (pure Python)", _pure(lambda: median_us(lambda: codec.decode(value), repeat))),
+        ("JSON line out: json.dumps (before)",
+         median_us(lambda: json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode(), repeat)),
+        ("JSON line out: jsonout.dumps (orjson)", median_us(lambda: jsonout.dumps(line), repeat)),
+        ("Entry.from_value + to_json_bytes", median_us(
+            lambda: Entry.from_value(value, change=ChangeType.ADD, source=SourceType.ETCD).to_json_bytes(), repeat)),
         ("encode <- dict", median_us(lambda: codec.encode(canon), repeat)),
         ("redact env values (3 paths)", median_us(lambda: codec.redact(value, ENV_PATHS, lambda s: "***"), repeat)),
         ("redact, nothing to change", median_us(lambda: codec.redact(value, [("metadata", "annotations", "absent")], lambda s: s), repeat)),
@@ -145,11 +164,24 @@ def bench(label: str, obj: dict[str, Any], repeat: int) -> list[tuple[str, float
         ("parse + redact_parsed env (no serialize)",
          median_us(lambda: codec.redact_parsed(codec.parse(value), ENV_PATHS_T, lambda s: "***"), repeat)),
         ("safety scrub_value (Pod rules, to bytes)", median_us(lambda: scrub_value(value, "Pod"), repeat)),
+        ("  the same, unknown fields kept",
+         median_us(lambda: scrub_value(value, "Pod", rules=KEEP_UNKNOWN), repeat)),
+        ("safety scrub_value, C module off", _pure(lambda: median_us(lambda: scrub_value(value, "Pod"), repeat))),
     ]
     base = rows[1][1]
     for name, us in rows:
         print(f"  {name:<40} {us:9.1f} us   {base / us:6.1f}x vs json+model")
     return rows
+
+
+def _pure(fn: Callable[[], float]) -> float:
+    """``fn`` measured with the C decoder turned off."""
+    was = _fast.enabled()
+    _fast.set_enabled(False)
+    try:
+        return fn()
+    finally:
+        _fast.set_enabled(was)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.etcd import EtcdServer
+from tests.support.etcd import EtcdServer, make_test_certs
 from tests.support.nats import NatsServer
 
 #: The upstream fixture pairs (test data only; the package never reads them).
@@ -51,3 +51,20 @@ def testdata() -> Path:
     if not TESTDATA.is_dir():
         pytest.fail(f"missing test data: {TESTDATA} (tests/data/k8s-api/HEAD in the repository)")
     return TESTDATA
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A throwaway CA with server and client certificates (tests.support.etcd.make_test_certs)."""
+    return make_test_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+def tls_etcd(certs: dict[str, str]) -> Iterator[EtcdServer]:
+    """An etcd that serves HTTPS only and wants a client certificate signed by ``certs``' CA."""
+    server = EtcdServer(tls=certs)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()

@@ -21,9 +21,6 @@ from tests.fake_apiserver import FakeCluster, RunningServer, in_process
 from tests.fake_apiserver.objects import make_pod
 from tests.support.reading import run_reader
 
-pytestmark = pytest.mark.filterwarnings(
-    r"ignore:Async generator 'http(x|core)\.[\w.]+' was garbage collected:ResourceWarning"
-)
 
 
 @pytest.fixture

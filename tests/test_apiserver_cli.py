@@ -13,9 +13,6 @@ from tattler_etcd.cli import main
 from tests.fake_apiserver import FakeCluster, RunningServer, run_in_thread
 from tests.fake_apiserver.objects import make_pod, make_widget
 
-pytestmark = pytest.mark.filterwarnings(
-    r"ignore:Async generator 'http(x|core)\.[\w.]+' was garbage collected:ResourceWarning"
-)
 
 
 def cluster() -> FakeCluster:

@@ -20,9 +20,6 @@ from tests.fake_apiserver import FakeCluster, RunningServer, open_fake_apiserver
 from tests.support.reading import run_reader
 from tests.fake_apiserver.objects import make_pod
 
-pytestmark = pytest.mark.filterwarnings(
-    r"ignore:Async generator 'http(x|core)\.[\w.]+' was garbage collected:ResourceWarning"
-)
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,6 @@ from tattler_etcd.readers.apiserver import APIServerReader, Backoff, ClusterConf
 from tests.fake_apiserver import FakeCluster, open_fake_apiserver
 from tests.fake_apiserver.objects import make_pod
 
-pytestmark = pytest.mark.filterwarnings(
-    r"ignore:Async generator 'http(x|core)\.[\w.]+' was garbage collected:ResourceWarning"
-)
 
 
 @pytest.mark.parametrize("fmt", ["json", "protobuf"])

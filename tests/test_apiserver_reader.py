@@ -25,16 +25,6 @@ from tests.fake_apiserver import IN_PROCESS_URL, FakeCluster, RunningServer, in_
 from tests.support.reading import run_reader
 from tests.fake_apiserver.objects import fixture_object, make_pod, make_widget
 
-#: httpx reads a response body through nested async generators
-#: (``Response.aiter_raw`` over the client's ``BoundAsyncStream``) that it does
-#: not close when a stream is left early (a watch cancelled or ended on an
-#: error, as watches are); trio's finalizer then warns about each one. The
-#: response itself is closed (``response.aclose()``); only the generator
-#: objects are left to the GC.
-pytestmark = pytest.mark.filterwarnings(
-    r"ignore:Async generator 'http(x|core)\.[\w.]+' was garbage collected:ResourceWarning"
-)
-
 GUARD = 600  # virtual seconds
 
 FORMATS = ["json", "protobuf"]
@@ -458,3 +448,23 @@ def test_bad_arguments() -> None:
     with pytest.raises(ConfigError, match=r"^APIServerReader: give config, http or client_factory$"):
         APIServerReader(["pods"])
     assert issubclass(AccessDeniedError, PermanentReaderError)
+
+
+async def test_status_says_backing_off_with_the_last_error_until_it_recovers(server: RunningServer,
+                                                                            autojump_clock: Any) -> None:
+    c = server.cluster
+    c.create("pods", make_pod(1))
+    c.fail(503, plural="pods", times=2, message="etcd is sad")
+    reader = reader_for(server, watch_list=False)
+    with trio.fail_after(GUARD):
+        async with run_reader(reader, started=False) as h:
+            await trio.testing.wait_all_tasks_blocked()
+            status = reader.status
+            assert (status.state, status.synced) == ("backing_off", False)
+            assert status.last_error == "list pods: 503 ServiceUnavailable: etcd is sad"
+            assert status.down_since is not None
+            await h.take(1)
+            await trio.testing.wait_all_tasks_blocked()
+            status = reader.status
+            assert (status.state, status.synced, status.last_error, status.down_since) == ("watching", True, "", None)
+            assert status.counters["retries"] == 2

@@ -15,7 +15,6 @@ import os
 import pty
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from tattler_etcd.errors import AccessDeniedError, ConfigError
 from tattler_etcd.readers.etcd import EtcdReader
 from tattler_etcd.readers.etcd.gateway import EtcdAuth
 from tests.support import cli
-from tests.support.etcd import EtcdServer, make_test_certs
+from tests.support.etcd import EtcdServer
 from tests.support.etcd_reading import Tracker, key, obj
 
 pytestmark = pytest.mark.etcd
@@ -231,7 +230,15 @@ async def test_auth_fetches_a_new_token_after_a_401(auth_etcd: EtcdServer) -> No
     auth = EtcdAuth(READER, READER_PASSWORD)
     body = {"key": _b64(b"/registry/"), "range_end": _b64(b"/registry0")}
     async with httpx.AsyncClient(auth=auth) as client:
-        assert (await client.post(auth_etcd.url + "/v3/kv/range", json=body)).status_code == 200
+        statuses: list[int] = []
+
+        async def read() -> None:
+            statuses.append((await client.post(auth_etcd.url + "/v3/kv/range", json=body)).status_code)
+
+        async with trio.open_nursery() as nursery:  # requests that start together share one token
+            for _ in range(5):
+                nursery.start_soon(read)
+        assert statuses == [200] * 5
         assert auth.authentications == 1
         # Turning auth off and on drops every token etcd had handed out.
         token = root_token(auth_etcd)
@@ -276,21 +283,6 @@ def test_record_with_user_keeps_password_and_token_out_of_the_cassette(
 
 
 # -- --insecure-skip-tls-verify ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    return make_test_certs(tmp_path_factory.mktemp("certs"))
-
-
-@pytest.fixture
-def tls_etcd(certs: dict[str, str]) -> Iterator[EtcdServer]:
-    server = EtcdServer(tls=certs)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def test_insecure_skip_tls_verify_reads_without_the_ca(tls_etcd: EtcdServer, certs: dict[str, str]) -> None:

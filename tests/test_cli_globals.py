@@ -76,3 +76,19 @@ def test_text_is_the_default_log_format() -> None:
     assert done.returncode == 0
     assert "INFO tattler_etcd.pipeline.runner: pipeline started" in done.stderr
     assert done.stderr.startswith("tattler-etcd: no source given")
+
+
+@pytest.mark.etcd
+def test_json_logs_name_the_key_and_resource_of_a_skipped_value(etcd) -> None:
+    from tests.support.etcd_reading import key, obj
+
+    etcd.put(key("pods", "web", "default"), obj("pods", "web", "default"))
+    etcd.put(key("pods", "broken", "default"), b"k8s\x00\x0a\x09garbage-not-protobuf")
+    done = cli.run("run", "--log-format", "json", "--endpoints", etcd.url, "--resources", "po", "--once",
+                   "--batch-window", "0.05")
+    assert done.returncode == 0, done.stderr
+    docs = [json.loads(line) for line in done.stderr.splitlines()]
+    skipped = [d for d in docs if d.get("key") == "/registry/pods/default/broken"]
+    assert skipped and skipped[0]["resource"] == "pods" and skipped[0]["level"] == "warning"
+    assert "garbage" not in done.stderr  # the value itself is never logged
+    assert [json.loads(line)["name"] for line in done.stdout.splitlines()] == ["web"]

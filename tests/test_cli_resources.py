@@ -68,3 +68,9 @@ def test_the_cli_takes_short_names_and_suggests_on_a_typo(tmp_path: Path, capsys
     done = cli.run("run", "--resources", "pods,nods", "--once")
     assert done.returncode == 2 and done.stdout == ""
     assert "resource 'nods': no built-in resource is called that; did you mean nodes" in done.stderr
+
+
+def test_consume_takes_the_same_names(capsys: pytest.CaptureFixture[str]) -> None:
+    # Checked before any connection (nothing listens on port 1).
+    assert main(["consume", "nats://127.0.0.1:1", "--resources", "po,nods", "--once"]) == 2
+    assert "resource 'nods': no built-in resource is called that; did you mean nodes" in capsys.readouterr().err

@@ -171,7 +171,7 @@ def test_the_cli_keeps_the_kv_bucket_equal_to_etcd(etcd: EtcdServer, nats_server
     """``tattler-etcd run --etcd-endpoints URL --to nats://...`` twice, side by side, through a kill -9."""
     seed(etcd, 40)
     cmd = [sys.executable, "-m", "tattler_etcd", "run", "--etcd-endpoints", etcd.url, "--resources", "pods",
-           "--batch-window", "0.1", "--to", nats_server.url]
+           "--batch-window", "0.1", "-v", "--to", nats_server.url]
     logs = [open(tmp_path / f"replica{i}.log", "wb") for i in (1, 2)]  # noqa: SIM115 - closed below
     replicas = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log) for log in logs]
     try:
@@ -188,6 +188,11 @@ def test_the_cli_keeps_the_kv_bucket_equal_to_etcd(etcd: EtcdServer, nats_server
                 p.wait()
         for log in logs:
             log.close()
+    after = _kv_now(nats_server.url)
+    if after != expected_kv(etcd):  # and still, once both have stopped
+        for i in (1, 2):
+            print(f"--- replica {i}:\n" + (tmp_path / f"replica{i}.log").read_text()[-6000:])
+    assert after == expected_kv(etcd)
     msgs = trio.run(stream_messages, nats_server.url)
     ids = [m[1]["Nats-Msg-Id"] for m in msgs]
     assert len(ids) == len(set(ids))  # each change once, from two replicas and their resends

@@ -238,3 +238,30 @@ async def test_one_connection_for_the_processor_and_both_feeds(nats_server: Nats
                 open_stream("unused", connection=conn, until_synced=True) as stream:
             assert sorted([e.name async for e in state]) == ["a", "b"]
             assert [e.name async for e in stream] == ["a", "b"]
+
+
+async def test_a_lagging_replica_never_sets_a_key_back(nats_server: NatsServer) -> None:
+    async with open_nats_processor(nats_server.url) as ahead, open_nats_processor(nats_server.url) as behind:
+        await ahead([entry(ChangeType.ADD, "a", rv="5"), entry(ChangeType.ADD, "b", rv="5")])
+        await behind([entry(ChangeType.ADD, "a", rv="3"), entry(ChangeType.UPDATE, "b", rv="7")])
+        assert behind.stale == 1
+        assert {k: v["resourceVersion"] for k, v in (await kv_state(nats_server.url)).items()} == {
+            "pods.ns.a": "5", "pods.ns.b": "7"}
+        await ahead([entry(ChangeType.DELETE, "b", rv="6")])  # older than what "behind" wrote
+        await behind([entry(ChangeType.DELETE, "a", rv="9")])
+        assert ahead.stale == 1
+        assert await kv_state(nats_server.url) == {"pods.ns.b": json.loads(entry(ChangeType.UPDATE, "b", rv="7")
+                                                                           .to_json())}
+    async with open_nats_processor(nats_server.url) as restarted:
+        await restarted([entry(ChangeType.UPDATE, "b", rv="7"), entry(ChangeType.ADD, "a", rv="10")])
+        assert restarted.stale == 1
+    assert sorted(await kv_state(nats_server.url)) == ["pods.ns.a", "pods.ns.b"]
+
+
+async def test_the_same_key_twice_in_a_batch(nats_server: NatsServer) -> None:
+    """A name deleted and made again (two uids, one key) in one batch: written in order."""
+    async with open_nats_processor(nats_server.url) as proc:
+        await proc([entry(ChangeType.DELETE, "a", rv="4", uid="old"), entry(ChangeType.ADD, "a", rv="5", uid="new")])
+        assert (proc.stale, proc.failed) == (0, 0)
+    state = await kv_state(nats_server.url)
+    assert (state["pods.ns.a"]["uid"], state["pods.ns.a"]["change"]) == ("new", "add")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,26 +13,11 @@ from tattler_etcd.errors import ConfigError
 from tattler_etcd.readers import Backoff
 from tattler_etcd.readers.etcd import EtcdReader
 from tattler_etcd.stats import Counters
-from tests.support.etcd import EtcdServer, make_test_certs
+from tests.support.etcd import EtcdServer
 from tests.support.etcd_reading import key, obj
 from tests.support.reading import run_reader
 
 pytestmark = pytest.mark.etcd
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    return make_test_certs(tmp_path_factory.mktemp("certs"))
-
-
-@pytest.fixture
-def tls_etcd(certs: dict[str, str]) -> Iterator[EtcdServer]:
-    server = EtcdServer(tls=certs)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 async def test_reader_lists_over_tls_with_a_client_certificate(tls_etcd: EtcdServer, certs: dict[str, str]) -> None:

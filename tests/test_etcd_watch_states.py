@@ -428,3 +428,33 @@ async def test_a_refused_endpoint_moves_to_the_next(autojump_clock: trio.abc.Clo
     assert list(tracker.state) == [P1]
     assert hosts[0] == "etcd-a" and set(hosts[1:]) == {"etcd-b"}
     assert counters["reader.etcd.retries"] == 1
+
+
+async def test_status_while_etcd_cannot_be_reached_at_start(autojump_clock: trio.abc.Clock) -> None:
+    gw = FakeGateway(4, {P1: obj("pods", "p1", "ns")}, {})
+    down = True
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if down:
+            raise httpx.ConnectError("connection refused", request=request)
+        return await gw.handle(request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as client:
+        reader = EtcdReader("http://etcd:2379", resources=["pods"], client=client, backoff_factory=NO_JITTER)
+        tracker = Tracker()
+        send, recv = trio.open_memory_channel[list[Entry]](0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(tracker.consume, recv)
+            nursery.start_soon(reader.run, send, Counters())
+            await trio.testing.wait_all_tasks_blocked()
+            status = reader.status
+            assert (status.state, status.synced) == ("backing_off", False)
+            assert status.last_error.startswith("etcd http://etcd:2379/version: ")
+            assert status.down_since is not None
+            down = False
+            await tracker.wait_for(lambda: P1 in tracker.state)
+            await trio.testing.wait_all_tasks_blocked()
+            status = reader.status
+            assert (status.state, status.synced, status.last_error, status.down_since) == ("watching", True, "", None)
+            nursery.cancel_scope.cancel()
+    assert reader.status.state == "stopped"

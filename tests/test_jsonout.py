@@ -181,3 +181,50 @@ async def test_json_lines_writes_the_same_bytes_to_any_stream(kind: str, tmp_pat
         await JsonLinesProcessor(buf)(Batch(entries))
         path.write_bytes(buf.getvalue().encode("utf-8"))
     assert path.read_bytes() == expected
+
+
+# -- the C scan (tattler_etcd/_jsonscan.c) and its pure-Python fallback ---------
+
+
+def _scans() -> list[Any]:
+    scans: list[Any] = [jsonout._small_float]
+    try:
+        from tattler_etcd._jsonscan import small_float
+    except ImportError:
+        import os
+
+        assert not os.environ.get("CI"), "CI builds the C scan (pip install -e .)"
+    else:
+        scans.append(small_float)
+    return scans
+
+
+@pytest.mark.parametrize("scan", _scans(), ids=lambda f: f.__module__ or "c")
+def test_floats_are_exact_with_either_scan(scan: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jsonout, "_scan", scan)
+    for x in _random_floats(5_000):
+        for value in (x, [x], {"a": x, "b": "1e-7,"}):
+            assert jsonout.dumps(value) == stdlib(value), value
+    for s in ["1e-7", "0.00001", ":1e-7,", "[0.00001]", "kube-4", "node-1e-5]", "a:-0.0000", "x-1e-5}"]:
+        assert jsonout.dumps({"name": s, "l": [s]}) == stdlib({"name": s, "l": [s]})
+
+
+def test_the_c_scan_flags_whatever_the_python_scan_flags() -> None:
+    scans = _scans()
+    if len(scans) == 1:
+        pytest.skip("the C scan is not built")
+    python, c = scans
+    samples = [orjson_dumps(v) for v in (
+        *_random_floats(3_000), {"a": "kube-4"}, {"a": "9a4e-3f7b"}, [1e-7, "x"], {"e": 1.5e-6}, -1e-5,
+    )]
+    samples += [p.with_suffix(".json").read_bytes() for p in PB_FIXTURES[:40]]
+    for b in samples:
+        if python(b):
+            assert c(b), b
+    assert c(b"[1e-7]") and c(b'{"a":-0.00001}') and not c(b'{"a":"kube-4"}') and not c(b"1e-10")
+
+
+def orjson_dumps(value: Any) -> bytes:
+    import orjson
+
+    return orjson.dumps(value)

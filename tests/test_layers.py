@@ -37,6 +37,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+#: Peers in one layer that never import each other: each source keeps only its
+#: protocol, and what the readers share lives in ``readers._reflector``.
+APART: tuple[tuple[str, str], ...] = (
+    ("tattler_etcd.readers.etcd", "tattler_etcd.readers.apiserver"),
+)
+
+
 class Import(NamedTuple):
     """One import of a module of the package, where it is written."""
 
@@ -96,8 +103,13 @@ def imports_of(module: str, source: str, path: str, known: set[str]) -> Iterator
                 yield Import(module, sub if sub in known else base, path, node.lineno)
 
 
+def _under(module: str, name: str) -> bool:
+    return module == name or module.startswith(name + ".")
+
+
 def violations(modules: dict[str, Path], root: Path = ROOT) -> list[str]:
-    """One line per import of a higher layer: ``file:line: importer (layer) imports target (layer)``."""
+    """One line per import of a higher layer (``file:line: importer (layer) imports target (layer)``)
+    or between two peers kept :data:`APART`."""
     known = set(modules)
     out = []
     for module, path in sorted(modules.items()):
@@ -112,6 +124,9 @@ def violations(modules: dict[str, Path], root: Path = ROOT) -> list[str]:
                     f"{imp.path}:{imp.line}: {imp.importer} ({LAYERS[mine][0]}) imports "
                     f"{imp.target} ({LAYERS[theirs][0]}), a higher layer"
                 )
+            for a, b in APART:
+                if (_under(module, a) and _under(imp.target, b)) or (_under(module, b) and _under(imp.target, a)):
+                    out.append(f"{imp.path}:{imp.line}: {imp.importer} imports {imp.target}: {a} and {b} stay apart")
     return out
 
 
@@ -123,7 +138,7 @@ def test_every_module_has_a_layer() -> None:
     )
 
 
-def test_no_module_imports_a_higher_layer() -> None:
+def test_no_module_imports_a_higher_layer_or_a_peer_kept_apart() -> None:
     found = violations(package_modules())
     assert not found, "imports against the layers (docs/design.md, Layers):\n" + "\n".join(found)
 
@@ -167,6 +182,7 @@ def test_a_lower_layer_importing_a_higher_one_is_named_with_file_and_line(tmp_pa
         "tattler_etcd/pipeline/safety.py": "from . import batching\nfrom tattler_etcd.data import Entry\n",
         "tattler_etcd/readers/__init__.py": "",
         "tattler_etcd/readers/etcd/__init__.py": "from tattler_etcd.readers import Reader\n",
+        "tattler_etcd/readers/apiserver/__init__.py": "from tattler_etcd.readers.etcd import keys\n",
     })
     assert violations(modules, tmp_path) == [
         "tattler_etcd/codec/_api.py:4: tattler_etcd.codec._api (codec) imports tattler_etcd.data (data), a higher layer",
@@ -175,6 +191,8 @@ def test_a_lower_layer_importing_a_higher_one_is_named_with_file_and_line(tmp_pa
         "tattler_etcd/codec/_api.py:7: tattler_etcd.codec._api (codec) imports tattler_etcd.readers.etcd "
         "(readers), a higher layer",
         "tattler_etcd/codec/_api.py:8: tattler_etcd.codec._api (codec) imports tattler_etcd (front), a higher layer",
+        "tattler_etcd/readers/apiserver/__init__.py:1: tattler_etcd.readers.apiserver imports tattler_etcd.readers.etcd: "
+        "tattler_etcd.readers.etcd and tattler_etcd.readers.apiserver stay apart",
     ]
 
 

@@ -30,9 +30,6 @@ from tests.support.etcd import EtcdServer
 from tests.support.etcd_reading import HookTransport, obj
 from tests.support.reading import Harness, run_reader
 
-pytestmark = pytest.mark.filterwarnings(
-    r"ignore:Async generator 'http(x|core)\.[\w.]+' was garbage collected:ResourceWarning"
-)
 
 ADD, UPDATE, DELETE, SNAPSHOT = ChangeType.ADD, ChangeType.UPDATE, ChangeType.DELETE, ChangeType.SNAPSHOT
 NO_JITTER = functools.partial(Backoff, initial=0.05, cap=0.2, rand=lambda: 0.0)

@@ -7,10 +7,13 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
-from tattler_etcd.replay import Recorder, RecordingInfo, dump_cassette
+from tattler_etcd.cli import main
+from tattler_etcd.replay import Recorder, RecordingInfo, dump_cassette, read_recording
 from tattler_etcd.replay._redact import CredentialScrubber, without_userinfo
+from tests.support.etcd import EtcdServer
 from tests.support.leaks import leaked
 
 PASSWORD = "pw-zqPASSWORDq"
@@ -71,3 +74,18 @@ def test_short_strings_are_not_treated_as_credentials() -> None:
     assert c.text("abcdef") == "abcdef"
     c.learn_request(httpx.URL("http://u:longer-one@h/"), httpx.Headers(), b"")
     assert c.text("x longer-one y") == "x REDACTED y"
+
+
+@pytest.mark.etcd
+def test_record_with_userinfo_in_the_endpoint_writes_none_and_replays(
+    etcd: EtcdServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    host = etcd.url.partition("://")[2]
+    out = tmp_path / "u.yaml"
+    assert main(["record", "--etcd-endpoints", f"http://root:{PASSWORD}@{host}", "--resources", "pods",
+                 "--out", str(out), "--duration", "0.3"]) == 0
+    capsys.readouterr()
+    text = out.read_bytes()
+    assert leaked([PASSWORD, "zqPASSWORDq"], {"cassette": text}) == {}
+    assert read_recording(out).endpoint == etcd.url
+    assert main(["run", "--replay", str(out), "--to", str(tmp_path / "o.jsonl")]) == 0

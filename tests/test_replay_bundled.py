@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import shutil
@@ -181,8 +180,9 @@ def test_the_readme_main_command_works_from_a_clean_clone(tmp_path: Path) -> Non
     script = venv / "bin" / "tattler-etcd"
     script.write_text(f"#!{venv}/bin/python\nimport sys\nfrom tattler_etcd.cli import main\nsys.exit(main())\n")
     script.chmod(0o755)
-    digest = hashlib.sha1((clone / "pyproject.toml").read_bytes()).hexdigest()[:12]
-    (venv / f".installed-{digest}").touch()
+    stamp = subprocess.run(["bash", "scripts/setup.sh", "--stamp"], cwd=clone, check=True, capture_output=True,
+                           text=True).stdout.strip()
+    (clone / stamp).touch()
 
     proc = subprocess.run(["bash", "scripts/run.sh"], check=False, cwd=clone, capture_output=True, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]

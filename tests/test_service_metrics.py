@@ -14,7 +14,6 @@ import httpx
 import prometheus_client
 import pytest
 import trio
-from prometheus_client.parser import text_string_to_metric_families
 
 from tattler_etcd.data import ChangeType, Entry
 from tattler_etcd.errors import ConfigError
@@ -28,15 +27,7 @@ from tests.support.etcd import EtcdServer, free_port
 from tests.support.etcd_reading import key, obj
 from tests.support.pipeline_objects import e
 from tests.support.pipeline_objects import obj as kobj
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of a scrape, keyed by name and sorted labels."""
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
+from tests.support.prometheus import samples
 
 
 async def test_the_runner_collector_counts_on_a_registry_of_ones_own(autojump_clock: trio.testing.MockClock) -> None:
@@ -53,7 +44,7 @@ async def test_the_runner_collector_counts_on_a_registry_of_ones_own(autojump_cl
     runner.add_processor("out", proc)
     registry = prometheus_client.CollectorRegistry()
     registry.register(runner.collector())
-    assert readiness(runner) == (False, "initial sync not finished: memory")
+    assert readiness(runner) == (False, "not ready: memory has not finished its initial sync")
     await runner.run()
     got = samples(prometheus_client.generate_latest(registry).decode())
     assert got[("tattler_entries_in_total", (("change", "update"), ("kind", "ConfigMap"), ("source", "etcd")))] == 1
@@ -71,8 +62,10 @@ async def test_the_runner_collector_counts_on_a_registry_of_ones_own(autojump_cl
     assert got[("tattler_batch_size_entries_sum", ())] == 2
     assert got[("tattler_batch_size_entries_bucket", (("le", "1.0"),))] == 0
     assert got[("tattler_batch_size_entries_bucket", (("le", "5.0"),))] == 1
-    assert got[("tattler_reader_state", (("reader", "memory"), ("state", "ended")))] == 1
-    assert got[("tattler_reader_last_revision", (("reader", "memory"),))] == 9
+    assert got[("tattler_reader_state", (("reader", "memory"), ("state", "stopped")))] == 1
+    assert got[("tattler_reader_synced", (("reader", "memory"),))] == 1
+    assert got[("tattler_reader_last_revision", (("reader", "memory"), ("resource", "")))] == 9
+    assert readiness(runner) == (True, "every reader synced")
     assert got[("tattler_queue_depth", (("stage", "safety"),))] == 0
     # Nothing leaked into the global registry.
     assert prometheus_client.REGISTRY.get_sample_value("tattler_batches_total") is None
@@ -115,7 +108,7 @@ def _get(url: str) -> tuple[int, str]:
 
 @pytest.mark.etcd
 def test_a_scrape_during_a_live_run(etcd: EtcdServer, tmp_path: Path) -> None:
-    etcd.put_many([(key("pods", f"p{i}", "ns"), obj("pods", f"p{i}", "ns")) for i in range(20)])
+    etcd_revision = etcd.put_many([(key("pods", f"p{i}", "ns"), obj("pods", f"p{i}", "ns")) for i in range(20)])
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     out = tmp_path / "out.jsonl"
@@ -137,8 +130,13 @@ def test_a_scrape_during_a_live_run(etcd: EtcdServer, tmp_path: Path) -> None:
             time.sleep(0.05)  # polling another process, as the etcd fixture does; bounded by the deadline
         assert delivered == 20
         assert got[("tattler_entries_in_total", (("change", "add"), ("kind", "Pod"), ("source", "etcd")))] >= 20
-        assert got[("tattler_reader_state", (("reader", "etcd"), ("state", "synced")))] == 1
-        assert got[("tattler_reader_last_revision", (("reader", "etcd"),))] >= 1
+        assert got[("tattler_reader_state", (("reader", "etcd"), ("state", "watching")))] == 1
+        assert got[("tattler_reader_synced", (("reader", "etcd"),))] == 1
+        assert got[("tattler_reader_down_seconds", (("reader", "etcd"),))] == 0
+        position = got[("tattler_reader_last_revision", (("reader", "etcd"), ("resource", "pods")))]
+        assert position >= etcd_revision
+        lag = got[("tattler_etcd_revision_lag", (("reader", "etcd"), ("resource", "pods")))]
+        assert 0 <= lag <= etcd.revision() - etcd_revision
         # (the processor is named by its destination: `file` for -o FILE)
         assert [v for (name, _), v in got.items() if name == "tattler_processor_duration_seconds_count"] == [1]
         cli.signal(signal.SIGTERM)
@@ -156,7 +154,7 @@ def test_readyz_is_503_while_the_first_sync_has_not_happened(tmp_path: Path) -> 
                       "--metrics-address", f"127.0.0.1:{port}", "-o", str(tmp_path / "out.jsonl")])
     try:
         cli.wait_for_line("serving /metrics")
-        assert _get(f"http://127.0.0.1:{port}/readyz") == (503, "initial sync not finished: etcd\n")
+        assert _get(f"http://127.0.0.1:{port}/readyz") == (503, "not ready: etcd has not finished its initial sync\n")
         assert _get(f"http://127.0.0.1:{port}/healthz") == (200, "ok\n")
         cli.signal(signal.SIGTERM)
         assert cli.wait() == 0

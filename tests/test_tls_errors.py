@@ -7,7 +7,6 @@ the test), and a plain one for the opposite mistake.
 from __future__ import annotations
 
 import functools
-
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,20 +23,15 @@ from tattler_etcd.errors import (
     PermanentReaderError,
     SchemeMismatchError,
 )
-from tattler_etcd.readers.apiserver import APIServerReader, ClusterConfig
 from tattler_etcd.readers._reflector import Backoff
+from tattler_etcd.readers.apiserver import APIServerReader, ClusterConfig
 from tattler_etcd.readers.etcd import EtcdReader
 from tattler_etcd.stats import Counters
 from tests.fake_apiserver import FakeCluster, open_fake_apiserver
-from tests.support.reading import run_reader as run_apiserver_reader
 from tests.support.etcd import EtcdServer, make_test_certs
+from tests.support.reading import run_reader as run_apiserver_reader
 
 pytestmark = pytest.mark.etcd
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    return make_test_certs(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture(scope="module")
@@ -114,10 +108,9 @@ async def test_the_right_settings_still_work(tls_etcd: EtcdServer, certs: dict[s
                         cert=certs["client_cert"], key=certs["client_key"])
     send, recv = trio.open_memory_channel[list[Entry]](0)
     with trio.fail_after(15):
-        async with recv:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(reader.run, send, Counters())
-                assert [chunk async for chunk in recv] == []
+        async with recv, trio.open_nursery() as nursery:
+            nursery.start_soon(reader.run, send, Counters())
+            assert [chunk async for chunk in recv] == []
 
 
 # --- the APIServer client: the same translation, against the fake APIServer over TLS -------------

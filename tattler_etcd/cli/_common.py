@@ -15,11 +15,15 @@ import getpass
 import os
 import sys
 from collections.abc import Mapping
-from typing import TextIO
+from typing import TextIO, TypedDict
 
 from tattler_etcd.cli._resources import canonical_resources
 from tattler_etcd.errors import ConfigError
 from tattler_etcd.readers.etcd import DEFAULT_RESOURCES as _DEFAULT_RESOURCE_TUPLE
+
+#: ``--connect-timeout`` when not given: long enough for a slow control plane
+#: to answer, short enough that a wrong address fails while someone watches.
+DEFAULT_CONNECT_TIMEOUT = 30.0
 
 #: ``--resources`` when not given: the four kinds of the original tattler.
 DEFAULT_RESOURCES = ",".join(_DEFAULT_RESOURCE_TUPLE)
@@ -67,6 +71,9 @@ def add_reader_arguments(
                    help="comma-separated resources as kubectl names them: plural, singular, short name or "
                         "kind (pods, pod, po, Pod), plural.group for others and custom resources "
                         f"(default: {DEFAULT_RESOURCES})")
+    p.add_argument("--connect-timeout", type=float, default=DEFAULT_CONNECT_TIMEOUT, metavar="SECONDS",
+                   help="give up (exit 2, naming the endpoint and the reason) when the first sync has not "
+                        f"succeeded within this time; after it, retry forever (default: {DEFAULT_CONNECT_TIMEOUT:g})")
     g.etcd = p.add_argument_group("etcd (flags and ETCDCTL_* variables as etcdctl takes them)")
     g.etcd.add_argument("--prefix", default="/registry", help="the APIServer's --etcd-prefix (default: /registry)")
     g.etcd.add_argument("--cacert", metavar="FILE", help="CA bundle to verify etcd's certificate (ETCDCTL_CACERT)")
@@ -82,6 +89,17 @@ def add_reader_arguments(
     g.apiserver.add_argument("--content-type", choices=("protobuf", "json"), default="protobuf",
                              help="wire format for built-in kinds (default: protobuf; custom resources are always JSON)")
     return g
+
+
+def connect_timeout(args: argparse.Namespace) -> float:
+    """``--connect-timeout``, checked.
+
+    Raises:
+        ConfigError: not more than 0.
+    """
+    if not args.connect_timeout > 0:
+        raise ConfigError(f"--connect-timeout: must be more than 0 seconds, not {args.connect_timeout:g}")
+    return float(args.connect_timeout)
 
 
 def parse_resources(args: argparse.Namespace) -> list[str]:
@@ -184,13 +202,24 @@ def etcd_credentials(
                       "or run on a terminal to be asked")
 
 
-def etcd_options(args: argparse.Namespace) -> dict[str, object]:
-    """The keyword arguments an etcd reader (or recording) takes from the etcd flags."""
+class EtcdOptions(TypedDict):
+    """The keyword arguments :class:`EtcdReader` and ``record_etcd`` take from the etcd flags."""
+
+    cacert: str | None
+    cert: str | None
+    key: str | None
+    insecure_skip_tls_verify: bool
+    user: str | None
+    password: str | None
+
+
+def etcd_options(args: argparse.Namespace) -> EtcdOptions:
+    """The etcd flags as reader keyword arguments (asking for the password when it must)."""
     user, password = etcd_credentials(args)
-    return {
-        "cacert": args.cacert, "cert": args.cert, "key": args.key,
-        "insecure_skip_tls_verify": args.insecure_skip_tls_verify, "user": user, "password": password,
-    }
+    return EtcdOptions(
+        cacert=args.cacert, cert=args.cert, key=args.key,
+        insecure_skip_tls_verify=bool(args.insecure_skip_tls_verify), user=user, password=password,
+    )
 
 
 def kubeconfig_path(args: argparse.Namespace) -> str | None:

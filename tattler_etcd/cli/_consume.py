@@ -16,6 +16,7 @@ from typing import Any
 
 import trio
 
+from tattler_etcd.cli._resources import canonical_resources
 from tattler_etcd.errors import ConfigError
 
 
@@ -48,9 +49,10 @@ def main(args: argparse.Namespace) -> int:
     options = parse_nats_url(args.url)
     resources = None
     if args.resources is not None:
-        resources = [r.strip() for r in args.resources.split(",") if r.strip()]
-        if not resources:
+        words = [r.strip() for r in args.resources.split(",") if r.strip()]
+        if not words:
             raise ConfigError("--resources: give at least one resource")
+        resources = canonical_resources(words)  # po, Pod, pods: the names run publishes under
     streamed = args.stream or args.from_sequence is not None or args.since or args.durable
     if args.from_sequence is not None and args.from_sequence < 1:
         raise ConfigError("--from-sequence: stream sequences start at 1")

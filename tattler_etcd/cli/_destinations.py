@@ -244,12 +244,14 @@ def resolve_output(
                     f"{command}: -o {output} is not a format ({'|'.join(formats)}) and --to is given too: "
                     f"name the destination with --to only"
                 )
-            deprecated(f"-o {output} (a file)", f"--to {output} (-o names the format: {'|'.join(formats)})")
+            what = "stdout" if output == "-" else "a file"
+            deprecated(f"-o {output} ({what})", f"--to {output} (-o names the format: {'|'.join(formats)})")
             dests = [output]
         else:
             raise ConfigError(f"{command}: -o {output}: not a format; give {'|'.join(formats)} "
                               f"(where the output goes is --to PATH)")
     return fmt, dests or ["-"]
+
 
 # Delivery (issue 14): imported on first use, so nats-py is loaded only for nats://.
 register_scheme("nats", "tattler_etcd.cli._delivery:nats_destination",

@@ -23,6 +23,7 @@ from tattler_etcd.cli._common import (
     add_reader_arguments,
     apply_environment,
     choose_source,
+    connect_timeout,
     etcd_endpoints,
     etcd_options,
     kubeconfig_path,
@@ -81,7 +82,7 @@ def _cassette_path(args: argparse.Namespace) -> str:
         raise ConfigError("record: give --to FILE, the cassette to write")
     if to == "-" or scheme_of(to) is not None:
         raise ConfigError(f"record: --to {to}: a recording is written to a file; give a path")
-    return os.path.expanduser(to)
+    return os.path.expanduser(str(to))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -97,6 +98,7 @@ def main(args: argparse.Namespace) -> int:
     if args.page_size < 1:
         raise ConfigError("--page-size: must be at least 1")
     apply_environment(args)
+    timeout = connect_timeout(args)
     if args.etcd_endpoints and (args.kubeconfig or args.context or args.in_cluster):
         raise ConfigError("record: give one source: --endpoints, or --kubeconfig/--context/--in-cluster")
     source = choose_source(args)
@@ -112,7 +114,7 @@ def main(args: argparse.Namespace) -> int:
                 args.out, endpoint=endpoint, resources=resources, prefix=args.prefix,
                 page_size=args.page_size, max_events=args.events, duration=args.duration,
                 task_status=task_status, redact=rules, keep_unknown_fields=args.keep_unknown_fields,
-                **options,  # type: ignore[arg-type]
+                connect_timeout=timeout, **options,
             )
     else:
         config = (load_incluster() if source == "in-cluster"
@@ -123,6 +125,7 @@ def main(args: argparse.Namespace) -> int:
                 args.out, config=config, resources=resources, page_size=args.page_size,
                 content_type=args.content_type, max_events=args.events, duration=args.duration,
                 task_status=task_status, redact=rules, keep_unknown_fields=args.keep_unknown_fields,
+                connect_timeout=timeout,
             )
     info, status = trio.run(_record_until_signalled, record)
     if not info.interactions:

@@ -25,6 +25,7 @@ from tattler_etcd.cli._common import (
     add_reader_arguments,
     apply_environment,
     choose_source,
+    connect_timeout,
     etcd_endpoints,
     etcd_options,
     kubeconfig_path,
@@ -162,8 +163,9 @@ def _say_if_empty(counters: Any, resources: Sequence[str]) -> None:
 def _etcd_readers(args: argparse.Namespace, resources: list[str]) -> list[Any]:
     return [EtcdReader(
         etcd_endpoints(args), resources=resources, prefix=args.prefix, page_size=args.page_size,
-        once=args.once, **etcd_options(args),  # type: ignore[arg-type]
+        once=args.once, **etcd_options(args),
         revision_file=args.revision_file, relist_interval=args.relist_interval,
+        connect_timeout=connect_timeout(args),
         progress=_ListProgress(sys.stderr) if sys.stderr.isatty() else None,
     )]
 
@@ -207,6 +209,7 @@ def _apiserver_readers(args: argparse.Namespace, resources: list[str], *, in_clu
     return [APIServerReader(
         resources, config=config, content_type=args.content_type, page_size=args.page_size,
         relist_interval=args.relist_interval, bookmark_store=store, once=args.once,
+        connect_timeout=connect_timeout(args),
     )]
 
 

@@ -34,9 +34,12 @@ from tattler_etcd.codec._paths import kind_names as kind_names
 from tattler_etcd.codec._paths import kind_paths as kind_paths
 from tattler_etcd.codec._paths import leaf_types as leaf_types
 from tattler_etcd.codec._paths import star_labels as star_labels
+from tattler_etcd.codec._redact import Replace as Replace
+from tattler_etcd.codec._redact import discard_unknown as discard_unknown
 from tattler_etcd.codec._redact import drop_unknown as drop_unknown
 from tattler_etcd.codec._redact import redact as redact
 from tattler_etcd.codec._redact import redact_parsed as redact_parsed
+from tattler_etcd.codec._redact import size_changed as size_changed
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
@@ -44,9 +47,11 @@ __all__ = [
     "UNKNOWN_KEY",
     "Meta",
     "Parsed",
+    "Replace",
     "counters",
     "decode",
     "decode_watch_event",
+    "discard_unknown",
     "drop_unknown",
     "encode",
     "is_json",
@@ -57,6 +62,7 @@ __all__ = [
     "peek",
     "redact",
     "redact_parsed",
+    "size_changed",
     "split_list",
     "star_labels",
     "to_bytes",

@@ -166,6 +166,12 @@ class Parsed:
             self._raw = None
         return msg
 
+    def _edited_raw(self, raw: bytes | None) -> None:
+        """Leaves were rewritten in the typed bytes themselves (``_fast.redact_raw``), not parsed."""
+        assert raw is not None and self._message is None
+        self._raw = raw
+        self._source = None
+
     def _changed(self) -> None:
         """A leaf was edited: the original bytes no longer match (and may hold what was removed)."""
         self._source = None
@@ -218,6 +224,8 @@ def to_bytes(parsed: Parsed) -> bytes:
     source = parsed._source
     if source is not None:
         return source
+    if parsed._message is None and parsed._raw is not None:  # edited in its bytes, never parsed
+        return wrap(parsed.api_version, parsed.kind, parsed._raw)
     return wrap(parsed.api_version, parsed.kind, parsed._typed().SerializeToString(deterministic=True))
 
 

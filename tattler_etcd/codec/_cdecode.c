@@ -39,8 +39,10 @@ enum { S_NONE = 0, S_TIME, S_MICROTIME, S_DURATION, S_QUANTITY, S_INTORSTRING, S
 
 /* field tuple: (type, label, mode, key, sub, null_absent, zero) */
 enum { F_TYPE, F_LABEL, F_MODE, F_KEY, F_SUB, F_NULL_ABSENT, F_ZERO };
-/* message list: [lookup(bytes), fields(tuple), special, sparse, static, dyn, reorder, order] */
-enum { G_LOOKUP, G_FIELDS, G_SPECIAL, G_SPARSE, G_STATIC, G_DYN, G_REORDER, G_ORDER };
+/* message list: [lookup(bytes), fields(tuple), special, sparse, static, dyn, reorder, order,
+ *                types(bytes), labels(bytes), modes(bytes)]: the last three per field index, read
+ *                without touching a Python int */
+enum { G_LOOKUP, G_FIELDS, G_SPECIAL, G_SPARSE, G_STATIC, G_DYN, G_REORDER, G_ORDER, G_TYPES, G_LABELS, G_MODES };
 
 #define MAX_DEPTH 100
 
@@ -119,6 +121,8 @@ static int parse_slots(PyObject *spec, const char *p, Py_ssize_t n, Slot *slots,
     PyObject *lookup = PyList_GET_ITEM(spec, G_LOOKUP);
     PyObject *fields = PyList_GET_ITEM(spec, G_FIELDS);
     const unsigned char *lk = (const unsigned char *)PyBytes_AS_STRING(lookup);
+    const unsigned char *types = (const unsigned char *)PyBytes_AS_STRING(PyList_GET_ITEM(spec, G_TYPES));
+    const unsigned char *labels = (const unsigned char *)PyBytes_AS_STRING(PyList_GET_ITEM(spec, G_LABELS));
     Py_ssize_t lk_n = PyBytes_GET_SIZE(lookup);
     const char *end = p + n;
     while (p < end) {
@@ -130,8 +134,8 @@ static int parse_slots(PyObject *spec, const char *p, Py_ssize_t n, Slot *slots,
         Py_ssize_t i = lk[number] - 1;
         if (i >= nf) return 0;
         PyObject *f = PyTuple_GET_ITEM(fields, i);
-        int type = (int)PyLong_AsLong(PyTuple_GET_ITEM(f, F_TYPE));
-        int label = (int)PyLong_AsLong(PyTuple_GET_ITEM(f, F_LABEL));
+        int type = types[i];
+        int label = labels[i];
         int want = label == L_MAP ? 2 : wire_type_of(type);
         if (wt != want) return 0;  /* unknown to upb as well, or packed numbers */
         const char *vp = NULL;
@@ -270,9 +274,7 @@ static PyObject *sorted_dict(PyObject *m) {
 }
 
 /* Put field i into d, as the generated converter does (present or not). -1 on bail/error. */
-static int emit(PyObject *d, PyObject *f, Slot *s, int depth) {
-    int mode = (int)PyLong_AsLong(PyTuple_GET_ITEM(f, F_MODE));
-    int type = (int)PyLong_AsLong(PyTuple_GET_ITEM(f, F_TYPE));
+static int emit(PyObject *d, PyObject *f, Slot *s, int mode, int type, int depth) {
     PyObject *key = PyTuple_GET_ITEM(f, F_KEY);
     PyObject *sub = PyTuple_GET_ITEM(f, F_SUB);
     int null_absent = PyTuple_GET_ITEM(f, F_NULL_ABSENT) == Py_True;
@@ -344,14 +346,57 @@ static int msg_fill(PyObject *spec, const char *p, Py_ssize_t n, PyObject *d, in
     if (!slots) return 0;
     memset(slots, 0, sizeof(Slot) * (size_t)nf);
     int ok = parse_slots(spec, p, n, slots, nf, depth);
-    for (Py_ssize_t j = 0; ok && j < PyTuple_GET_SIZE(order); j++) {
-        Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(order, j));
+    const unsigned char *ord = (const unsigned char *)PyBytes_AS_STRING(order);
+    const unsigned char *types = (const unsigned char *)PyBytes_AS_STRING(PyList_GET_ITEM(spec, G_TYPES));
+    const unsigned char *modes = (const unsigned char *)PyBytes_AS_STRING(PyList_GET_ITEM(spec, G_MODES));
+    for (Py_ssize_t j = 0; ok && j < PyBytes_GET_SIZE(order); j++) {
+        Py_ssize_t i = ord[j];
         if (sparse && !slots[i].present) continue;
-        if (emit(d, PyTuple_GET_ITEM(fields, i), &slots[i], depth) < 0) ok = 0;
+        if (emit(d, PyTuple_GET_ITEM(fields, i), &slots[i], modes[i], types[i], depth) < 0) ok = 0;
     }
     free_slots(slots, nf);
     if (slots != stack) PyMem_Free(slots);
     return ok;
+}
+
+/* metav1.Time / MicroTime text in C for years 1-9999 (what _gotime writes; Python for the rest):
+ * a Pod has a dozen timestamps, and a call into Python per timestamp cost ~0.4 us. */
+#define GO_ZERO_SECONDS (-62135596800LL)
+
+static PyObject *format_rfc3339(long long seconds, long micros) {
+    /* days since 1970-01-01 -> civil date (H. Hinnant's algorithm) */
+    long long days = seconds / 86400, rem = seconds % 86400;
+    if (rem < 0) { rem += 86400; days -= 1; }
+    long long z = days + 719468;
+    long long era = (z >= 0 ? z : z - 146096) / 146097;
+    long long doe = z - era * 146097;
+    long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    long long y = yoe + era * 400;
+    long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    long long mp = (5 * doy + 2) / 153;
+    long long d = doy - (153 * mp + 2) / 5 + 1;
+    long long m = mp < 10 ? mp + 3 : mp - 9;
+    if (m <= 2) y += 1;
+    if (y < 1 || y > 9999) return NULL;  /* not handled here */
+    char buf[40];
+    int n;
+    if (micros < 0)
+        n = snprintf(buf, sizeof buf, "%04lld-%02lld-%02lldT%02lld:%02lld:%02lldZ", y, m, d, rem / 3600,
+                     rem / 60 % 60, rem % 60);
+    else
+        n = snprintf(buf, sizeof buf, "%04lld-%02lld-%02lldT%02lld:%02lld:%02lld.%06ldZ", y, m, d, rem / 3600,
+                     rem / 60 % 60, rem % 60, micros);
+    return PyUnicode_FromStringAndSize(buf, n);
+}
+
+/* The one wire type each field of a special type has; -1: not one of its fields (upb: unknown). */
+static int special_wire_type(int special, uint64_t number) {
+    switch (special) {
+    case S_TIME: case S_MICROTIME: return (number == 1 || number == 2) ? 0 : -1;
+    case S_DURATION: return number == 1 ? 0 : -1;
+    case S_INTORSTRING: return (number == 1 || number == 2) ? 0 : (number == 3 ? 2 : -1);
+    default: return number == 1 ? 2 : -1;  /* quantity, raw extension, FieldsV1, string list */
+    }
 }
 
 /* The value of a special type from its wire bytes. */
@@ -367,15 +412,7 @@ static PyObject *special_value(int special, const char *p, Py_ssize_t n) {
         uint64_t tag, v;
         if (!read_varint(&p, end, &tag)) goto bail;
         int number = (int)(tag >> 3), wt = (int)(tag & 7);
-        /* the one wire type each special's fields have (anything else: upb's unknown field) */
-        int want;
-        switch (special) {
-        case S_TIME: case S_MICROTIME: want = (number == 1 || number == 2) ? 0 : -1; break;
-        case S_DURATION: want = number == 1 ? 0 : -1; break;
-        case S_INTORSTRING: want = (number == 1 || number == 2) ? 0 : (number == 3 ? 2 : -1); break;
-        default: want = number == 1 ? 2 : -1; break;  /* quantity, raw extension, FieldsV1, string list */
-        }
-        if (wt != want) goto bail;
+        if (wt != special_wire_type(special, (uint64_t)number)) goto bail;
         if (wt == 0) {
             if (!read_varint(&p, end, &v)) goto bail;
             if (number == 1) { i1 = (int64_t)v; has1 = 1; }
@@ -398,10 +435,22 @@ static PyObject *special_value(int special, const char *p, Py_ssize_t n) {
     (void)has3;
     switch (special) {
     case S_TIME:
-        if (i1 || has1 || has2) return PyObject_CallFunction(fmt_time, "L", (long long)i1);
+        if (i1 || has1 || has2) {
+            if (i1 != GO_ZERO_SECONDS && i1 > GO_ZERO_SECONDS && i1 < 253402300800LL) {
+                PyObject *t = format_rfc3339((long long)i1, -1);
+                if (t) return t;
+            }
+            return PyObject_CallFunction(fmt_time, "L", (long long)i1);
+        }
         Py_RETURN_NONE;
     case S_MICROTIME:
-        if (i1 || has1 || has2) return PyObject_CallFunction(fmt_micro, "LL", (long long)i1, (long long)i2);
+        if (i1 || has1 || has2) {
+            if (i1 > GO_ZERO_SECONDS && i1 < 253402300800LL && i2 >= 0 && i2 < 1000000000) {
+                PyObject *t = format_rfc3339((long long)i1, (long)(i2 / 1000));
+                if (t) return t;
+            }
+            return PyObject_CallFunction(fmt_micro, "LL", (long long)i1, (long long)i2);
+        }
         Py_RETURN_NONE;
     case S_DURATION:
         return PyObject_CallFunction(fmt_duration, "L", (long long)i1);
@@ -469,8 +518,26 @@ static PyObject *msg_value(PyObject *spec, const char *p, Py_ssize_t n, int dept
 
 /* 1: a field the schema does not know (or a wire type it does not expect) somewhere in the message;
  * 0: none; -1: the bytes are not valid protobuf (the caller parses them and says why). */
-static int unknown_in(PyObject *spec, const char *p, Py_ssize_t n, int depth) {
-    if (depth > MAX_DEPTH) return 1;  /* unsure: the exact (upb) path decides */
+/* Walk every known message field of the bytes: -1 when they are not valid protobuf (or too deep, or
+ * a group: upb decides), else 0, with *found set when a field the schema does not know (or a wire
+ * type it does not expect) is met, at any depth. The whole value is always walked, so 0 also says
+ * the structure is sound (lengths, varints) everywhere a parse would look. */
+static int skip_field(const char **pp, const char *end, int wt) {
+    uint64_t v, len;
+    switch (wt) {
+    case 0: return read_varint(pp, end, &v);
+    case 1: if (end - *pp < 8) return 0; *pp += 8; return 1;
+    case 5: if (end - *pp < 4) return 0; *pp += 4; return 1;
+    case 2:
+        if (!read_varint(pp, end, &len) || len > (uint64_t)(end - *pp)) return 0;
+        *pp += len;
+        return 1;
+    }
+    return 0;  /* groups (3, 4) and invalid types */
+}
+
+static int unknown_in(PyObject *spec, const char *p, Py_ssize_t n, int depth, int *found) {
+    if (depth > MAX_DEPTH) return -1;
     int special = (int)PyLong_AsLong(PyList_GET_ITEM(spec, G_SPECIAL));
     PyObject *lookup = PyList_GET_ITEM(spec, G_LOOKUP);
     PyObject *fields = PyList_GET_ITEM(spec, G_FIELDS);
@@ -478,73 +545,52 @@ static int unknown_in(PyObject *spec, const char *p, Py_ssize_t n, int depth) {
     Py_ssize_t lk_n = PyBytes_GET_SIZE(lookup);
     const char *end = p + n;
     while (p < end) {
-        uint64_t tag, v, len;
+        uint64_t tag, len;
         if (!read_varint(&p, end, &tag)) return -1;
         uint64_t number = tag >> 3;
         int wt = (int)(tag & 7), want = -1, type = 0, label = L_OPT;
         PyObject *sub = NULL;
+        if (number == 0) return -1;
         if (special) {
-            switch (special) {
-            case S_TIME: case S_MICROTIME: want = (number == 1 || number == 2) ? 0 : -1; break;
-            case S_DURATION: want = number == 1 ? 0 : -1; break;
-            case S_INTORSTRING: want = (number == 1 || number == 2) ? 0 : (number == 3 ? 2 : -1); break;
-            default: want = number == 1 ? 2 : -1; break;
-            }
+            want = special_wire_type(special, number);
         } else if (number < (uint64_t)lk_n && lk[number]) {
-            PyObject *f = PyTuple_GET_ITEM(fields, lk[number] - 1);
-            type = (int)PyLong_AsLong(PyTuple_GET_ITEM(f, F_TYPE));
-            label = (int)PyLong_AsLong(PyTuple_GET_ITEM(f, F_LABEL));
-            sub = PyTuple_GET_ITEM(f, F_SUB);
+            Py_ssize_t i = lk[number] - 1;
+            type = PyBytes_AS_STRING(PyList_GET_ITEM(spec, G_TYPES))[i];
+            label = PyBytes_AS_STRING(PyList_GET_ITEM(spec, G_LABELS))[i];
+            sub = PyTuple_GET_ITEM(PyTuple_GET_ITEM(fields, i), F_SUB);
             want = label == L_MAP ? 2 : wire_type_of(type);
             if (label == L_REP && wt == 2 && want != 2) want = 2;  /* packed numbers: known */
         }
-        if (want < 0 || wt != want) {
-            /* unknown: but first make sure the bytes are protobuf at all */
-            return (wt == 0 || wt == 1 || wt == 2 || wt == 5 || wt == 3) ? 1 : -1;
+        if (want < 0 || wt != want) {  /* unknown */
+            *found = 1;
+            if (!skip_field(&p, end, wt)) return -1;
+            continue;
         }
-        if (wt == 0) {
-            if (!read_varint(&p, end, &v)) return -1;
-        } else if (wt == 1) {
-            if (end - p < 8) return -1;
-            p += 8;
-        } else if (wt == 5) {
-            if (end - p < 4) return -1;
-            p += 4;
-        } else {
-            if (!read_varint(&p, end, &len) || len > (uint64_t)(end - p)) return -1;
-            if (label == L_MAP) {
-                /* an entry: key 1 (string), value 2 of the field's type */
-                const char *q = p, *qe = p + len;
-                while (q < qe) {
-                    uint64_t t2, l2, v2;
-                    if (!read_varint(&q, qe, &t2)) return -1;
-                    int n2 = (int)(t2 >> 3), w2 = (int)(t2 & 7);
-                    if (n2 == 1 && w2 == 2) {
-                        if (!read_varint(&q, qe, &l2) || l2 > (uint64_t)(qe - q)) return -1;
-                        q += l2;
-                    } else if (n2 == 2 && w2 == wire_type_of(type)) {
-                        if (w2 == 0) {
-                            if (!read_varint(&q, qe, &v2)) return -1;
-                        } else if (w2 == 2) {
-                            if (!read_varint(&q, qe, &l2) || l2 > (uint64_t)(qe - q)) return -1;
-                            if (type == T_MSG) {
-                                int r = unknown_in(sub, q, (Py_ssize_t)l2, depth + 1);
-                                if (r) return r;
-                            }
-                            q += l2;
-                        } else {
-                            return 1;
-                        }
-                    } else {
-                        return 1;
-                    }
+        if (wt != 2 || !(label == L_MAP || (type == T_MSG && !special))) {
+            if (!skip_field(&p, end, wt)) return -1;
+            continue;
+        }
+        if (!read_varint(&p, end, &len) || len > (uint64_t)(end - p)) return -1;
+        if (label == L_MAP) {
+            /* an entry: key 1 (string), value 2 of the field's type */
+            const char *q = p, *qe = p + len;
+            while (q < qe) {
+                uint64_t t2, l2;
+                if (!read_varint(&q, qe, &t2)) return -1;
+                int n2 = (int)(t2 >> 3), w2 = (int)(t2 & 7);
+                if (n2 == 2 && w2 == 2 && type == T_MSG) {
+                    if (!read_varint(&q, qe, &l2) || l2 > (uint64_t)(qe - q)) return -1;
+                    if (unknown_in(sub, q, (Py_ssize_t)l2, depth + 1, found) < 0) return -1;
+                    q += l2;
+                    continue;
                 }
-            } else if (type == T_MSG && !special) {
-                int r = unknown_in(sub, p, (Py_ssize_t)len, depth + 1);
-                if (r) return r;
+                if (!((n2 == 1 && w2 == 2) || (n2 == 2 && w2 == wire_type_of(type)))) *found = 1;
+                if (!skip_field(&q, qe, w2)) return -1;
             }
-            p += len;
+        } else if (unknown_in(sub, p, (Py_ssize_t)len, depth + 1, found) < 0) {
+            return -1;
         }
+        p += len;
     }
     return 0;
 }
@@ -555,10 +601,165 @@ static PyObject *py_has_unknown(PyObject *self, PyObject *const *args, Py_ssize_
         PyErr_SetString(PyExc_TypeError, "has_unknown(spec, raw: bytes)");
         return NULL;
     }
-    int r = unknown_in(args[0], PyBytes_AS_STRING(args[1]), PyBytes_GET_SIZE(args[1]), 0);
+    int found = 0;
+    int r = unknown_in(args[0], PyBytes_AS_STRING(args[1]), PyBytes_GET_SIZE(args[1]), 0, &found);
     if (PyErr_Occurred()) return NULL;
     if (r < 0) Py_RETURN_NONE;
-    return PyBool_FromLong(r);
+    return PyBool_FromLong(found);
+}
+
+/* --- redaction on the wire bytes (see _fast.redact_raw) ---
+ * trie: {field number: (what, child)}; what: 0 a message field (once), 1 a repeated message
+ * field, 2 a string leaf, 3 a bytes leaf; child: the trie of the message (0, 1) or None.
+ * Fields the trie does not name are copied byte for byte; a changed field is written again
+ * with its new length. Anything unusual (a wire type the trie does not expect, a message
+ * field or leaf met twice, invalid UTF-8, fn returning something else than str/bytes):
+ * bail, and the upb path decides. */
+
+static int put_varint(PyObject **out, uint64_t v) {
+    unsigned char buf[10];
+    int n = 0;
+    while (v >= 0x80) { buf[n++] = (unsigned char)(v | 0x80); v >>= 7; }
+    buf[n++] = (unsigned char)v;
+    Py_ssize_t len = PyBytes_GET_SIZE(*out);
+    if (_PyBytes_Resize(out, len + n) < 0) return -1;
+    memcpy(PyBytes_AS_STRING(*out) + len, buf, (size_t)n);
+    return 0;
+}
+
+static int put_bytes(PyObject **out, const char *p, Py_ssize_t n) {
+    Py_ssize_t len = PyBytes_GET_SIZE(*out);
+    if (n == 0) return 0;
+    if (_PyBytes_Resize(out, len + n) < 0) return -1;
+    memcpy(PyBytes_AS_STRING(*out) + len, p, (size_t)n);
+    return 0;
+}
+
+/* The new bytes of a message (a new reference), Py_None when nothing changed, NULL on bail/error. */
+static PyObject *redact_msg(PyObject *trie, const char *p, Py_ssize_t n, PyObject *fn, Py_ssize_t *count,
+                            PyObject **fn_error, int depth) {
+    if (depth > MAX_DEPTH) return BAIL;
+    const char *start = p, *end = p + n, *copied = p;
+    PyObject *out = NULL;
+    uint64_t seen = 0;
+    while (p < end && !*fn_error) {
+        const char *tag_at = p;
+        uint64_t tag, len, v;
+        if (!read_varint(&p, end, &tag)) goto bail;
+        uint64_t number = tag >> 3;
+        int wt = (int)(tag & 7);
+        PyObject *key = PyLong_FromUnsignedLongLong(number);
+        if (!key) goto bail;
+        PyObject *entry = PyDict_GetItemWithError(trie, key);
+        Py_DECREF(key);
+        if (!entry) {
+            if (PyErr_Occurred()) goto bail;
+            /* not on a path: skip it */
+            if (wt == 0) { if (!read_varint(&p, end, &v)) goto bail; }
+            else if (wt == 1) { if (end - p < 8) goto bail; p += 8; }
+            else if (wt == 5) { if (end - p < 4) goto bail; p += 4; }
+            else if (wt == 2) {
+                if (!read_varint(&p, end, &len) || len > (uint64_t)(end - p)) goto bail;
+                p += len;
+            } else goto bail;
+            continue;
+        }
+        if (wt != 2 || !PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2) goto bail;
+        if (!read_varint(&p, end, &len) || len > (uint64_t)(end - p)) goto bail;
+        const char *vp = p;
+        p += len;
+        long what = PyLong_AsLong(PyTuple_GET_ITEM(entry, 0));
+        if (what != 1) {  /* once only: protobuf keeps the last (or merges): upb decides */
+            if (number >= 64 || (seen >> number) & 1) goto bail;
+            seen |= (uint64_t)1 << number;
+        }
+        PyObject *replacement = NULL;  /* the field's new value bytes, when changed */
+        if (what == 0 || what == 1) {
+            PyObject *r = redact_msg(PyTuple_GET_ITEM(entry, 1), vp, (Py_ssize_t)len, fn, count, fn_error,
+                                     depth + 1);
+            if (!r) goto bail;
+            if (r == Py_None) { Py_DECREF(r); continue; }
+            replacement = r;
+        } else if (what == 2 || what == 3) {
+            PyObject *old = what == 2 ? PyUnicode_DecodeUTF8(vp, (Py_ssize_t)len, NULL)
+                                      : PyBytes_FromStringAndSize(vp, (Py_ssize_t)len);
+            if (!old) goto bail;
+            PyObject *new = PyObject_CallOneArg(fn, old);
+            if (!new) {
+                /* fn failed: keep the edits made so far (as the upb walker does), stop, and raise */
+                Py_DECREF(old);
+                PyObject *type, *value, *tb;
+                PyErr_Fetch(&type, &value, &tb);
+                PyErr_NormalizeException(&type, &value, &tb);
+                if (tb) PyException_SetTraceback(value, tb);
+                Py_XDECREF(type);
+                Py_XDECREF(tb);
+                *fn_error = value;
+                p = tag_at;  /* this field stays as it was */
+                break;
+            }
+            if (what == 2 && PyBytes_Check(new)) {  /* as _coerce: bytes for a string field */
+                PyObject *t = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(new), PyBytes_GET_SIZE(new), "replace");
+                Py_DECREF(new);
+                new = t;
+            } else if (what == 3 && PyUnicode_Check(new)) {
+                PyObject *t = PyUnicode_AsUTF8String(new);
+                Py_DECREF(new);
+                new = t;
+            }
+            if (!new || !(what == 2 ? PyUnicode_CheckExact(new) : PyBytes_CheckExact(new))) {
+                Py_XDECREF(new); Py_DECREF(old); goto bail;
+            }
+            int same = PyObject_RichCompareBool(new, old, Py_EQ);
+            Py_DECREF(old);
+            if (same < 0) { Py_DECREF(new); goto bail; }
+            if (same) { Py_DECREF(new); continue; }
+            (*count)++;
+            if (what == 2) {
+                replacement = PyUnicode_AsUTF8String(new);
+                Py_DECREF(new);
+                if (!replacement) goto bail;
+            } else {
+                replacement = new;
+            }
+        } else {
+            goto bail;
+        }
+        /* write what came before, then the field with its new value */
+        if (!out && !(out = PyBytes_FromStringAndSize(NULL, 0))) { Py_DECREF(replacement); goto bail; }
+        if (put_bytes(&out, copied, tag_at - copied) < 0 || put_varint(&out, tag) < 0
+            || put_varint(&out, (uint64_t)PyBytes_GET_SIZE(replacement)) < 0
+            || put_bytes(&out, PyBytes_AS_STRING(replacement), PyBytes_GET_SIZE(replacement)) < 0) {
+            Py_DECREF(replacement); goto bail;
+        }
+        Py_DECREF(replacement);
+        copied = p;
+    }
+    (void)start;
+    if (!out) Py_RETURN_NONE;
+    if (put_bytes(&out, copied, end - copied) < 0) goto bail;
+    return out;
+bail:
+    Py_XDECREF(out);
+    return BAIL;
+}
+
+/* redact(trie, raw, fn) -> (new raw bytes or None when unchanged, leaves changed), or None: upb decides. */
+static PyObject *py_redact(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyDict_Check(args[0]) || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "redact(trie, raw: bytes, fn)");
+        return NULL;
+    }
+    Py_ssize_t count = 0;
+    PyObject *fn_error = NULL;
+    PyObject *r = redact_msg(args[0], PyBytes_AS_STRING(args[1]), PyBytes_GET_SIZE(args[1]), args[2], &count,
+                             &fn_error, 0);
+    if (!r) {
+        PyErr_Clear();
+        Py_XDECREF(fn_error);
+        Py_RETURN_NONE;
+    }
+    return Py_BuildValue("(NnN)", r, count, fn_error ? fn_error : Py_NewRef(Py_None));
 }
 
 /* decode(spec, raw, kind, api_version, fill) -> dict, or None when Python must decide. */
@@ -605,6 +806,8 @@ static PyMethodDef methods[] = {
     {"decode", (PyCFunction)(void (*)(void))py_decode, METH_FASTCALL, "Wire bytes -> dict, or None (see _fast.py)."},
     {"has_unknown", (PyCFunction)(void (*)(void))py_has_unknown, METH_FASTCALL,
      "Whether the wire bytes hold a field the schema does not know (see _fast.py)."},
+    {"redact", (PyCFunction)(void (*)(void))py_redact, METH_FASTCALL,
+     "Leaves along field-number paths rewritten by fn, on the wire bytes (see _fast.py)."},
     {"configure", py_configure, METH_VARARGS, "The Python helpers decode calls (time formats, embedded JSON, base64)."},
     {NULL, NULL, 0, NULL},
 };

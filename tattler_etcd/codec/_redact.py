@@ -36,7 +36,7 @@ from tattler_etcd.codec._api import (
 from tattler_etcd.codec._schema import SCHEMA, Field
 from tattler_etcd.errors import DecodeError, EncodeError
 
-__all__ = ["drop_unknown", "redact", "redact_parsed"]
+__all__ = ["Replace", "discard_unknown", "drop_unknown", "redact", "redact_parsed", "size_changed"]
 
 Leaf = str | bytes
 Fn = Callable[[Leaf], Leaf]
@@ -109,7 +109,18 @@ def redact_parsed(parsed: Parsed, paths: Sequence[tuple[str, ...]], fn: Fn) -> i
         raise TypeError(f"redact_parsed: expected a Parsed, got {type(parsed).__name__}")
     if not paths:
         return 0
-    walker = _walker(parsed._name, paths)
+    raw = parsed._raw
+    if parsed._message is None and raw is not None:
+        # Not parsed yet: the C rewrite of the bytes, when it can take these paths.
+        done = _fast.redact_raw(parsed._name, paths, raw, fn)
+        if done is not None:
+            new_raw, changed, error = done
+            if new_raw is not None:
+                parsed._edited_raw(new_raw)
+            if error is not None:
+                raise error
+            return changed
+    walker = _walker(parsed._name, paths, (fn.text, fn.data) if type(fn) is Replace else None)
     if walker is None:
         return 0
     msg = parsed._message
@@ -153,6 +164,64 @@ def drop_unknown(parsed: Parsed) -> bool:
     return True
 
 
+class Replace:
+    """A leaf function that replaces every non-empty leaf by a constant, inlined in the walkers.
+
+    Why: calling ``fn`` costs a Python call per leaf; the safety stage only
+    ever replaces (``"REDACTED"``), so with a Replace the generated walker
+    writes the constant itself. It adds up in :attr:`delta` how many bytes
+    the replacements added to the serialized form (exact for values under 128
+    UTF-8 bytes; a caller comparing lengths treats a mismatch as "cannot tell").
+    Called like any ``fn`` where a path is not inlined.
+    """
+
+    __slots__ = ("data", "delta", "text")
+
+    def __init__(self, text: str, data: bytes) -> None:
+        self.text = text
+        self.data = data
+        self.delta = 0
+
+    def __call__(self, v: Leaf) -> Leaf:
+        if not v:
+            return v
+        new: Leaf = self.data if isinstance(v, (bytes, bytearray)) else self.text
+        self.delta += len(new) - len(v)
+        return new
+
+
+def discard_unknown(parsed: Parsed) -> int | None:
+    """Remove every unknown field from ``parsed`` in C, without telling whether there was one.
+
+    Returns None when the C scan of the stored bytes (``_fast.has_unknown``,
+    ~1-2 us) says there is none: nothing is parsed or walked. Else the size of
+    the typed bytes as stored (call it before any leaf changed), after
+    ``DiscardUnknownFields``. Why two steps: telling costs a second walk
+    (``ByteSize``); a caller that serializes anyway can tell from the length
+    it gets (:func:`drop_unknown` does both). Until :func:`size_changed` says
+    so, the Parsed still gives its original bytes back (which hold the fields).
+    """
+    if not isinstance(parsed, Parsed):
+        raise TypeError(f"discard_unknown: expected a Parsed, got {type(parsed).__name__}")
+    raw = parsed._raw
+    msg = parsed._message
+    if msg is None:
+        if raw is not None and _fast.has_unknown(parsed._name, raw) is False:
+            return None
+        msg = parsed._typed()
+    size = len(raw) if raw is not None else msg.ByteSize()
+    msg.DiscardUnknownFields()
+    return size
+
+
+def size_changed(parsed: Parsed, size: int) -> bool:
+    """After :func:`discard_unknown`: True (and the Parsed marked changed) when its size is no longer ``size``."""
+    if parsed._typed().ByteSize() == size:
+        return False
+    parsed._changed()
+    return True
+
+
 def _coerce(new: Any, want_bytes: bool) -> Leaf:
     """What ``fn`` returned, as the field's type (str for strings, bytes for bytes)."""
     if want_bytes and isinstance(new, str):
@@ -174,7 +243,7 @@ _END = object()  # marks where a path ends in the trie
 Node = dict[Any, Any]
 
 #: (message name, paths) -> the compiled walker (None: no path reaches anything).
-_compiled: dict[tuple[str, tuple[tuple[str, ...], ...]], Walker | None] = {}
+_compiled: dict[tuple[str, tuple[tuple[str, ...], ...], Any], Walker | None] = {}
 
 
 def _trie(paths: Sequence[tuple[str, ...]]) -> Node:
@@ -191,23 +260,23 @@ def _trie(paths: Sequence[tuple[str, ...]]) -> Node:
 #: tuple every time (the safety stage): found without hashing every path.
 #: Holding ``paths`` keeps its id from being reused; only deeply immutable
 #: tuples go in, and the table is bounded since callers may make new ones.
-_by_identity: dict[tuple[str, int], tuple[Sequence[tuple[str, ...]], Walker | None]] = {}
+_by_identity: dict[tuple[str, int, Any], tuple[Sequence[tuple[str, ...]], Walker | None]] = {}
 
 
-def _walker(name: str, paths: Sequence[tuple[str, ...]]) -> Walker | None:
-    """The paths compiled for one message type (built once per type and paths)."""
-    hit = _by_identity.get((name, id(paths)))
+def _walker(name: str, paths: Sequence[tuple[str, ...]], inline: tuple[str, bytes] | None = None) -> Walker | None:
+    """The paths compiled for one message type (built once per type, paths and inlined constants)."""
+    hit = _by_identity.get((name, id(paths), inline))
     if hit is not None and hit[0] is paths:
         return hit[1]
-    key = (name, tuple(tuple(p) for p in paths))
+    key = (name, tuple(tuple(p) for p in paths), inline)
     try:
         walker = _compiled[key]
     except KeyError:
-        walker = _generated_walker(name, _trie(paths))
+        walker = _generated_walker(name, _trie(paths), inline)
         _compiled[key] = walker
     if (type(paths) is tuple and len(_by_identity) < 4096
             and all(type(p) is tuple and all(type(e) is str for e in p) for p in paths)):
-        _by_identity[(name, id(paths))] = (paths, walker)
+        _by_identity[(name, id(paths), inline)] = (paths, walker)
     return walker
 
 
@@ -228,9 +297,11 @@ def _walker(name: str, paths: Sequence[tuple[str, ...]]) -> Walker | None:
 
 
 class _Gen:
-    def __init__(self) -> None:
+    def __init__(self, inline: tuple[str, bytes] | None = None) -> None:
         self.consts: dict[str, Any] = {"_coerce": _coerce}
         self._n = 0
+        #: (text, bytes) written inline at string/bytes leaves (a Replace), or None: call fn.
+        self.inline = inline
 
     def name(self, prefix: str) -> str:
         self._n += 1
@@ -248,8 +319,8 @@ def _attr(var: str, pname: str) -> str:
     return f"getattr({var}, {pname!r})"
 
 
-def _generated_walker(name: str, node: Node) -> Walker | None:
-    gen = _Gen()
+def _generated_walker(name: str, node: Node, inline: tuple[str, bytes] | None = None) -> Walker | None:
+    gen = _Gen(inline)
     body = _gen_message(gen, name, node, "m", "    ")
     if not body:
         return None
@@ -306,6 +377,17 @@ def _gen_field(gen: _Gen, f: Field, node: Node, var: str, ind: str) -> list[str]
         set_ = (f"{var}.{f.proto_name} = {nv}" if get.startswith(f"{var}.")
                 else f"setattr({var}, {f.proto_name!r}, {nv})")
         check = "str" if want == "string" else "bytes"
+        if gen.inline is not None:
+            new = gen.inline[0] if want == "string" else gen.inline[1]
+            size = len(new.encode("utf-8")) if isinstance(new, str) else len(new)
+            # Empty values stay empty, so no presence check is needed.
+            return [
+                f"{ind}{ov} = {get}",
+                f"{ind}if {ov} and {ov} != {new!r}:",
+                f"{ind}    {set_.replace(nv, repr(new))}",
+                f"{ind}    n += 1",
+                f"{ind}    fn.delta += {size} - len({ov})",
+            ]
         return [
             f"{ind}{ov} = {get}",
             # A non-empty value is present; an empty one may be present (set to "").

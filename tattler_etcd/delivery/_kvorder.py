@@ -20,9 +20,11 @@ deleted)`` learned from
 * the reads after a lost compare-and-set (:meth:`KvOrder.reread`).
 
 Before each put, :meth:`KvOrder.expect` compares our entry with what the key
-is known to hold: older or the same -> no put at all (older ones counted in
-:attr:`KvOrder.stale_skipped`, logged at debug by key); newer -> one
-conditional put, no extra round trip. When the server answers "wrong last
+is known to hold: older or the same -> no put at all (counted in
+:attr:`KvOrder.stale`, logged at debug by key); newer -> one conditional
+put, no extra round trip. A window of puts holds each key once
+(:func:`window_end`): a second put of a key waits for the first one's
+sequence. When the server answers "wrong last
 sequence" (error 10071: another replica wrote the key), the key's current
 message is read (its ``Tattler-Resource-Version`` and ``Tattler-Uid``
 headers; the JSON body for a value written without them), remembered, and
@@ -55,7 +57,8 @@ if TYPE_CHECKING:
 
     from tattler_etcd.data import Entry
 
-__all__ = ["EXPECTED_SEQUENCE", "ROUNDS", "WRONG_LAST_SEQUENCE", "Known", "KvOrder", "ack_sequence", "newer"]
+__all__ = ["EXPECTED_SEQUENCE", "ROUNDS", "WRONG_LAST_SEQUENCE", "Known", "KvOrder", "ack_sequence", "newer",
+           "window_end"]
 
 logger = logging.getLogger("tattler_etcd.delivery")
 
@@ -100,6 +103,26 @@ def newer(rv: int, uid: str, deleted: bool, cur_rv: int, cur_uid: str, cur_delet
     return cur_deleted and not deleted
 
 
+def window_end(ops: Sequence[Any], start: int, most: int) -> int:
+    """Where a window of ops from ``start`` ends: after ``most``, or before a KV subject comes again.
+
+    A key's second put in one window would be sent before the first one's
+    sequence is known and lose its compare-and-set to it (a read and a put
+    more); in the next window it is one conditional put. (One key twice in a
+    batch: an object deleted and made again, two uids.)
+    """
+    seen: set[str] = set()
+    end, last = start, min(start + most, len(ops))
+    while end < last:
+        op = ops[end]
+        if not op.stream:
+            if op.subject in seen:
+                break
+            seen.add(op.subject)
+        end += 1
+    return end
+
+
 def _version(entry: Entry) -> tuple[int | None, str, bool]:
     return _int(entry.resource_version), entry.uid, entry.change is ChangeType.DELETE
 
@@ -128,7 +151,7 @@ class KvOrder:
     Attributes:
         known: KV subject -> (sequence, resourceVersion, uid, deleted); one
             small tuple per key the bucket has, delete markers included.
-        stale_skipped: puts not made because the key held a newer version.
+        stale: puts not made because the key held that version or a newer one.
         conflicts: puts whose compare-and-set lost (another writer was first), so the key was read.
     """
 
@@ -137,7 +160,7 @@ class KvOrder:
         self.stream = f"KV_{bucket}"
         self.prefix = f"$KV.{bucket}."
         self.known: dict[str, Known] = {}
-        self.stale_skipped = 0
+        self.stale = 0
         self.conflicts = 0
 
     def expect(self, subject: str, entry: Entry) -> str | None:
@@ -151,9 +174,8 @@ class KvOrder:
         rv, uid, deleted = _version(entry)
         if rv is None or newer(rv, uid, deleted, cur_rv, cur_uid, cur_deleted):
             return str(seq)
-        if rv != cur_rv or uid != cur_uid or deleted != cur_deleted:
-            self.stale_skipped += 1
-            logger.debug("nats: KV %s holds a newer version: an older put skipped", subject[len(self.prefix):])
+        self.stale += 1
+        logger.debug("nats: KV %s holds this version or a newer one: put skipped", subject[len(self.prefix):])
         return None
 
     def stored(self, subject: str, entry: Entry, seq: int) -> None:

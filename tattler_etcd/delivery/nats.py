@@ -54,6 +54,7 @@ from tattler_etcd.delivery._kvorder import (
     WRONG_LAST_SEQUENCE,
     KvOrder,
     ack_sequence,
+    window_end,
 )
 from tattler_etcd.delivery.subjects import change_id, kv_key
 from tattler_etcd.errors import ConfigError, DeliveryError, TattlerError
@@ -165,9 +166,9 @@ class NatsProcessor:
         self.skipped = 0
 
     @property
-    def stale_skipped(self) -> int:
-        """KV puts not made because the key held a newer version already (from a replica, or a resend)."""
-        return self._kv.stale_skipped if self._kv else 0
+    def stale(self) -> int:
+        """KV puts not made: the key held that version or a newer one already (a replica's, or a resend's)."""
+        return self._kv.stale if self._kv else 0
 
     @property
     def kv_conflicts(self) -> int:
@@ -265,10 +266,12 @@ class NatsProcessor:
 
     async def _publish(self, ops: list[_Op], start: int) -> tuple[int | None, str]:
         """(asyncio) Publish ``ops[start:]`` pipelined; the index of the first not acknowledged, and why."""
-        for window in range(start, len(ops), _WINDOW):
-            failed_at, reason = await self._publish_window(ops, window, min(window + _WINDOW, len(ops)))
+        while start < len(ops):
+            end = window_end(ops, start, _WINDOW) if self._kv is not None else min(start + _WINDOW, len(ops))
+            failed_at, reason = await self._publish_window(ops, start, end)
             if failed_at is not None:
                 return failed_at, reason
+            start = end
         return None, ""
 
     async def _publish_window(self, ops: list[_Op], start: int, end: int) -> tuple[int | None, str]:

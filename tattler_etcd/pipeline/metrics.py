@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import bisect
 import collections
+import functools
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Self
 
 import trio
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
-
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BATCH_SIZE_BUCKETS",
+    "DEFAULT_DOWN_AFTER",
     "DURATION_BUCKETS",
     "READER_STATES",
     "PipelineMetrics",
@@ -59,8 +61,13 @@ __all__ = [
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 #: Batch sizes, entries: from a lone change up to the default size limit and past it.
 BATCH_SIZE_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
-#: Reader states, as ``tattler_reader_state{reader, state}`` reports them (1 for the current one).
-READER_STATES = ("starting", "synced", "ended", "failed")
+#: Reader states, as ``tattler_reader_state{reader, state}`` reports them (1 for the current one):
+#: the reflector core's (``ReaderStatus.state``) and ``failed`` (the reader raised).
+READER_STATES = ("listing", "watching", "backing_off", "stopped", "failed")
+#: A reader without a status object: the runner's own word for it, in the same states.
+_RUNNER_STATES = {"starting": "listing", "synced": "watching", "ended": "stopped", "failed": "failed"}
+#: How long a reader may be down before ``/readyz`` says 503, when it has no connect timeout of its own.
+DEFAULT_DOWN_AFTER = 30.0
 
 
 class _Histogram:
@@ -93,9 +100,10 @@ def _float_text(v: float) -> str:
     return str(int(v)) + ".0" if v == int(v) else repr(v)
 
 
-def _kind_label(entry: Entry) -> str:
-    group = entry.api_version.rpartition("/")[0]
-    return f"{entry.kind}.{group}" if group else entry.kind
+@functools.lru_cache(maxsize=1024)
+def _label(api_version: str, kind: str) -> str:
+    group = api_version.rpartition("/")[0]
+    return f"{kind}.{group}" if group else kind
 
 
 class PipelineMetrics:
@@ -105,8 +113,7 @@ class PipelineMetrics:
     """
 
     def __init__(self) -> None:
-        #: (source, kind, change) -> entries handed on by readers.
-        self.entries_in: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        self._in: collections.Counter[tuple[Any, str, str, Any]] = collections.Counter()
         #: reader -> the highest resource version it handed on (etcd: a mod revision).
         self.last_revision: dict[str, int] = {}
         #: kind -> entries the safety stage did not let through.
@@ -115,38 +122,56 @@ class PipelineMetrics:
         self.durations: dict[str, _Histogram] = {}
         #: stage -> a channel end whose statistics tell how much waits before the stage.
         self.channels: dict[str, Any] = {}
-        self._pending_in: collections.Counter[str] = collections.Counter()
-        self._pending_out: collections.Counter[str] = collections.Counter()
+        self._pending: list[Entry] = []
+        self._pending_out: list[list[Entry]] = []
 
     # -- taps -------------------------------------------------------------------
 
-    def reader_sent(self, reader: str, chunk: list[Entry]) -> None:
-        counts = self.entries_in
-        top = self.last_revision.get(reader, 0)
+    def reader_sent(self, reader: str, chunk: list[Entry], *, revisions: bool = True) -> None:
+        """A reader handed on ``chunk``. Keys are the entries' own attributes (labels are made at scrape time).
+
+        ``revisions``: also track the newest resource version (for readers
+        without a status object of their own, which reports its position).
+        """
+        counts = self._in
         for entry in chunk:
-            counts[(entry.source.value, _kind_label(entry), entry.change.value)] += 1
-            rv = entry.resource_version
-            if rv.isdigit() and len(rv) < 20:
-                top = max(top, int(rv))
-        if top:
-            self.last_revision[reader] = top
+            counts[(entry.source, entry.api_version, entry.kind, entry.change)] += 1
+        if revisions:
+            top = self.last_revision.get(reader, 0)
+            for entry in chunk:
+                rv = entry.resource_version
+                if rv.isdigit() and len(rv) < 20:
+                    top = max(top, int(rv))
+            if top:
+                self.last_revision[reader] = top
+
+    @property
+    def entries_in(self) -> dict[tuple[str, str, str], int]:
+        """(source, kind label, change) -> entries handed on by readers."""
+        out: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        for (source, api_version, kind, change), n in self._in.items():
+            out[(source.value, _label(api_version, kind), change.value)] += n
+        return dict(out)
 
     def safety_received(self, chunk: list[Entry]) -> None:
-        # The stage handles one chunk at a time: what it did not send of the
-        # previous chunk was dropped. Settled now, so the counter only grows.
+        # The stage handles one chunk at a time and sends on a sub-list of it:
+        # what it did not send of the previous chunk was dropped. Settled when
+        # the next chunk comes (or the input ends), so the counter only grows.
         self.safety_settle()
-        self._pending_in.update(_kind_label(e) for e in chunk)
+        self._pending = chunk
 
     def safety_sent(self, chunk: list[Entry]) -> None:
-        self._pending_out.update(_kind_label(e) for e in chunk)
+        self._pending_out.append(chunk)
 
     def safety_settle(self) -> None:
-        for kind, n in self._pending_in.items():
-            dropped = n - self._pending_out.get(kind, 0)
-            if dropped > 0:
-                self.safety_dropped[kind] += dropped
-        self._pending_in.clear()
-        self._pending_out.clear()
+        pending, out = self._pending, self._pending_out
+        self._pending, self._pending_out = [], []
+        if len(pending) == sum(len(c) for c in out):
+            return  # the common case: nothing dropped, nothing to look at
+        sent = {id(e) for c in out for e in c}
+        for e in pending:
+            if id(e) not in sent:
+                self.safety_dropped[_label(e.api_version, e.kind)] += 1
 
     def batch_sent(self, batch: Batch) -> None:
         self.batch_sizes.observe(len(batch))
@@ -238,26 +263,86 @@ class RunnerCollector(Collector):
                 depth.add_metric([stage], st.current_buffer_used + st.tasks_waiting_send)
         yield depth
 
-        state = GaugeMetricFamily("tattler_reader_state", "1 for each reader's current state.",
-                                  labels=["reader", "state"])
-        states = runner.reader_states
-        for r in readers:
-            for s in READER_STATES:
-                state.add_metric([r, s], 1.0 if states.get(r) == s else 0.0)
-        yield state
-        last = GaugeMetricFamily("tattler_reader_last_revision",
-                                 "The newest resource version (etcd: revision) a reader handed on.",
-                                 labels=["reader"])
-        if m is not None:
-            for r, rev in sorted(m.last_revision.items()):
-                last.add_metric([r], rev)
-        yield last
-        yield _per("tattler_reader_relists", "Relists: periodic, or after history was compacted.",
-                   "reader", readers, lambda r: c[f"reader.{r}.relists"] + c[f"reader.{r}.periodic_relists"])
-        yield _per("tattler_reader_compactions", "Times a reader's history was compacted away (etcd compaction, 410).",
-                   "reader", readers, lambda r: c[f"reader.{r}.compactions"] + c[f"reader.{r}.expired"])
-        yield _per("tattler_reader_retries", "Failed requests or watches a reader retried.",
-                   "reader", readers, lambda r: c[f"reader.{r}.retries"] + c[f"reader.{r}.reconnects"])
+        yield from _reader_families(runner)
+        # The reflector core's counters (readers/_reflector.py): ``relists`` counts every
+        # full read after the first, whatever the cause; ``expired`` a compacted position.
+        yield _per("tattler_reader_relists", "Full reads after the first: periodic, or after history was compacted.",
+                   "reader", readers, lambda r: c[f"reader.{r}.relists"])
+        yield _per("tattler_reader_compactions", "Times a reader's position was compacted away (etcd compaction, 410).",
+                   "reader", readers, lambda r: c[f"reader.{r}.expired"])
+        yield _per("tattler_reader_retries", "Back-off waits after a transient failure.",
+                   "reader", readers, lambda r: c[f"reader.{r}.retries"])
+
+
+def _status(reader: Any) -> Any:
+    """The reader's :class:`~tattler_etcd.readers._reflector.ReaderStatus`, or None for readers without one."""
+    status = getattr(reader, "status", None)
+    return status if hasattr(status, "down_since") and hasattr(status, "resources") else None
+
+
+def _reader_families(runner: Runner) -> Iterator[Metric]:
+    """State, sync, outage, position and (etcd) revision lag of each reader."""
+    m = runner.metrics
+    states = runner.reader_states
+    now = time.time()
+    state = GaugeMetricFamily("tattler_reader_state", "1 for each reader's current state.",
+                              labels=["reader", "state"])
+    synced = GaugeMetricFamily("tattler_reader_synced", "1 once the reader handed on its initial state.",
+                               labels=["reader"])
+    down = GaugeMetricFamily("tattler_reader_down_seconds",
+                             "How long the reader has been failing to reach its source (0 while healthy).",
+                             labels=["reader"])
+    last = GaugeMetricFamily("tattler_reader_last_revision",
+                             "The newest revision (etcd) or resourceVersion (APIServer) handed on, per resource.",
+                             labels=["reader", "resource"])
+    lag = GaugeMetricFamily("tattler_etcd_revision_lag",
+                            "etcd's revision as last heard minus the last one handed on, per resource.",
+                            labels=["reader", "resource"])
+    for reader in runner.readers:
+        name = reader.name
+        status = _status(reader)
+        ran = states.get(name, "starting")
+        current = "failed" if ran == "failed" else status.state if status is not None else _RUNNER_STATES[ran]
+        for s in READER_STATES:
+            state.add_metric([name, s], 1.0 if s == current else 0.0)
+        synced.add_metric([name], 1.0 if (status.synced if status is not None else ran != "starting") else 0.0)
+        since = _down_since(status) if status is not None else None
+        down.add_metric([name], max(0.0, now - since) if since is not None else 0.0)
+        if status is not None:
+            heard = _header_revisions(reader)
+            for resource, rs in sorted(status.resources.items()):
+                if rs.position.isdigit():
+                    last.add_metric([name, resource], int(rs.position))
+                    if resource in heard:
+                        lag.add_metric([name, resource], max(0, heard[resource] - int(rs.position)))
+        elif m is not None and name in m.last_revision:
+            last.add_metric([name, ""], m.last_revision[name])
+    yield state
+    yield synced
+    yield down
+    yield last
+    yield lag
+
+
+def _down_since(status: Any) -> float | None:
+    """Since when the reader has been failing: the earliest ``down_since`` of a resource not watching.
+
+    A resource whose watch is open again counts as up even before its
+    position moves (a quiet resource may not move for a while).
+    """
+    downs = [rs.down_since for rs in status.resources.values()
+             if rs.down_since is not None and rs.state != "watching"]
+    return min(downs) if downs else None
+
+
+def _header_revisions(reader: Any) -> dict[str, int]:
+    """resource -> the newest revision its etcd gateway heard (etcd readers only: their loops hold a ``gw``)."""
+    out: dict[str, int] = {}
+    for loop in getattr(reader, "loops", None) or ():
+        heard = getattr(getattr(loop, "gw", None), "header_revision", 0)
+        if isinstance(heard, int) and heard:
+            out[str(loop.name)] = heard
+    return out
 
 
 def _per(name: str, doc: str, label: str, keys: Iterable[str], value: Callable[[str], float]) -> Metric:
@@ -267,15 +352,34 @@ def _per(name: str, doc: str, label: str, keys: Iterable[str], value: Callable[[
     return family
 
 
-def readiness(runner: Runner) -> tuple[bool, str]:
-    """Whether every reader finished its initial sync (and none failed), and a one-line reason."""
+def readiness(runner: Runner, *, down_after: float | None = None) -> tuple[bool, str]:
+    """Whether the runner is ready, and a one-line reason.
+
+    Ready once every reader handed on its initial state; not ready while one
+    has not, when one failed, and while one has been down (failing to reach
+    its source) longer than ``down_after`` seconds (default: the reader's
+    ``connect_timeout``, else :data:`DEFAULT_DOWN_AFTER`). A short outage
+    after the first sync leaves it ready: the reader is retrying, and
+    restarting the pod would not help.
+    """
     states: Mapping[str, str] = runner.reader_states
-    waiting = [r for r in runner.reader_names if states.get(r, "starting") == "starting"]
-    failed = [r for r in runner.reader_names if states.get(r) == "failed"]
-    if failed:
-        return False, "reader(s) failed: " + ", ".join(failed)
-    if waiting:
-        return False, "initial sync not finished: " + ", ".join(waiting)
+    now = time.time()
+    problems: list[str] = []
+    for reader in runner.readers:
+        name = reader.name
+        ran = states.get(name, "starting")
+        status = _status(reader)
+        if ran == "failed":
+            problems.append(f"{name} failed")
+        elif ran == "starting" or (status is not None and not status.synced and ran != "ended"):
+            problems.append(f"{name} has not finished its initial sync")
+        elif status is not None and (since := _down_since(status)) is not None:
+            limit = down_after if down_after is not None else (
+                getattr(reader, "connect_timeout", None) or DEFAULT_DOWN_AFTER)
+            if now - since > limit:
+                problems.append(f"{name} down for {now - since:.0f}s: {status.last_error[:200]}")
+    if problems:
+        return False, "not ready: " + "; ".join(problems)
     return True, "every reader synced"
 
 
@@ -306,7 +410,7 @@ class _TapSend:
     def statistics(self) -> Any:
         return self._inner.statistics()
 
-    async def __aenter__(self) -> _TapSend:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -349,7 +453,7 @@ class _TapReceive:
     def statistics(self) -> Any:
         return self._inner.statistics()
 
-    async def __aenter__(self) -> _TapReceive:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -74,7 +74,6 @@ _REDACTED_RAW: Final = b'"REDACTED"'
 LAST_APPLIED_ANNOTATION: Final = "kubectl.kubernetes.io/last-applied-configuration"
 #: Its path (an annotation key holds dots and a slash, hence tuples, not dotted strings).
 LAST_APPLIED: Final = ("metadata", "annotations", LAST_APPLIED_ANNOTATION)
-_LAST_APPLIED_BYTES: Final = LAST_APPLIED_ANNOTATION.encode()
 _LAST_APPLIED_PATHS: Final = (LAST_APPLIED,)
 
 #: The field every env value lives in: (message, JSON name).
@@ -84,8 +83,6 @@ _SECRET: Final = "Secret"
 _S, _B, _R = "s", "b", "r"
 #: How deep objects may nest inside each other (annotations, RawExtensions).
 _MAX_DEPTH: Final = 4
-#: Above this many bytes, a parsed object's annotation is looked up rather than scanned for.
-_SCAN_LIMIT: Final = 4096
 #: What a user's path may end at (leaf types from ``codec.leaf_types``).
 _TEXT_LEAVES: Final = frozenset({"string", "bytes", "quantity", "intorstring"})
 
@@ -296,6 +293,8 @@ class Redactor:
         self.rules: tuple[Rule, ...] = tuple(r if isinstance(r, Rule) else parse_rule(r) for r in rules)
         self.keep_unknown_fields = keep_unknown_fields
         self._cache: dict[Any, _KindRules] = {}
+        #: kind -> its rules, when no rule depends on more than the kind (the common, fast case).
+        self._by_kind: dict[str, _KindRules] = {}
         self._has_cr_rules = any(r.resource is not None for r in self.rules)
 
     # -- what applies where ----------------------------------------------------------
@@ -309,6 +308,8 @@ class Redactor:
             hit = self._compile(kind, resource)
             if len(self._cache) < 4096:  # kinds come from the data
                 self._cache[ck] = hit
+                if resource is None:
+                    self._by_kind[kind] = hit
         return hit
 
     def _compile(self, kind: str, resource: tuple[str, str] | None) -> _KindRules:
@@ -459,24 +460,47 @@ class Redactor:
 
     # -- protobuf form -----------------------------------------------------------------
 
-    def scrub_parsed(self, parsed: Any, kind: str, value: bytes, depth: int = 0) -> tuple[int, bool]:
-        """Redact a parsed protobuf object (``value``: its bytes) in place: (values changed, unknown dropped)."""
-        dropped = False
-        if not self.keep_unknown_fields:
-            dropped = codec.drop_unknown(parsed)
-        kr = self.for_kind(kind)
-        n = codec.redact_parsed(parsed, kr.values, _redact_leaf) if kr.values else 0
+    def scrub_parsed(self, parsed: Any, kind: str, value: bytes, depth: int = 0) -> tuple[int, bool, bytes]:
+        """Redact a parsed protobuf object (``value``: its bytes): (values changed, unknown dropped, bytes out).
+
+        The bytes out are ``value`` itself when nothing changed. Unknown fields:
+        the codec scans the stored bytes in C first (nearly every object has
+        none, and then nothing more is done); otherwise they are discarded in
+        C before the passes, and whether there were any is told by lengths:
+        with nothing redacted, by the message's size against the stored one;
+        with env-like leaves replaced, by the serialized length against the
+        stored one plus what the replacements added. When the lengths cannot
+        tell (another pass changed something, a length prefix grew) the stored
+        value is parsed again to ask.
+        """
+        # None: the codec's scan of the bytes found no unknown field (the usual case).
+        size = None if self.keep_unknown_fields else codec.discard_unknown(parsed)
+        kr = self._by_kind.get(kind) if not self._has_cr_rules else None
+        if kr is None:
+            kr = self.for_kind(kind)
+        # Replacing by a constant: inlined in the walker, which adds up the bytes it adds.
+        leaves = codec.Replace(REDACTED, _REDACTED_BYTES)
+        n = codec.redact_parsed(parsed, kr.values, leaves) if kr.values else 0
+        exact = True
         if kr.raw:
-            n += codec.redact_parsed(parsed, kr.raw, lambda raw: self._scrub_raw(raw, depth))
+            m = codec.redact_parsed(parsed, kr.raw, lambda raw: self._scrub_raw(raw, depth))
+            exact = not m
+            n += m
         # The annotation needs its own pass (its leaf is scrubbed as JSON, not
-        # replaced). A map key is stored verbatim, so when its name is not in the
-        # bytes the annotation is not there: the scan (~0.2 us for 400 bytes,
-        # ~0.5 us for 3 KB) spares the pass. For a large object the pass (~0.5 us,
-        # a map lookup) costs less than the scan.
-        if (kr.has_rules or kr.secret) and (len(value) > _SCAN_LIMIT or _LAST_APPLIED_BYTES in value):
-            n += codec.redact_parsed(parsed, _LAST_APPLIED_PATHS,
-                                     lambda text: self._applied_leaf(text, kr, depth))
-        return n, dropped
+        # replaced); the object is parsed already, so it is a map lookup.
+        if kr.has_rules or kr.secret:
+            m = codec.redact_parsed(parsed, _LAST_APPLIED_PATHS, lambda text: self._applied_leaf(text, kr, depth))
+            exact = exact and not m
+            n += m
+        if size is None:
+            return n, False, (codec.to_bytes(parsed) if n else value)
+        if not n:
+            dropped = codec.size_changed(parsed, size)
+            return 0, dropped, (codec.to_bytes(parsed) if dropped else value)
+        new = codec.to_bytes(parsed)
+        if exact and len(new) - len(value) == leaves.delta:
+            return n, False, new
+        return n, _had_unknown(value), new
 
     def _applied_leaf(self, v: Any, kr: _KindRules, depth: int) -> Any:
         if isinstance(v, (bytes, bytearray)):
@@ -497,8 +521,8 @@ class Redactor:
                 parsed = codec.parse(raw)
                 if parsed.kind == _SECRET:
                     return _REDACTED_RAW
-                n, dropped = self.scrub_parsed(parsed, parsed.kind, raw, depth + 1)
-                return codec.to_bytes(parsed) if (n or dropped) else raw
+                _n, _dropped, new = self.scrub_parsed(parsed, parsed.kind, raw, depth + 1)
+                return new
             except TattlerError:
                 return _REDACTED_RAW
         try:
@@ -523,8 +547,8 @@ class Redactor:
         try:
             if value[:4] == codec.MAGIC and not (kind.endswith("List") and kind not in codec.kind_names()):
                 parsed = codec.parse(value)
-                n, dropped = self.scrub_parsed(parsed, kind, value)
-                return (codec.to_bytes(parsed) if (n or dropped) else value), n, dropped
+                n, dropped, new = self.scrub_parsed(parsed, kind, value)
+                return new, n, dropped
             obj = codec.decode(value)
         except TattlerError as exc:
             raise UnsafeObjectError(f"cannot walk the value: {type(exc).__name__}: {str(exc)[:200]}") from exc
@@ -539,6 +563,13 @@ class Redactor:
             return codec.encode(obj), n, bool(unknown)
         except TattlerError as exc:
             raise UnsafeObjectError(f"cannot write the value back: {type(exc).__name__}") from exc
+
+
+def _had_unknown(value: bytes) -> bool:
+    """Whether the stored ``value`` held unknown fields (parsed again: the slow, exact way)."""
+    parsed = codec.parse(value)
+    size = codec.discard_unknown(parsed)
+    return size is not None and codec.size_changed(parsed, size)
 
 
 def _redact_leaf(v: Any) -> Any:

@@ -188,6 +188,11 @@ class Runner:
         return [r.name for r in self._routes]
 
     @property
+    def readers(self) -> list[Reader]:
+        """The readers, in the order added (their ``status``, when they have one, feeds readiness and metrics)."""
+        return list(self._readers)
+
+    @property
     def reader_names(self) -> list[str]:
         """The readers' names, in the order added."""
         return [r.name for r in self._readers]
@@ -279,7 +284,10 @@ class Runner:
         if m is None:
             return send
         name = reader.name
-        return cast(trio.MemorySendChannel[list[Entry]], tap_send(send, lambda chunk: m.reader_sent(name, chunk)))
+        # A reader with a status object reports its own position: no revision tracking per entry.
+        revisions = not hasattr(reader, "status")
+        return cast(trio.MemorySendChannel[list[Entry]],
+                    tap_send(send, lambda chunk: m.reader_sent(name, chunk, revisions=revisions)))
 
     async def _run_reader(self, reader: Reader, send: trio.MemorySendChannel[list[Entry]]) -> None:
         status = _ReaderStarted(self, reader.name)

@@ -163,12 +163,11 @@ def _scrub_entry(entry: Entry, allow_secrets: bool, rules: Redactor) -> tuple[in
                 if parsed.kind != kind:
                     raise UnsafeObjectError(f"the value holds a {parsed.kind!r}, the entry says {kind!r}")
                 try:
-                    n, dropped = rules.scrub_parsed(parsed, kind, value)
-                    new = codec.to_bytes(parsed) if (n or dropped) else value
+                    n, dropped, new = rules.scrub_parsed(parsed, kind, value)
                 except TattlerError as exc:
                     raise UnsafeObjectError(
                         f"cannot walk the value: {type(exc).__name__}: {str(exc)[:200]}") from exc
-                if n or dropped:
+                if new is not value:
                     entry.replace_value(new)  # drops the clear bytes (and any form built from them)
                 return n, (1 if dropped else 0)
         try:

@@ -444,6 +444,8 @@ class Reflector:
         self._index_saved_version = -1
         self._next_index_save = -math.inf
         self._unary_backoff: Backoff | None = None
+        #: The reader's own unary calls (discovery, a revision) failing: a status of their own.
+        self._unary = ResourceStatus(state="watching")
 
     # -- for subclasses ------------------------------------------------------------------
 
@@ -529,6 +531,11 @@ class Reflector:
             ) from exc
         return left
 
+    def _connect_deadline(self) -> float:
+        if self._synced or self.connect_timeout is None:
+            return math.inf
+        return self._started_at + self.connect_timeout
+
     async def retrying(self, call: Callable[[], Awaitable[T]], *, what: str) -> T:
         """Run a unary call (discovery, a revision), retrying transient errors with back-off.
 
@@ -539,15 +546,30 @@ class Reflector:
         backoff = self._unary_backoff
         while True:
             try:
-                result = await call()
+                # Before the first sync, one call may not outlast connect_timeout
+                # either: an endpoint that accepts and never answers would
+                # otherwise hold us for the whole request timeout.
+                with trio.move_on_at(self._connect_deadline()) as waited:
+                    result = await call()
+                if waited.cancelled_caught:
+                    raise TransientReaderError(f"{self.endpoint}: {what}: no answer")
             except TransientReaderError as exc:
                 left = self.check_connect_timeout(exc)
                 self.count("retries")
                 delay = _delay(backoff, exc, left)
+                if self._unary.down_since is None:
+                    self._unary.down_since = time.time()
+                self._unary.last_error = str(exc)[:256]
+                self._unary.state = "backing_off"
                 log.warning("reader %s: %s: %s; retrying in %.2fs", self.name, what, exc, delay)
-                await trio.sleep(delay)
+                try:
+                    await trio.sleep(delay)
+                finally:
+                    self._unary.state = "watching"
                 continue
             backoff.reset()
+            self._unary.down_since = None
+            self._unary.last_error = ""
             return result
 
     # -- the index file ------------------------------------------------------------------
@@ -577,15 +599,15 @@ class Reflector:
     def status(self) -> ReaderStatus:
         """The reader now (cheap; no I/O, no checkpoint)."""
         resources = {loop.name: dataclasses.replace(loop.status) for loop in self.loops}
-        states = [s.state for s in resources.values()]
-        if self._stopped:
-            state: State = "stopped"
-        elif not states:
-            state = "listing"
-        else:
-            state = max(states, key=lambda s: _WORST[s])
-        downs = [s.down_since for s in resources.values() if s.down_since is not None]
-        errors = [s.last_error for s in resources.values() if s.last_error]
+        everything = [*resources.values(), self._unary]
+        # The unary calls' "watching" means "not failing"; before any loop
+        # exists (discovery), the reader is still getting its initial state.
+        states = [s.state for s in resources.values()] or ["listing"]
+        if self._unary.state == "backing_off":
+            states.append("backing_off")
+        state: State = "stopped" if self._stopped else max(states, key=lambda s: _WORST[s])
+        downs = [s.down_since for s in everything if s.down_since is not None]
+        errors = [s.last_error for s in everything if s.last_error]
         return ReaderStatus(
             name=self.name, state=state, synced=bool(resources) and all(s.synced for s in resources.values()),
             last_error=errors[-1] if errors else "", down_since=min(downs) if downs else None,
@@ -606,7 +628,7 @@ def _delay(backoff: Backoff, exc: TransientReaderError, left: float) -> float:
 class ResourceLoop(abc.ABC):
     """The state machine of one resource; the reader's subclass adds the protocol.
 
-    The protocol implements :meth:`list` (one full listing through a
+    The protocol implements :meth:`list_all` (one full listing through a
     :class:`Relist`, returning the position it is consistent at), :meth:`watch`
     (one watch from :attr:`position`: returns when it ended cleanly, raises
     HistoryCompactedError or TransientReaderError otherwise) and
@@ -630,7 +652,7 @@ class ResourceLoop(abc.ABC):
     # -- the protocol ----------------------------------------------------------------
 
     @abc.abstractmethod
-    async def list(self, relist: Relist) -> str:
+    async def list_all(self, relist: Relist) -> str:
         """List the resource fully; hand on ``relist.page(...)`` per page; return the position."""
 
     @abc.abstractmethod
@@ -717,7 +739,7 @@ class ResourceLoop(abc.ABC):
         while True:
             self.status.state = "listing"
             try:
-                position = await self.list(relist)
+                position = await self.list_all(relist)
             except HistoryCompactedError as exc:
                 self.reader.count("expired")
                 log.info("reader %s: %s: %s; listing again from a consistent read", self.reader.name, self.name, exc)
@@ -762,7 +784,8 @@ class ResourceLoop(abc.ABC):
             self.status.down_since = time.time()
         self.status.last_error = str(exc)[:256]
         self.status.state = "backing_off"
-        log.warning("reader %s: %s: %s; retrying in %.2fs", self.reader.name, self.name, exc, delay)
+        log.warning("reader %s: %s: %s; retrying in %.2fs", self.reader.name, self.name, exc, delay,
+                    extra={"resource": self.name})
         await trio.sleep(delay)
 
     async def follow(self) -> None:

@@ -112,10 +112,10 @@ async def translate(
             mapped = _from_ssl(reason, what=what, client_cert=client_cert, https=True)
             if mapped is not None:
                 return mapped
-    elif not https and isinstance(exc, (httpx.ReadError, httpx.RemoteProtocolError)):
-        if await _speaks_tls(parts.hostname, port):
-            return SchemeMismatchError(
-                f"{what}: the port answers with TLS: use https:// (plain HTTP to a TLS port)")
+    elif (not https and isinstance(exc, (httpx.ReadError, httpx.RemoteProtocolError))
+          and await _speaks_tls(parts.hostname, port)):
+        return SchemeMismatchError(
+            f"{what}: the port answers with TLS: use https:// (plain HTTP to a TLS port)")
     return _transient(exc, what)
 
 

@@ -47,6 +47,7 @@ async def record_etcd(
     redact: Sequence[str] = (),
     keep_unknown_fields: bool = False,
     recorder: Recorder | None = None,
+    connect_timeout: float | None = None,
     task_status: trio.TaskStatus[Recorder] = trio.TASK_STATUS_IGNORED,
 ) -> RecordingInfo:
     """Run a live :class:`~tattler_etcd.readers.etcd.EtcdReader` through a :class:`Recorder`, write ``out``.
@@ -81,6 +82,7 @@ async def record_etcd(
         reader = EtcdReader(
             endpoint, resources=list(resources), prefix=prefix, page_size=page_size, client=client,
             cacert=cacert, cert=cert, key=key, insecure_skip_tls_verify=insecure_skip_tls_verify,
+            connect_timeout=connect_timeout,
         )
         await _run_until_stopped(reader, recorder, duration, task_status)
 
@@ -107,6 +109,7 @@ async def record_apiserver(
     redact: Sequence[str] = (),
     keep_unknown_fields: bool = False,
     recorder: Recorder | None = None,
+    connect_timeout: float | None = None,
     task_status: trio.TaskStatus[Recorder] = trio.TASK_STATUS_IGNORED,
 ) -> RecordingInfo:
     """:func:`record_etcd` for a live :class:`~tattler_etcd.readers.apiserver.APIServerReader`.
@@ -130,7 +133,7 @@ async def record_apiserver(
                                  trust_env=False) as client:
         reader = APIServerReader(
             list(resources), config=config, http=client, content_type=content_type, page_size=page_size,
-            watch_list=watch_list, rand=_no_jitter,
+            watch_list=watch_list, rand=_no_jitter, connect_timeout=connect_timeout,
         )
         await _run_until_stopped(reader, recorder, duration, task_status)
 

@@ -21,7 +21,7 @@ Credentials (:class:`CredentialScrubber`): a recording holds no userinfo from
 URLs, no password or token sent in a request (headers, URL, JSON body) or
 handed out by the server (etcd's ``/v3/auth/authenticate`` token), and every
 stored body, error replies included, has each credential the run has seen
-replaced by ``REDACTED`` before it is written.
+masked before it is written (by as many ``*``, so lengths stay right).
 """
 
 from __future__ import annotations
@@ -290,34 +290,48 @@ class CredentialScrubber:
                 text = text.replace(secret, REDACTED)
         return text
 
-    def body(self, body: str | bytes) -> str | bytes:
-        """A stored body (text or bytes) scrubbed of every known credential and credential field."""
+    def mask(self, body: str | bytes) -> str | bytes:
+        """A reply body with every known credential masked by as many ``*``: same length.
+
+        Why the same length: a watch body's timing records the size of each
+        line as the reader got it (a replay checks them), and a protobuf body
+        holds length fields; a mask keeps both right.
+        """
         if isinstance(body, bytes):
             out = body
             for secret in sorted(self.secrets, key=len, reverse=True):
                 s = secret.encode("utf-8")
                 if s in out:
-                    out = out.replace(s, REDACTED.encode())
+                    out = out.replace(s, b"*" * len(s))
             return out
-        return self.text(body)
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            if secret in body:
+                body = body.replace(secret, "*" * len(secret))
+        return body
 
     def request(self, request: dict[str, Any]) -> dict[str, Any]:
         """A vcrpy request dict as it may be stored: no userinfo, no credential in URI, headers or body."""
         out = dict(request)
         out["uri"] = self.text(without_userinfo(str(request["uri"])))
         body = request.get("body")
-        if isinstance(body, (str, bytes)) and body:
-            out["body"] = self.body(_blank_credential_fields(body))
+        if isinstance(body, str) and body:
+            out["body"] = self.text(_blank_credential_fields(body))  # type: ignore[arg-type]
+        elif isinstance(body, bytes) and body:
+            out["body"] = self.mask(_blank_credential_fields(body))
         out["headers"] = {k: [self.text(v) if isinstance(v, str) else v for v in vs]
                           for k, vs in (request.get("headers") or {}).items()}
         return out
 
-    def response(self, response: dict[str, Any]) -> dict[str, Any]:
-        """A vcrpy response dict as it may be stored (its body and headers scrubbed)."""
+    def response(self, response: dict[str, Any], *, auth: bool = False) -> dict[str, Any]:
+        """A vcrpy response dict as it may be stored (its body masked, its headers scrubbed).
+
+        ``auth``: the reply of an authentication call (unary, never timed by
+        line): its credential fields (``token``...) are replaced too.
+        """
         out = dict(response)
         body = (response.get("body") or {}).get("string")
         if isinstance(body, (str, bytes)) and body:
-            out["body"] = {**response["body"], "string": self.body(_blank_credential_fields(body))}
+            out["body"] = {**response["body"], "string": self.mask(_blank_credential_fields(body) if auth else body)}
         out["headers"] = {k: [self.text(v) if isinstance(v, str) else v for v in vs]
                           for k, vs in (response.get("headers") or {}).items()}
         return out
@@ -356,7 +370,8 @@ def _blank_fields(doc: Any) -> int:
         node = stack.pop()
         if isinstance(node, dict):
             for k, v in node.items():
-                if isinstance(k, str) and k.lower() in _CREDENTIAL_KEYS and isinstance(v, str) and v:
+                if isinstance(k, str) and k.lower() in _CREDENTIAL_KEYS and isinstance(v, str) and v \
+                        and v != REDACTED:
                     node[k] = REDACTED
                     n += 1
                 elif isinstance(v, (dict, list)):

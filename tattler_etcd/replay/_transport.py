@@ -219,7 +219,8 @@ class Recorder:
     def _add(self, seq: int, request: dict[str, Any], response: dict[str, Any], timing: Timing) -> None:
         # The one door into the file: no credential passes it (userinfo, tokens, passwords, echoes).
         cred = self.credentials
-        self._done.append((seq, cred.request(request), cred.response(response), timing))
+        auth = "/auth" in str(request.get("uri", "")).partition("?")[0]
+        self._done.append((seq, cred.request(request), cred.response(response, auth=auth), timing))
 
     def _count_events(self, n: int) -> None:
         self.watch_events += n

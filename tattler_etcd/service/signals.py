@@ -64,7 +64,7 @@ class SignalDrain:
         *,
         what: str = "run",
         signals: Sequence[int] = SIGNALS,
-        exit: Callable[[int], object] = os._exit,  # noqa: A002 - the word is right here
+        exit: Callable[[int], object] = os._exit,
     ) -> None:
         self._stop = stop
         self._what = what
@@ -109,8 +109,9 @@ async def run_draining_on_signals(
 
     ``alongside`` are tasks started (``nursery.start``, so each is up before
     the work begins) and cancelled once the work ends: the metrics server.
-    An exception from ``work`` or from starting them is raised as it is (not
-    inside an exception group), so a caller's ``except TattlerError`` still sees it.
+    An exception from ``work`` or from starting them is raised as it is (a
+    group holding one error is unwrapped), so a caller's ``except TattlerError``
+    still sees it.
     """
     drain = SignalDrain(stop, what=what)
     failure: Exception | None = None
@@ -124,5 +125,12 @@ async def run_draining_on_signals(
             failure = exc
         nursery.cancel_scope.cancel()
     if failure is not None:
-        raise failure
+        raise _single(failure)
     return exit_status(drain.received)
+
+
+def _single(exc: Exception) -> Exception:
+    """A group holding one error (a reader's, out of a nursery of the work's) as that error."""
+    while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

@@ -28,12 +28,15 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Self, cast
 
 import httpx
+import trio
 
+from tattler_etcd import codec
 from tattler_etcd.errors import (
     AccessDeniedError,
     CodecError,
@@ -45,12 +48,14 @@ from tattler_etcd.errors import (
     TransientReaderError,
 )
 from tattler_etcd.readers import _tls
+from tattler_etcd.readers._httpclient import async_client
 from tattler_etcd.readers.apiserver.config import ClusterConfig
 from tattler_etcd.readers.apiserver.watch import FrameParser, JsonLinesParser, gc_paused
 
 __all__ = [
     "ACCEPT_JSON",
     "ACCEPT_PROTOBUF",
+    "WATCH_IDLE_GRACE",
     "APIClient",
     "ListPage",
     "ResourceRef",
@@ -74,6 +79,9 @@ ACCEPT_JSON = "application/json"
 CONNECT_TIMEOUT = 30.0
 #: The longest a LIST response may stay silent.
 LIST_READ_TIMEOUT = 120.0
+#: How long past its ``timeoutSeconds`` a silent watch is still given before
+#: it counts as a dead connection (the server ends it on time when it can).
+WATCH_IDLE_GRACE = 30.0
 
 #: Object = dict (JSON) or bytes (protobuf envelope, undecoded).
 WatchObject = dict[str, Any] | bytes
@@ -170,10 +178,33 @@ def status_of(exc: BaseException) -> int | None:
 class WatchStream:
     """An open watch response; :meth:`chunks` yields lists of ``(type, object)``."""
 
-    def __init__(self, response: httpx.Response, *, what: str, api_version: str, kind: str) -> None:
+    def __init__(self, response: httpx.Response, *, what: str, api_version: str, kind: str,
+                 idle_timeout: float = math.inf) -> None:
         self.response = response
         self.protobuf = response.headers.get("content-type", "").startswith(PROTOBUF)
         self._what = what
+        self._idle = idle_timeout
+
+    async def _reads(self) -> AsyncGenerator[bytes, None]:
+        """The body, read by read; a read that waits longer than the idle limit is a dead connection.
+
+        Bookmarks (asked for by the reader) and the server's own end at
+        ``timeoutSeconds`` keep a live watch from being silent that long.
+        """
+        raw = _raw_body(self.response)
+        try:
+            while True:
+                with trio.move_on_after(self._idle) as idle:
+                    try:
+                        data = await raw.__anext__()
+                    except StopAsyncIteration:
+                        return
+                if idle.cancelled_caught:
+                    raise TransientReaderError(
+                        f"{self._what}: nothing received for {self._idle:g} s: a dead connection")
+                yield data
+        finally:
+            await _abandon(self.response, raw)
 
     async def chunks(self) -> AsyncIterator[list[tuple[str, WatchObject]]]:
         """Events, one list per network read, until the server ends the stream.
@@ -185,11 +216,9 @@ class WatchStream:
         """
         what = self._what
         if self.protobuf:
-            from tattler_etcd import codec
-
             frames = FrameParser(what=what)
             try:
-                async with contextlib.aclosing(_raw_body(self.response)) as raw:
+                async with contextlib.aclosing(self._reads()) as raw:
                     async for data in raw:
                         events = []
                         for frame in frames.feed(data):
@@ -206,7 +235,7 @@ class WatchStream:
             return
         lines = JsonLinesParser(what=what)
         try:
-            async with contextlib.aclosing(_raw_body(self.response)) as raw:
+            async with contextlib.aclosing(self._reads()) as raw:
                 async for data in raw:
                     parsed = lines.feed(data)
                     if parsed:
@@ -216,6 +245,26 @@ class WatchStream:
                 yield _split_error([(str(e.get("type", "")), e.get("object")) for e in tail], what)
         except httpx.HTTPError as exc:
             raise TransientReaderError(f"{what}: the watch broke: {type(exc).__name__}") from exc
+
+
+async def _abandon(response: httpx.Response, raw: AsyncGenerator[bytes, None]) -> None:
+    """Close a watch response we stop reading, and run its body's generators to their end.
+
+    httpx reads a body through a chain of async generators (``aiter_bytes``
+    over ``aiter_raw`` over the client's stream); closing only the outermost
+    leaves the inner ones suspended for the garbage collector, which trio
+    reports as a ResourceWarning. With the response closed first, running the
+    chain on ends it at once, layer by layer (as the etcd gateway does).
+    Shielded, so it also runs when we are cancelled, and bounded.
+    """
+    with trio.CancelScope(shield=True), trio.move_on_after(0.5):
+        await response.aclose()
+        try:
+            async for _ in raw:
+                pass
+        except Exception:  # noqa: BLE001, S110 - a closed stream may say so any way it likes
+            pass
+    await raw.aclose()
 
 
 def _raw_body(response: httpx.Response) -> AsyncGenerator[bytes, None]:
@@ -247,8 +296,6 @@ def _event_error(obj: Any, what: str) -> ReaderError:
         status = obj
     elif isinstance(obj, bytes):
         try:
-            from tattler_etcd import codec
-
             status = codec.decode(obj)
         except CodecError:
             status = {}
@@ -272,14 +319,20 @@ class APIClient:
     ``config`` when given.
     """
 
-    def __init__(self, config: ClusterConfig | None = None, *, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, config: ClusterConfig | None = None, *, http: httpx.AsyncClient | None = None,
+                 watch_idle_timeout: float | None = None) -> None:
         if config is None and http is None:
             raise ConfigError("APIClient needs a ClusterConfig or an httpx.AsyncClient")
+        if watch_idle_timeout is not None and not watch_idle_timeout > 0:
+            raise ConfigError(f"watch idle timeout: must be more than 0 seconds, not {watch_idle_timeout!r}")
         self.config = config
+        #: A watch silent this long is a dead connection (None: ``timeoutSeconds``
+        #: plus :data:`WATCH_IDLE_GRACE`, when the watch asked for a timeout).
+        self.watch_idle_timeout = watch_idle_timeout
         self._own = http is None
         if http is None:
             assert config is not None
-            http = httpx.AsyncClient(
+            http = async_client(  # closes a socket whose TLS handshake was cancelled (readers/_httpclient.py)
                 base_url=config.server,
                 verify=config.ssl_context if config.ssl_context is not None else True,
                 proxy=config.proxy,
@@ -431,8 +484,6 @@ class APIClient:
         finally:
             await response.aclose()
         if response.headers.get("content-type", "").startswith(PROTOBUF):
-            from tattler_etcd import codec
-
             try:
                 list_meta, envelopes = codec.split_list(body)
             except CodecError as exc:
@@ -475,7 +526,13 @@ class APIClient:
             if params.get("sendInitialEvents") == "true" and not isinstance(exc, AccessDeniedError):
                 raise WatchListRejected(str(exc)) from exc
             raise
+        idle = self.watch_idle_timeout
+        if idle is None and params.get("timeoutSeconds", "").isdigit():
+            # The server ends the watch after timeoutSeconds; silence well past
+            # that means nothing reaches us any more.
+            idle = int(params["timeoutSeconds"]) + WATCH_IDLE_GRACE
         try:
-            yield WatchStream(response, what=what, api_version=ref.api_version, kind=ref.kind)
+            yield WatchStream(response, what=what, api_version=ref.api_version, kind=ref.kind,
+                              idle_timeout=idle if idle is not None else math.inf)
         finally:
             await response.aclose()

@@ -35,6 +35,7 @@ order given, so the emitted order never depends on trio's scheduling.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -196,7 +197,7 @@ class _Loop(ResourceLoop):
 
     # -- LIST and WatchList ------------------------------------------------
 
-    async def list(self, relist: Relist) -> str:
+    async def list_all(self, relist: Relist) -> str:
         position = await self._list_or_watch_list(relist)
         if relist.change is ChangeType.ADD and not relist.new:
             log.warning("%s: the server has no %s (an empty first list)", self.ref.name, self.ref.name,
@@ -503,7 +504,8 @@ class APIServerReader(Reflector):
             self.client = APIClient(self.config, http=owned if owned is not None else self.http)
             try:
                 refs = [r if isinstance(r, ResourceRef)
-                        else await self.retrying(lambda r=r: self.client.discover(r), what=f"discovery of {r}")
+                        else await self.retrying(functools.partial(self.client.discover, r),
+                                                 what=f"discovery of {r}")
                         for r in self.resources]
                 if self.index_file is not None and self.bookmark_store is not None and not self.once:
                     self.saved_index = self.index_file.load()

@@ -25,10 +25,11 @@ import collections
 import dataclasses
 import json
 import logging
+import math
 import os
 import ssl
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -49,6 +50,8 @@ from tattler_etcd.errors import (
 from tattler_etcd.readers import _tls
 
 __all__ = [
+    "DEFAULT_PROGRESS_INTERVAL",
+    "IDLE_INTERVALS",
     "EtcdAuth",
     "Gateway",
     "KeyValue",
@@ -69,6 +72,14 @@ try:
     from pybase64 import b64decode as _b64decode
 except ImportError:  # pragma: no cover - pybase64 is a dependency; stay correct without it
     _b64decode = base64.b64decode  # type: ignore[assignment]
+
+#: etcd's default ``--experimental-watch-progress-notify-interval``: how often an
+#: idle watcher hears from etcd, unless the cluster's etcd was told otherwise.
+DEFAULT_PROGRESS_INTERVAL = 600.0
+#: A watch silent for this many progress intervals is dead. etcd's ticker
+#: sends an idle watcher its notification between one and two intervals
+#: after its last event; three leaves room for a busy server.
+IDLE_INTERVALS = 3
 
 #: gRPC status codes the gateway puts in error bodies and watch error lines.
 _GRPC_DEADLINE_EXCEEDED = 4
@@ -183,6 +194,9 @@ class EtcdAuth(httpx.Auth):
         self._timeout = timeout
         self._token: str | None = None
         self._auth_off = False
+        # Many requests start together (a list and one watch per resource): one authenticates,
+        # the others wait for its token rather than each asking etcd for one.
+        self._lock = trio.Lock()
         #: Tokens fetched so far (the first, then one after each 401).
         self.authentications = 0
 
@@ -194,16 +208,22 @@ class EtcdAuth(httpx.Auth):
         if api is None or self._auth_off:
             yield request
             return
-        if self._token is None:
-            await self._authenticate(request.url, api)
-        if self._token is not None:
-            request.headers["Authorization"] = self._token
+        sent = await self._current_token(request.url, api, stale=None)
+        if sent is not None:
+            request.headers["Authorization"] = sent
         response = yield request
         if response.status_code == 401 and not self._auth_off:
-            await self._authenticate(request.url, api)
-            if self._token is not None:
-                request.headers["Authorization"] = self._token
+            fresh = await self._current_token(request.url, api, stale=sent)
+            if fresh is not None:
+                request.headers["Authorization"] = fresh
             yield request
+
+    async def _current_token(self, url: httpx.URL, api: str, *, stale: str | None) -> str | None:
+        """The token to send: fetched when there is none yet, or when it is still the one etcd refused."""
+        async with self._lock:
+            if not self._auth_off and (self._token is None or self._token == stale):
+                await self._authenticate(url, api)
+            return self._token
 
     async def _authenticate(self, url: httpx.URL, api: str) -> None:
         target = f"{url.scheme}://{url.netloc.decode('ascii')}{api}auth/authenticate"
@@ -390,7 +410,8 @@ class Gateway:
         *,
         api_path: str | None = None,
         request_timeout: float = 30.0,
-        watch_read_timeout: float | None = 900.0,
+        progress_interval: float | None = None,
+        watch_idle_timeout: float | None = None,
     ) -> None:
         if not endpoints:
             raise ConfigError("--etcd-endpoints: give at least one endpoint")
@@ -399,10 +420,18 @@ class Gateway:
         self._current = 0
         self.api_path = api_path
         self.request_timeout = request_timeout
-        # etcd sends a progress notification every 10 minutes by default
-        # (--experimental-watch-progress-notify-interval): a watch silent for
-        # longer than this is a dead connection, not a quiet resource.
-        self.watch_read_timeout = watch_read_timeout
+        # Every watch asks for progress notifications: etcd sends one to an idle
+        # watcher each progress interval (its --experimental-watch-progress-notify-interval),
+        # so a watch silent for IDLE_INTERVALS of them is a dead connection (a
+        # half-open TCP connection, a proxy that stopped forwarding), not a quiet resource.
+        interval = progress_interval if progress_interval is not None else DEFAULT_PROGRESS_INTERVAL
+        if not interval > 0:
+            raise ConfigError(f"progress interval: must be more than 0 seconds, not {interval!r}")
+        self.progress_interval = interval
+        #: The newest store revision any reply carried (range headers, watch
+        #: messages): etcd's revision as last heard, for the revision-lag metric.
+        self.header_revision = 0
+        self.watch_idle_timeout = watch_idle_timeout if watch_idle_timeout is not None else IDLE_INTERVALS * interval
 
     @property
     def base_url(self) -> str:
@@ -445,6 +474,9 @@ class Gateway:
             self._next_endpoint()
         return err
 
+    def _heard(self, revision: int) -> None:
+        self.header_revision = max(self.header_revision, revision)
+
     def url(self, path: str) -> str:
         assert self.api_path is not None, "call discover() first"
         return self.base_url + self.api_path + path
@@ -484,15 +516,18 @@ class Gateway:
                 raise TypeError("kvs")
         except (KeyError, TypeError, ValueError) as exc:
             raise TransientReaderError(f"etcd {self.url('kv/range')}: a range reply without a header") from exc
+        self._heard(header_rev)
         return RangePage(kvs, header_rev, bool(out.get("more", False)))
 
     async def current_revision(self) -> int:
         """The store's revision now (a one-key range that returns no kv)."""
         out = await self._post("kv/range", {"key": _b64(b"\0"), "count_only": True})
         try:
-            return int(out["header"]["revision"])
+            revision = int(out["header"]["revision"])
         except (KeyError, TypeError, ValueError) as exc:
             raise TransientReaderError("etcd: a range reply without a header") from exc
+        self._heard(revision)
+        return revision
 
     @asynccontextmanager
     async def watch(
@@ -517,18 +552,26 @@ class Gateway:
         headers = {"content-type": "application/json"}
         if timeout is not None:
             headers["grpc-timeout"] = f"{max(1, int(timeout * 1000))}m"
-        request = _request(self.client, url, doc, headers,
-                           httpx.Timeout(self.request_timeout, read=self.watch_read_timeout))
+        # No read timeout of httpx's: the stream's own idle limit says what silence means.
+        request = _request(self.client, url, doc, headers, httpx.Timeout(self.request_timeout, read=None))
+        resp: httpx.Response | None = None
         try:
-            resp = await self.client.send(request, stream=True)
+            # Silence before the headers is as dead as silence after them.
+            with trio.move_on_after(self.watch_idle_timeout):
+                resp = await self.client.send(request, stream=True)
         except httpx.TransportError as exc:
             raise await self._failed(exc, url) from exc
+        if resp is None:
+            self._next_endpoint()
+            raise TransientReaderError(
+                f"etcd watch {url}: no answer for {self.watch_idle_timeout:g} s: a dead connection")
         try:
             lines = resp.aiter_bytes()
             try:
                 if resp.status_code != 200:
                     raise _status_error(url, resp.status_code, await resp.aread())
-                yield WatchStream(lines)
+                yield WatchStream(lines, idle_timeout=self.watch_idle_timeout, what=f"etcd watch {url}",
+                                  progress_interval=self.progress_interval, on_revision=self._heard)
             finally:
                 await _abandon(resp, lines)
         except httpx.TransportError as exc:
@@ -603,8 +646,20 @@ class WatchStream:
     already here, so the reader can hand on together what arrived together.
     """
 
-    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        idle_timeout: float = math.inf,
+        what: str = "etcd watch",
+        progress_interval: float | None = None,
+        on_revision: Callable[[int], None] | None = None,
+    ) -> None:
         self._chunks = chunks
+        self._on_revision = on_revision
+        self._idle = idle_timeout
+        self._what = what
+        self._interval = progress_interval
         self._parts: list[bytes] = []
         self._lines: collections.deque[bytes] = collections.deque()
         self._eof = False
@@ -621,13 +676,21 @@ class WatchStream:
             if self._eof:
                 raise StopAsyncIteration
             try:
-                chunk = await self._chunks.__anext__()
+                with trio.move_on_after(self._idle) as idle:
+                    chunk = await self._chunks.__anext__()
             except StopAsyncIteration:
                 self._eof = True
                 self._split(b"\n")  # a last line without its newline
                 continue
+            if idle.cancelled_caught:
+                every = f" (etcd sends progress every {self._interval:g} s)" if self._interval else ""
+                raise TransientReaderError(
+                    f"{self._what}: nothing received for {self._idle:g} s{every}: a dead connection")
             self._split(chunk)
-        return WatchMessage.parse(self._lines.popleft())
+        msg = WatchMessage.parse(self._lines.popleft())
+        if self._on_revision is not None and msg.revision:
+            self._on_revision(msg.revision)
+        return msg
 
     def _split(self, chunk: bytes) -> None:
         start = 0

@@ -48,6 +48,7 @@ from tattler_etcd.errors import (
     HistoryCompactedError,
     TransientReaderError,
 )
+from tattler_etcd.readers._httpclient import async_client
 from tattler_etcd.readers._reflector import (
     DEFAULT_MAX_INDEX_BYTES,
     Backoff,
@@ -214,6 +215,7 @@ class EtcdReader(Reflector):
         self._pinned = 0
         self._listed = 0
         self._listed_any = False
+        self._etcd_loops: list[_EtcdLoop] = []
 
     @property
     def finite(self) -> bool:
@@ -243,7 +245,8 @@ class EtcdReader(Reflector):
                     await self._open_client(stack), self.endpoints, api_path=self.api_path,
                     request_timeout=self.request_timeout,
                 )
-                self.loops = [_EtcdLoop(self, gw, spec, send) for spec in self.specs]
+                self._etcd_loops = [_EtcdLoop(self, gw, spec, send) for spec in self.specs]
+                self.loops = list(self._etcd_loops)
                 await self.retrying(gw.discover, what="version")
                 # --once wants the whole state, not what changed since the file.
                 if not self.once:
@@ -265,7 +268,7 @@ class EtcdReader(Reflector):
         if self._client_factory is not None:
             client = self._client_factory()
         else:
-            client = httpx.AsyncClient(
+            client = async_client(  # closes a socket whose TLS handshake was cancelled (readers/_httpclient.py)
                 verify=self._ssl if self._ssl is not None else True,
                 timeout=self.request_timeout,
                 auth=self._auth,
@@ -299,7 +302,7 @@ class EtcdReader(Reflector):
                         self.name, max(stored.values()), current)
             return
         saved = self.index_file.load() if self.index_file is not None else {}
-        for loop in self.loops:
+        for loop in self._etcd_loops:
             position, index = saved.get(loop.name, ("", None))
             if index is not None and position.isdigit() and int(position) <= stored[loop.name]:
                 # The index is written less often than the revisions: resume from
@@ -311,7 +314,7 @@ class EtcdReader(Reflector):
                              "while tattler-etcd was down", self.name, loop.spec.name)
                 loop.resumed(str(stored[loop.name]), None)
         log.info("reader %s: resuming from the revision file (%s)", self.name,
-                 ", ".join(f"{loop.spec.name}@{loop.position}" for loop in self.loops))
+                 ", ".join(f"{loop.spec.name}@{loop.position}" for loop in self._etcd_loops))
 
 
 class _EtcdLoop(ResourceLoop):
@@ -344,7 +347,7 @@ class _EtcdLoop(ResourceLoop):
 
     # --- listing ---------------------------------------------------------------------
 
-    async def list(self, relist: Relist) -> str:
+    async def list_all(self, relist: Relist) -> str:
         """Range the resource, a page ahead, at the pinned revision (initial list) or now (relist)."""
         r = self.reader
         initial = relist.change is _ADD
@@ -437,19 +440,23 @@ class _EtcdLoop(ResourceLoop):
                 )
         except ValueError as exc:  # JSON that does not parse
             r.count("decode_errors")
-            log.warning("reader %s: skipped %s: not valid JSON (%s)", r.name, skey, type(exc).__name__)
+            log.warning("reader %s: skipped %s: not valid JSON (%s)", r.name, skey, type(exc).__name__,
+                        extra={"key": skey, "resource": self.spec.name})
             return None
         except DecodeError as exc:
             r.count("decode_errors")
-            log.warning("reader %s: skipped: %s", r.name, exc.with_key(skey))
+            log.warning("reader %s: skipped: %s", r.name, exc.with_key(skey),
+                        extra={"key": skey, "resource": self.spec.name})
             return None
         except Exception as exc:  # noqa: BLE001 - a codec bug must not stop the reader; the key says where
             r.count("decode_errors")
-            log.warning("reader %s: skipped %s: %s while decoding", r.name, skey, type(exc).__name__)
+            log.warning("reader %s: skipped %s: %s while decoding", r.name, skey, type(exc).__name__,
+                        extra={"key": skey, "resource": self.spec.name})
             return None
         if not entry.uid:
             r.count("decode_errors")
-            log.warning("reader %s: skipped %s: the object has no metadata.uid", r.name, skey)
+            log.warning("reader %s: skipped %s: the object has no metadata.uid", r.name, skey,
+                        extra={"key": skey, "resource": self.spec.name})
             return None
         return entry
 

@@ -1,0 +1,91 @@
+"""The ``httpx.AsyncClient`` the readers build for themselves, with one fix under it.
+
+httpcore's trio backend closes the TCP socket when a TLS handshake fails with
+an error, but not when it is *cancelled* (it catches ``Exception``, and trio's
+``Cancelled`` is a ``BaseException``): the socket stays open until the garbage
+collector finds it, and Python then reports ``ResourceWarning: unclosed
+<socket.socket ...>`` in whatever code the collection happens to run in. A
+reader stopped while it connects over TLS (a shutdown, a ``move_on_after``
+around a retrying reader, a connect timeout) did exactly that.
+:func:`async_client` wraps the network backend so the socket is closed on the
+spot, however the handshake ends.
+"""
+
+from __future__ import annotations
+
+import ssl
+import typing
+from collections.abc import Iterable
+
+import httpcore
+import httpx
+import trio
+
+__all__ = ["async_client"]
+
+
+def async_client(
+    *,
+    verify: ssl.SSLContext | bool,
+    timeout: httpx.Timeout | float,
+    limits: httpx.Limits,
+    base_url: str = "",
+    proxy: str | None = None,
+    trust_env: bool = True,
+    auth: httpx.Auth | None = None,
+) -> httpx.AsyncClient:
+    """``httpx.AsyncClient(verify=, timeout=, limits=, ...)`` whose cut TLS handshakes close their socket."""
+    transport = httpx.AsyncHTTPTransport(verify=verify, limits=limits, proxy=proxy, trust_env=trust_env)
+    pool = transport._pool  # httpx's httpcore pool; it hands its backend to every new connection
+    pool._network_backend = _ClosingBackend(pool._network_backend)
+    return httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport, trust_env=trust_env,
+                             auth=auth)
+
+
+class _ClosingBackend(httpcore.AsyncNetworkBackend):
+    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
+        self._inner = inner
+
+    async def connect_tcp(
+        self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+        socket_options: Iterable[typing.Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        return _ClosingStream(await self._inner.connect_tcp(
+            host, port, timeout=timeout, local_address=local_address, socket_options=socket_options))
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[typing.Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        return _ClosingStream(await self._inner.connect_unix_socket(
+            path, timeout=timeout, socket_options=socket_options))
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class _ClosingStream(httpcore.AsyncNetworkStream):
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._inner.read(max_bytes, timeout=timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._inner.write(buffer, timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            return await self._inner.start_tls(ssl_context, server_hostname=server_hostname, timeout=timeout)
+        except BaseException:
+            # Cancelled (or anything else): the plain socket under the handshake goes now, not at GC.
+            with trio.CancelScope(shield=True):
+                await self._inner.aclose()
+            raise
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        return self._inner.get_extra_info(info)
