@@ -124,6 +124,7 @@ async def test_a_late_delete_of_an_old_uid_leaves_the_new_uid(nats_server: NatsS
         # same batch as the new object's SNAPSHOT: the same key twice in one batch.
         await a([pod(DELETE, "web", 40, uid="Y"), pod(SNAPSHOT, "web", 40, uid="Z")])
         assert held(await kv_state(nats_server.url), "web") == ("Z", "40")
+        assert a.kv_conflicts == 1  # the second put of the key went in the next window, knowing the first's
         await b([pod(DELETE, "web", 35, uid="Y")])  # late, after the SNAPSHOT of Z: never a delete of Z
         assert (b.stale, b.kv_conflicts) == (1, 1)
         # A's two, from B: the DELETE of Y is older than Z, and Z is what the key holds: neither is put.

@@ -24,11 +24,11 @@ is known to hold: older or the same -> no put at all (counted in
 :attr:`KvOrder.stale`, logged at debug by key); newer -> one conditional
 put, no extra round trip. A window of puts holds each key once
 (:func:`window_end`): a second put of a key waits for the first one's
-sequence. When the server answers "wrong last
-sequence" (error 10071: another replica wrote the key), the key's current
-message is read (its ``Tattler-Resource-Version`` and ``Tattler-Uid``
-headers; the JSON body for a value written without them), remembered, and
-the put is decided again against it. KV puts also carry ``Nats-Msg-Id``: the
+sequence. When the server answers "wrong last sequence" (error 10071:
+another replica wrote the key), the key's current message is read (its
+``Tattler-Resource-Version`` and ``Tattler-Uid`` headers; the JSON body for a
+value written without them), remembered, and the put is decided again
+against it. KV puts also carry ``Nats-Msg-Id``: the
 bucket's stream drops the second copy of the same change (from another
 replica, or a resend) before any compare-and-set, with no read.
 
