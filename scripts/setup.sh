@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { echo "setup: $*"; }
 # The venv is reinstalled when what the install reads changes: the metadata, setup.py, the C source.
-stamp=.venv/.installed-$(cat pyproject.toml setup.py tattler_etcd/codec/*.c 2>/dev/null | sha1sum | cut -c1-12)
+stamp=.venv/.installed-$(cat pyproject.toml setup.py tattler_etcd/*.c tattler_etcd/codec/*.c 2>/dev/null | sha1sum | cut -c1-12)
 if [ "${1:-}" = "--stamp" ]; then  # for tests that prepare a .venv themselves
   echo "$stamp"
   exit 0

@@ -291,3 +291,20 @@ def test_times_are_written_as_python_writes_them() -> None:
             continue
         assert (got["metadata"].get("creationTimestamp"), got["eventTime"]) == (
             want["metadata"].get("creationTimestamp"), want["eventTime"]), (seconds, nanos)
+
+
+def test_a_module_built_for_another_table_layout_is_refused() -> None:
+    # A checkout keeps its compiled module across a pull: one built from an older
+    # _cdecode.c must not read the new tables (it would crash, not just be wrong).
+    import types
+
+    from tattler_etcd.codec import _fast
+
+    stale = types.SimpleNamespace(TABLES_ABI=_fast.TABLES_ABI - 1)
+    with pytest.warns(RuntimeWarning, match=r"built for table layout 0, not 1: using the pure-Python decoder"):
+        assert _fast._usable(stale) is False
+    with pytest.warns(RuntimeWarning, match=r"built for table layout None"):
+        assert _fast._usable(types.SimpleNamespace()) is False
+    assert _fast._usable(types.SimpleNamespace(TABLES_ABI=_fast.TABLES_ABI)) is True
+    if _fast.AVAILABLE:
+        assert _fast._cdecode.TABLES_ABI == _fast.TABLES_ABI

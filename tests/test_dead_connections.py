@@ -53,6 +53,23 @@ async def test_a_silent_etcd_watch_is_a_dead_connection(etcd: EtcdServer) -> Non
 
 
 @pytest.mark.etcd
+async def test_an_etcd_watch_past_its_end_is_dead_whatever_the_progress_interval(etcd: EtcdServer) -> None:
+    # The cluster's progress interval is etcd's to set (600 s by default): a watch asked
+    # to end after 1 s is dead once it is still silent 1 s after that, not 30 minutes later.
+    async with open_tcp_proxy(etcd.client_port) as proxy, httpx.AsyncClient() as client:
+        gw = Gateway(client, [endpoint_client(f"http://127.0.0.1:{proxy.port}")], api_path="/v3/")
+        assert gw.watch_idle_timeout == 3 * gateway.DEFAULT_PROGRESS_INTERVAL
+        with trio.fail_after(20), pytest.raises(TransientReaderError, match=r"nothing received for 2 s.*: a dead connection$"):
+            async with gw.watch(b"/registry/pods/", b"/registry/pods0", etcd.revision() + 1, timeout=1.0) as s:
+                assert (await s.__anext__()).kind == "created"
+                proxy.freeze()
+                frozen_at = trio.current_time()
+                async for _ in s:
+                    pass
+        assert 2.0 - 0.1 <= trio.current_time() - frozen_at < 4.0
+
+
+@pytest.mark.etcd
 async def test_an_etcd_watch_with_no_answer_at_all_is_a_dead_connection(etcd: EtcdServer) -> None:
     async with open_tcp_proxy(etcd.client_port) as proxy, httpx.AsyncClient() as client:
         gw = Gateway(client, [endpoint_client(f"http://127.0.0.1:{proxy.port}")], api_path="/v3/",

@@ -54,10 +54,12 @@ async def test_the_same_change_twice_is_stored_once(nats_server: NatsServer) -> 
 
 
 def test_url_options() -> None:
-    assert parse_nats_url("nats://u:p@h:4222?stream=s&kv=b&prefix=x") == NatsOptions(
-        url="nats://u:p@h:4222", stream="s", bucket="b", prefix="x")
+    assert parse_nats_url("nats://u:p@h:4222?stream=s&kv=b&prefix=x&max_age=86400") == NatsOptions(
+        url="nats://u:p@h:4222", stream="s", bucket="b", prefix="x", max_age=86400.0)
     with pytest.raises(ConfigError, match=r"^nats://h:1: unknown option 'bogus'"):
         parse_nats_url("nats://h:1?bogus=1")
+    with pytest.raises(ConfigError, match=r"^nats://h:1: max_age must be more than 0 seconds$"):
+        parse_nats_url("nats://h:1?max_age=0")
     with pytest.raises(ConfigError, match=r"not a nats://HOST:PORT URL$"):
         parse_nats_url("http://h:1")
 
@@ -265,3 +267,18 @@ async def test_the_same_key_twice_in_a_batch(nats_server: NatsServer) -> None:
         assert (proc.stale, proc.failed) == (0, 0)
     state = await kv_state(nats_server.url)
     assert (state["pods.ns.a"]["uid"], state["pods.ns.a"]["change"]) == ("new", "add")
+
+
+async def test_max_age_is_the_made_streams_limit(nats_server: NatsServer) -> None:
+    import nats
+
+    async def max_age() -> float:
+        nc = await nats.connect(nats_server.url)
+        info = await nc.jetstream().stream_info("tattler")
+        await nc.close()
+        return float(info.config.max_age or 0)
+
+    async with open_nats_processor(nats_server.url + "?max_age=3600"):
+        pass
+    async with trio_asyncio.open_loop() as loop:
+        assert await trio_asyncio.aio_as_trio(max_age, loop=loop)() == 3600.0

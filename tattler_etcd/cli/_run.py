@@ -69,6 +69,12 @@ def register(sub: Any) -> None:
     pipe.add_argument("--batch-size", type=int, default=1000, metavar="N", help="batch size limit (default: 1000)")
     pipe.add_argument("--relist-interval", type=float, default=None, metavar="SECONDS",
                       help="re-list every so often, emitting snapshot and delete entries (default: never)")
+    pipe.add_argument("--watch-timeout", type=float, default=300.0, metavar="SECONDS",
+                      help="etcd: end each watch after this long and resume it from its revision, so a dead "
+                           "connection is found within it plus 30 s (default: 300; 0: never)")
+    pipe.add_argument("--watch-progress-interval", type=float, default=None, metavar="SECONDS",
+                      help="etcd: the cluster's --experimental-watch-progress-notify-interval (default: 600); "
+                           "a watch silent for three of them is a dead connection")
     service = p.add_argument_group("service")
     service.add_argument("--metrics-address", metavar="HOST:PORT",
                          help="serve /metrics (Prometheus), /healthz and /readyz here (default: off)")
@@ -90,6 +96,10 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("--batch-size: must be at least 1")
     if args.batch_window <= 0:
         raise ConfigError("--batch-window: must be more than 0 seconds")
+    if args.watch_timeout < 0:
+        raise ConfigError("--watch-timeout: must be 0 (never) or more seconds")
+    if args.watch_progress_interval is not None and args.watch_progress_interval <= 0:
+        raise ConfigError("--watch-progress-interval: must be more than 0 seconds")
     if args.metrics_address:
         parse_address(args.metrics_address)  # a bad address fails before any connection
     apply_environment(args)
@@ -165,6 +175,7 @@ def _etcd_readers(args: argparse.Namespace, resources: list[str]) -> list[Any]:
         etcd_endpoints(args), resources=resources, prefix=args.prefix, page_size=args.page_size,
         once=args.once, **etcd_options(args),
         revision_file=args.revision_file, relist_interval=args.relist_interval,
+        watch_timeout=args.watch_timeout or None, progress_interval=args.watch_progress_interval,
         connect_timeout=connect_timeout(args),
         progress=_ListProgress(sys.stderr) if sys.stderr.isatty() else None,
     )]

@@ -814,9 +814,19 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cdecode", NULL, -1, methods};
 
+/* The table layout this file reads: _fast.py refuses a module built from
+   another layout (a stale build in a checkout), so a mismatch costs speed, never memory safety.
+   Bump it with every change to the tables or the enums. */
+#define TABLES_ABI 1
+
 PyMODINIT_FUNC PyInit__cdecode(void) {
     str_zero = PyUnicode_InternFromString("0");
     empty_str = PyUnicode_FromStringAndSize("", 0);
     if (!str_zero || !empty_str) return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddIntConstant(m, "TABLES_ABI", TABLES_ABI) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -21,6 +21,7 @@ every fixture).
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 from tattler_etcd.codec import _convert, _gotime
@@ -28,9 +29,31 @@ from tattler_etcd.codec._schema import SCHEMA, Field, Message
 
 __all__ = ["AVAILABLE", "decode", "enabled", "has_unknown", "redact_raw", "set_enabled"]
 
+#: The table layout this file writes; ``_cdecode.c``'s ``TABLES_ABI`` must match.
+TABLES_ABI = 1
+
+
+def _usable(module: Any) -> bool:
+    """Whether a built ``_cdecode`` reads the tables this file makes.
+
+    Why: a checkout keeps its compiled module across ``git pull``; one built
+    from an older ``_cdecode.c`` would read new tables wrongly (and crash), so
+    it is refused, with a warning saying how to rebuild, and Python decodes.
+    """
+    found = getattr(module, "TABLES_ABI", None)
+    if found == TABLES_ABI:
+        return True
+    warnings.warn(f"tattler_etcd.codec._cdecode was built for table layout {found}, not {TABLES_ABI}: "
+                  "using the pure-Python decoder; rebuild with `pip install -e .` (or bash scripts/setup.sh)",
+                  RuntimeWarning, stacklevel=2)
+    return False
+
+
 try:
     from tattler_etcd.codec import _cdecode  # type: ignore[attr-defined]
 except ImportError:  # not built: the pure-Python path
+    _cdecode = None
+if _cdecode is not None and not _usable(_cdecode):
     _cdecode = None
 
 #: The extension is there (built at install).

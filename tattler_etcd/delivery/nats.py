@@ -80,6 +80,7 @@ class NatsOptions:
         prefix: the first subject token of the stream's subjects.
         duplicate_window: seconds the stream remembers message ids (when it creates the stream).
         ack_timeout: seconds to wait for a batch's acknowledgements before publishing again.
+        max_age: seconds the stream keeps a message (when it creates the stream; None: for ever).
     """
 
     url: str
@@ -88,10 +89,11 @@ class NatsOptions:
     prefix: str = "tattler"
     duplicate_window: float = 120.0
     ack_timeout: float = 5.0
+    max_age: float | None = None
 
 
 _QUERY_KEYS = {"stream": "stream", "kv": "bucket", "prefix": "prefix", "duplicate_window": "duplicate_window",
-               "ack_timeout": "ack_timeout"}
+               "ack_timeout": "ack_timeout", "max_age": "max_age"}
 
 
 def parse_nats_url(text: str, *, ignore: Sequence[str] = ()) -> NatsOptions:
@@ -113,7 +115,7 @@ def parse_nats_url(text: str, *, ignore: Sequence[str] = ()) -> NatsOptions:
         field = _QUERY_KEYS.get(key)
         if field is None:
             raise ConfigError(f"{shown}: unknown option {key!r} (known: {', '.join(sorted(_QUERY_KEYS))})")
-        if field in ("duplicate_window", "ack_timeout"):
+        if field in ("duplicate_window", "ack_timeout", "max_age"):
             try:
                 values[field] = float(value)
             except ValueError:
@@ -193,7 +195,7 @@ class NatsProcessor:
                 except nats.js.errors.NotFoundError:
                     await self._conn.call(js.add_stream, StreamConfig(
                         name=o.stream, subjects=[f"{o.prefix}.>"], storage=StorageType.FILE,
-                        duplicate_window=o.duplicate_window,
+                        duplicate_window=o.duplicate_window, max_age=o.max_age,
                     ))
                     logger.info("nats %s: created stream %s", self._conn.url, o.stream)
             if o.bucket:

@@ -75,6 +75,7 @@ LAST_APPLIED_ANNOTATION: Final = "kubectl.kubernetes.io/last-applied-configurati
 #: Its path (an annotation key holds dots and a slash, hence tuples, not dotted strings).
 LAST_APPLIED: Final = ("metadata", "annotations", LAST_APPLIED_ANNOTATION)
 _LAST_APPLIED_PATHS: Final = (LAST_APPLIED,)
+_LAST_APPLIED_BYTES: Final = LAST_APPLIED_ANNOTATION.encode()
 
 #: The field every env value lives in: (message, JSON name).
 ENV_VAR: Final = ("k8s.io.api.core.v1.EnvVar", "value")
@@ -487,8 +488,11 @@ class Redactor:
             exact = not m
             n += m
         # The annotation needs its own pass (its leaf is scrubbed as JSON, not
-        # replaced); the object is parsed already, so it is a map lookup.
-        if kr.has_rules or kr.secret:
+        # replaced), which parses the object when the codec rewrote the env
+        # values in the bytes. A map key is stored verbatim: when its name is not
+        # in the bytes the annotation is not there, and the scan (~0.5 us for
+        # 3 KB) spares the parse and the serialization.
+        if (kr.has_rules or kr.secret) and _LAST_APPLIED_BYTES in value:
             m = codec.redact_parsed(parsed, _LAST_APPLIED_PATHS, lambda text: self._applied_leaf(text, kr, depth))
             exact = exact and not m
             n += m

@@ -80,6 +80,12 @@ DEFAULT_PROGRESS_INTERVAL = 600.0
 #: sends an idle watcher its notification between one and two intervals
 #: after its last event; three leaves room for a busy server.
 IDLE_INTERVALS = 3
+#: A watch asked to end after ``timeout`` seconds (``Grpc-Timeout``) that is
+#: still silent this long after that (or ``timeout`` more, if shorter) is dead
+#: too: the APIServer reader's bound on ``timeoutSeconds``. It makes
+#: dead-connection detection independent of the cluster's progress interval,
+#: which is etcd's to set (600 s unless its operator chose otherwise).
+WATCH_END_SLACK = 30.0
 
 #: gRPC status codes the gateway puts in error bodies and watch error lines.
 _GRPC_DEADLINE_EXCEEDED = 4
@@ -550,27 +556,29 @@ class Gateway:
             "prev_kv": True, "progress_notify": True,
         }}
         headers = {"content-type": "application/json"}
+        idle = self.watch_idle_timeout
         if timeout is not None:
             headers["grpc-timeout"] = f"{max(1, int(timeout * 1000))}m"
+            idle = min(idle, timeout + min(timeout, WATCH_END_SLACK))
         # No read timeout of httpx's: the stream's own idle limit says what silence means.
         request = _request(self.client, url, doc, headers, httpx.Timeout(self.request_timeout, read=None))
         resp: httpx.Response | None = None
         try:
             # Silence before the headers is as dead as silence after them.
-            with trio.move_on_after(self.watch_idle_timeout):
+            with trio.move_on_after(idle):
                 resp = await self.client.send(request, stream=True)
         except httpx.TransportError as exc:
             raise await self._failed(exc, url) from exc
         if resp is None:
             self._next_endpoint()
             raise TransientReaderError(
-                f"etcd watch {url}: no answer for {self.watch_idle_timeout:g} s: a dead connection")
+                f"etcd watch {url}: no answer for {idle:g} s: a dead connection")
         try:
             lines = resp.aiter_bytes()
             try:
                 if resp.status_code != 200:
                     raise _status_error(url, resp.status_code, await resp.aread())
-                yield WatchStream(lines, idle_timeout=self.watch_idle_timeout, what=f"etcd watch {url}",
+                yield WatchStream(lines, idle_timeout=idle, what=f"etcd watch {url}",
                                   progress_interval=self.progress_interval, on_revision=self._heard)
             finally:
                 await _abandon(resp, lines)

@@ -113,7 +113,11 @@ class EtcdReader(Reflector):
             the vanished); ignored in finite mode, where time is not a signal.
         watch_timeout: ask the gateway to end each watch after this many
             seconds (``Grpc-Timeout``); the reader then watches again at once
-            (live) or treats it as the end of the watch (finite).
+            (live) or treats it as the end of the watch (finite). A watch
+            still silent 30 s after its end was due is a dead connection.
+        progress_interval: the cluster's etcd
+            ``--experimental-watch-progress-notify-interval`` (default 600 s):
+            a watch silent for three of them is a dead connection.
         backoff_factory: makes each resource's :class:`Backoff` (its ``rand``
             makes a replay's waits reproducible).
         connect_timeout: give up with ConnectTimeoutError when etcd cannot be
@@ -151,6 +155,7 @@ class EtcdReader(Reflector):
         max_index_bytes: int = DEFAULT_MAX_INDEX_BYTES,
         relist_interval: float | None = None,
         watch_timeout: float | None = None,
+        progress_interval: float | None = None,
         request_timeout: float = 30.0,
         backoff_factory: Callable[[], Backoff] = Backoff,
         connect_timeout: float | None = None,
@@ -203,6 +208,7 @@ class EtcdReader(Reflector):
         self.page_size = page_size
         self.api_path = api_path
         self.watch_timeout = watch_timeout
+        self.progress_interval = progress_interval
         self.request_timeout = request_timeout
         self.progress = progress
         self._client = client
@@ -243,7 +249,7 @@ class EtcdReader(Reflector):
             async with AsyncExitStack() as stack:
                 gw = Gateway(
                     await self._open_client(stack), self.endpoints, api_path=self.api_path,
-                    request_timeout=self.request_timeout,
+                    request_timeout=self.request_timeout, progress_interval=self.progress_interval,
                 )
                 self._etcd_loops = [_EtcdLoop(self, gw, spec, send) for spec in self.specs]
                 self.loops = list(self._etcd_loops)
