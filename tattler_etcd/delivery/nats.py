@@ -14,11 +14,11 @@ For each entry of a batch, :class:`NatsProcessor` publishes
 * to the KV bucket (default ``tattler-state``), under the object's key: the
   entry's JSON form for ADD, UPDATE and SNAPSHOT; for DELETE a delete marker
   (``KV-Operation: DEL``) that carries the DELETE entry's JSON, so a watcher
-  learns which object went. Every KV write is a compare-and-set over the
-  key's last value the processor knows of, and a state older (by
-  resourceVersion) than the bucket's is never written: a replica that lags
-  behind cannot set a key back (see :meth:`NatsProcessor._resolve`). Readers emit a DELETE for every object a relist
-  no longer finds, so after a relist every vanished key is deleted too.
+  learns which object went. Readers emit a DELETE for every object a relist
+  no longer finds, so after a relist every vanished key is deleted too. Each
+  put is a compare-and-set made only over an older version of the key, so
+  the mirror never goes back, whatever the replicas' order
+  (:mod:`._kvorder`).
 
 Publishes are pipelined: every message of the batch is sent (in windows of
 2,000) with a reply subject on one inbox of ours, then the acknowledgements
@@ -29,7 +29,7 @@ seen (see :class:`_Acks`). When some do not come (the
 connection was lost, the server restarted, JetStream is not ready yet) the
 processor waits, then publishes again from the first entry not acknowledged,
 in order, until all are: under the BLOCK policy nothing is lost, and the
-stream's deduplication and the idempotent KV puts make the repeats harmless.
+streams' deduplication and the conditional KV puts make the repeats harmless.
 A message the server refuses for good (too large, say) is logged with the
 object's key, counted in :attr:`NatsProcessor.failed` and skipped.
 """
@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -49,6 +48,14 @@ import trio
 
 from tattler_etcd.data import ChangeType, Entry
 from tattler_etcd.delivery._connection import Connection, open_connection, public_url, require_nats
+from tattler_etcd.delivery._kvorder import (
+    EXPECTED_SEQUENCE,
+    ROUNDS,
+    WRONG_LAST_SEQUENCE,
+    KvOrder,
+    ack_sequence,
+    window_end,
+)
 from tattler_etcd.delivery.subjects import change_id, kv_key
 from tattler_etcd.errors import ConfigError, DeliveryError, TattlerError
 
@@ -60,9 +67,6 @@ logger = logging.getLogger("tattler_etcd.delivery")
 _HEADER_ROOM = 1024
 #: Most messages in flight at once: their acknowledgements are awaited together.
 _WINDOW = 2000
-#: JetStream's error code for a publish whose expected last subject sequence is not the last one.
-_WRONG_LAST_SEQUENCE = 10071
-_SEQ = re.compile(rb'"seq":\s*(\d+)')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,9 +139,6 @@ class _Op:
     headers: dict[str, str] | None
     entry: Entry
     stream: bool
-    #: KV ops: the key, and the entry's resourceVersion as a number (None when it is not one).
-    key: str = ""
-    rv: int | None = None
 
 
 class NatsProcessor:
@@ -153,8 +154,8 @@ class NatsProcessor:
         self.options = options
         self._kv_prefix = f"$KV.{options.bucket}."
         self._acks: _Acks | None = None
-        #: KV key -> (sequence, resourceVersion) of its last value we know of (our own puts, conflicts read).
-        self._kv_known: dict[str, tuple[int, int | None]] = {}
+        #: What each KV key holds, so that puts never take the mirror back (:mod:`._kvorder`).
+        self._kv = KvOrder(options.bucket) if options.bucket else None
         #: Entries whose every message was acknowledged.
         self.published = 0
         #: Stream messages the server already had (the same change, from a replica or a resend).
@@ -165,8 +166,16 @@ class NatsProcessor:
         self.failed = 0
         #: Entries skipped before publishing: their JSON could not be made, or is over max_payload.
         self.skipped = 0
-        #: KV updates not written because the bucket already held that state or a newer one (a replica's).
-        self.stale = 0
+
+    @property
+    def stale(self) -> int:
+        """KV puts not made: the key held that version or a newer one already (a replica's, or a resend's)."""
+        return self._kv.stale if self._kv else 0
+
+    @property
+    def kv_conflicts(self) -> int:
+        """KV puts whose compare-and-set lost to another writer, so that the key was read and decided again."""
+        return self._kv.conflicts if self._kv else 0
 
     async def setup(self) -> None:
         """Make the stream and the KV bucket unless they exist (as they are, then).
@@ -195,6 +204,9 @@ class NatsProcessor:
                 except nats.js.errors.NotFoundError:
                     await self._conn.call(js.create_key_value, bucket=o.bucket, history=1)
                     logger.info("nats %s: created KV bucket %s", self._conn.url, o.bucket)
+                else:
+                    assert self._kv is not None
+                    await self._conn.call(self._kv.load, js)
         except nats.errors.Error as exc:
             raise DeliveryError(
                 f"nats {self._conn.url}: cannot set up stream {o.stream!r} / bucket {o.bucket!r}: "
@@ -218,18 +230,23 @@ class NatsProcessor:
                                entry.key, len(payload), self._conn.nc.max_payload)
                 continue
             key = kv_key(entry)
+            msg_id = change_id(entry)
             if o.stream:
                 ops.append(_Op(f"{o.prefix}.{key}", payload, {
-                    "Nats-Msg-Id": change_id(entry),
+                    "Nats-Msg-Id": msg_id,
                     "Tattler-Change": entry.change.value,
                     "Tattler-Kind": entry.kind,
                     "Tattler-Uid": entry.uid,
                     "Tattler-Resource-Version": entry.resource_version,
                 }, entry, True))
             if o.bucket:
-                headers = {"KV-Operation": "DEL"} if entry.change is ChangeType.DELETE else None
-                rv = int(entry.resource_version) if entry.resource_version.isdigit() else None
-                ops.append(_Op(self._kv_prefix + key, payload, headers, entry, False, key, rv))
+                # The version headers let a compare-and-set loser (and a restart) read the key's version
+                # without its body; the id lets the bucket's stream drop a replica's copy of the change.
+                headers = {"Nats-Msg-Id": msg_id, "Tattler-Uid": entry.uid,
+                           "Tattler-Resource-Version": entry.resource_version}
+                if entry.change is ChangeType.DELETE:
+                    headers["KV-Operation"] = "DEL"
+                ops.append(_Op(self._kv_prefix + key, payload, headers, entry, False))
         return ops
 
     async def __call__(self, batch: Iterable[Entry]) -> None:
@@ -252,7 +269,7 @@ class NatsProcessor:
     async def _publish(self, ops: list[_Op], start: int) -> tuple[int | None, str]:
         """(asyncio) Publish ``ops[start:]`` pipelined; the index of the first not acknowledged, and why."""
         while start < len(ops):
-            end = _window_end(ops, start)
+            end = window_end(ops, start, _WINDOW) if self._kv is not None else min(start + _WINDOW, len(ops))
             failed_at, reason = await self._publish_window(ops, start, end)
             if failed_at is not None:
                 return failed_at, reason
@@ -260,171 +277,123 @@ class NatsProcessor:
         return None, ""
 
     async def _publish_window(self, ops: list[_Op], start: int, end: int) -> tuple[int | None, str]:
-        """(asyncio) Publish ``ops[start:end]``, then await their acknowledgements together."""
+        """(asyncio) Publish ``ops[start:end]``, then await their acknowledgements together.
+
+        KV puts whose compare-and-set lost (another writer was first) are
+        decided again against the key's current message and, when still
+        newer, put again (a few rounds at most); a window that cannot settle
+        them counts as not acknowledged from the first of them.
+        """
+        if not self._conn.nc.is_connected:
+            # Not into nats-py's reconnect buffer: the resend after the reconnect would double it.
+            return start, "not connected"
+        part = ops[start:end]
+        failed_at, reason, lost = await self._send(part)
+        rounds = 0
+        while lost and self._kv is not None:
+            rounds += 1
+            why = await self._kv.reread(self._conn.js, [part[j].subject for j in lost])
+            if why or rounds > ROUNDS:
+                return start + lost[0], why or f"{ROUNDS} rounds of lost compare-and-sets"
+            again, why, lost_again = await self._send([part[j] for j in lost])
+            if again is not None:
+                return start + lost[lost_again[0] if lost_again else again], why
+            lost = [lost[j] for j in lost_again]
+        return (None, "") if failed_at is None else (start + failed_at, reason)
+
+    async def _send(self, part: list[_Op]) -> tuple[int | None, str, list[int]]:
+        """(asyncio) Publish ``part`` pipelined, await the acknowledgements together, and read them.
+
+        Returns the position of the first message not acknowledged (None: all
+        were) and why, and the positions before it of the KV puts whose
+        compare-and-set lost. A KV put the key's known version makes useless
+        is not sent at all (:meth:`KvOrder.expect`).
+        """
         import asyncio
 
         nats, _ = require_nats()
         nc = self._conn.nc
+        kv = self._kv
         timeout = self.options.ack_timeout
-        if not nc.is_connected:
-            # Not into nats-py's reconnect buffer: the resend after the reconnect would double it.
-            return start, "not connected"
         acks = self._acks
         if acks is None:
             acks = self._acks = _Acks(nc.new_inbox())
             await nc.subscribe(acks.prefix + "*", cb=acks.on_reply)
-        window = acks.open(end - start)
+        window = acks.open(len(part))
         reason = ""
-        sent = skipped = 0
-        for op in ops[start:end]:
-            headers = op.headers
-            if op.key:
-                known = self._kv_known.get(op.key)
-                if known is not None and _not_older(known[1], op.rv):
-                    # The bucket holds this state or a newer one (ours, or a replica's): never set it back.
-                    window.results[sent] = "stale"
+        sent = 0
+        for op in part:
+            if kv is not None and not op.stream:
+                expected = kv.expect(op.subject, op.entry)
+                if expected is None:
+                    window.results[sent] = "skipped"
+                    window.remaining -= 1
                     sent += 1
-                    skipped += 1
                     continue
-                # Compare-and-set: written only over the value we know of (see _resolve).
-                headers = dict(headers or ())
-                headers["Nats-Expected-Last-Subject-Sequence"] = str(known[0] if known else 0)
+                op.headers[EXPECTED_SEQUENCE] = expected  # type: ignore[index]  # KV ops always have headers
             try:
-                await nc.publish(op.subject, op.payload, reply=acks.reply_to(window, sent), headers=headers)
+                await nc.publish(op.subject, op.payload, reply=acks.reply_to(window, sent), headers=op.headers)
             except (nats.errors.Error, OSError) as exc:
                 reason = f"{type(exc).__name__} while publishing"
                 break
             sent += 1
-        window.expect(sent, skipped)
+        window.expect(sent)
         try:
             await asyncio.wait_for(window.done.wait(), timeout)
         except TimeoutError:
             pass
         acks.close(window)
-        failed_at: int | None = None
-        conflicts: list[int] = []
-        for i, result in enumerate(window.results[:sent], start):
-            op = ops[i]
+        lost: list[int] = []
+        for i, result in enumerate(window.results[:sent]):
+            op = part[i]
             if result is None:
-                failed_at, reason = i, reason or f"no acknowledgement within {timeout:g}s"
-                break
-            if isinstance(result, int):
-                if op.key:
-                    self._kv_known[op.key] = (result, op.rv)
+                return i, reason or f"no acknowledgement within {timeout:g}s", lost
+            if result is True or result == "duplicate":
+                if not op.stream:
+                    if kv is not None:  # a duplicate's sequence is its first copy's: an older hint, never wrong
+                        kv.stored(op.subject, op.entry, ack_sequence(window.data[i]))
+                elif result == "duplicate":
+                    self.duplicates += 1
                 continue
-            if result == "stale":
-                self.stale += 1
+            if result == "skipped":
                 continue
-            if result == "duplicate":
-                self.duplicates += 1
-                continue
-            code, err_code, description = result
-            if err_code == _WRONG_LAST_SEQUENCE and op.key:
-                conflicts.append(i)
+            code, description, err_code = result
+            if err_code == WRONG_LAST_SEQUENCE and kv is not None and not op.stream:
+                lost.append(i)
                 continue
             if code is not None and code < 500:
                 self.failed += 1
                 logger.error("nats %s: %s refused for %s: %s", self._conn.url,
                              "stream message" if op.stream else "KV update", op.entry.key, description)
                 continue
-            failed_at, reason = i, reason or f"{code} {description}"
-            break
-        else:
-            if sent < end - start:
-                failed_at = start + sent
-        if conflicts:
-            unresolved = await self._resolve(ops, conflicts)
-            if unresolved is not None and (failed_at is None or unresolved < failed_at):
-                failed_at, reason = unresolved, "a KV conflict could not be settled"
-        return failed_at, reason
-
-    async def _resolve(self, ops: list[_Op], conflicts: list[int]) -> int | None:
-        """(asyncio) KV puts refused because the key moved on (another replica wrote it): settle them.
-
-        Each key's current value is read and remembered (sequence and
-        resourceVersion), and ours published again: over that value if ours is
-        newer, else skipped (counted in :attr:`stale`), as every later publish
-        of an older state of that key is, resends included. So a replica that
-        lags behind never sets a key back to an older state. Returns the index
-        of the first conflict not settled (the server could not be read), or None.
-        """
-        nats, _ = require_nats()
-        js = self._conn.js
-        retry: list[int] = []
-        for i in conflicts:
-            op = ops[i]
-            try:
-                current = await js.get_last_msg(f"KV_{self.options.bucket}", op.subject)
-            except nats.js.errors.NotFoundError:
-                self._kv_known.pop(op.key, None)
-                retry.append(i)
-                continue
-            except (nats.errors.Error, OSError):
-                return i
-            self._kv_known[op.key] = (int(current.seq or 0), _rv_of(current.data))
-            retry.append(i)  # published again: skipped then as stale if the bucket holds newer
-        if not retry:
-            return None
-        again = [ops[i] for i in retry]
-        failed_at, _ = await self._publish(again, 0)
-        return None if failed_at is None else retry[failed_at]
-
-
-def _rv_of(data: bytes | None) -> int | None:
-    """The resourceVersion in a KV value (an entry's JSON), as a number; None if none or an empty marker."""
-    if not data:
-        return None
-    try:
-        rv = json.loads(data).get("resourceVersion", "")
-    except (ValueError, AttributeError):
-        return None
-    return int(rv) if isinstance(rv, str) and rv.isdigit() else None
-
-
-def _not_older(known: int | None, rv: int | None) -> bool:
-    """Whether the known value's resourceVersion is ``rv`` or later (False when either is not a number)."""
-    return known is not None and rv is not None and known >= rv
-
-
-def _window_end(ops: list[_Op], start: int) -> int:
-    """Where the window from ``start`` ends: after _WINDOW messages, or before a KV key comes again.
-
-    A key's second write in one window would be sent before the first one's
-    sequence is known, and so be refused as a conflict with it.
-    """
-    keys: set[str] = set()
-    end = start
-    while end < len(ops) and end - start < _WINDOW:
-        key = ops[end].key
-        if key:
-            if key in keys:
-                break
-            keys.add(key)
-        end += 1
-    return end
+            return i, reason or f"{code} {description}", lost
+        return (sent, reason, lost) if sent < len(part) else (None, "", lost)
 
 
 class _Window:
     """The acknowledgements of one window of messages, by position: None until each arrives.
 
-    A result is the stored message's sequence (an int), ``"duplicate"`` (the
-    stream had that message id already) or ``(code, err_code, description)``
-    (refused; code None: no stream answered).
+    A result is True (stored), ``"duplicate"`` (the stream had that message
+    id already), ``"skipped"`` (not sent: the KV key holds a newer version)
+    or ``(code, description, err_code)`` (refused; code None: no stream
+    answered). ``data`` keeps an acknowledgement's bytes (its sequence is
+    parsed only for KV puts).
     """
 
-    __slots__ = ("base", "done", "remaining", "results")
+    __slots__ = ("base", "data", "done", "remaining", "results")
 
     def __init__(self, base: int, n: int) -> None:
         import asyncio
 
         self.base = base
         self.results: list[Any] = [None] * n
+        self.data: list[bytes] = [b""] * n
         self.remaining = n
         self.done = asyncio.Event()
 
-    def expect(self, sent: int, skipped: int = 0) -> None:
-        """Only ``sent`` positions were reached, ``skipped`` of them not published: wait for the rest."""
-        self.remaining -= len(self.results) - sent + skipped
+    def expect(self, sent: int) -> None:
+        """Only ``sent`` messages went out: wait for those."""
+        self.remaining -= len(self.results) - sent
         if self.remaining <= 0:
             self.done.set()
 
@@ -472,20 +441,22 @@ class _Acks:
             return
         data = msg.data
         if msg.headers and msg.headers.get("Status") == "503":
-            window.results[i] = (None, None, "no stream answered")  # no responders: the stream is not (yet) there
+            window.results[i] = (None, "no stream answered", None)  # no responders: the stream is not (yet) there
         elif b'"error"' not in data:
-            # A PubAck ({"stream":"tattler", "seq":5,"duplicate": true}): no need to parse it all.
-            if b'"duplicate"' in data:
-                window.results[i] = "duplicate"
-            else:
-                m = _SEQ.search(data)
-                window.results[i] = int(m.group(1)) if m else 0
+            # A PubAck ({"stream":"tattler", "seq":5,"duplicate": true}): no need to parse it.
+            window.results[i] = "duplicate" if b'"duplicate"' in data else True
+            window.data[i] = data
         else:
             try:
-                error = json.loads(data).get("error") or {}
-            except (ValueError, AttributeError):
-                error = {"description": "an answer that is not a JetStream acknowledgement"}
-            window.results[i] = (error.get("code"), error.get("err_code"), str(error.get("description", "")))
+                answer = json.loads(msg.data)
+            except ValueError:
+                answer = {"error": {"description": "an answer that is not JSON"}}
+            error = answer.get("error")
+            if error:
+                window.results[i] = (error.get("code"), str(error.get("description", "")), error.get("err_code"))
+            else:
+                window.results[i] = "duplicate" if answer.get("duplicate") else True
+                window.data[i] = data
         window.remaining -= 1
         if window.remaining <= 0:
             window.done.set()

@@ -105,29 +105,38 @@ class NatsServer:
 
 
 async def kv_state(url: str, bucket: str = "tattler-state") -> dict[str, dict[str, Any]]:
-    """Every live key of the bucket and its JSON value, read with plain nats-py."""
+    """Every live key of the bucket and its JSON value, read with plain nats-py.
+
+    One pull consumer of the last message per key, every fetch bounded in
+    time: nats-py's ``kv.keys()`` (an ordered push consumer waiting for a
+    marker with no timeout) was seen to wait for ever while writers were busy.
+    """
     import nats
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
     async def read() -> dict[str, dict[str, Any]]:
         nc = await nats.connect(url)
         try:
-            kv = await nc.jetstream().key_value(bucket)
-            out = {}
-            try:
-                keys = await kv.keys()
-            except nats.js.errors.NoKeysError:
-                return {}
-            for k in keys:
-                try:
-                    out[k] = json.loads((await kv.get(k)).value)
-                except nats.js.errors.NotFoundError:
-                    pass  # deleted since keys() listed it: a writer is still at work
+            js = nc.jetstream()
+            await js.key_value(bucket)  # BucketNotFoundError while there is none
+            prefix = f"$KV.{bucket}."
+            sub = await js.pull_subscribe(prefix + ">", stream=f"KV_{bucket}", config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, ack_policy=AckPolicy.NONE, inactive_threshold=30))
+            out: dict[str, dict[str, Any]] = {}
+            remaining = (await sub.consumer_info()).num_pending
+            while remaining > 0:
+                for m in await sub.fetch(min(remaining, 256), timeout=10):
+                    remaining = min(remaining - 1, m.metadata.num_pending)
+                    if (m.headers or {}).get("KV-Operation") not in ("DEL", "PURGE"):
+                        out[m.subject[len(prefix):]] = json.loads(m.data)
+            await sub.unsubscribe()
             return out
         finally:
             await nc.close()
 
     async with trio_asyncio.open_loop() as loop:
-        return await trio_asyncio.aio_as_trio(read, loop=loop)()
+        state: dict[str, dict[str, Any]] = await trio_asyncio.aio_as_trio(read, loop=loop)()
+        return state
 
 
 async def stream_messages(url: str, stream: str = "tattler") -> list[Any]:
