@@ -10,15 +10,14 @@ import base64
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
-import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from tests.support.process import ServerProcess
 
 
 def free_port() -> int:
@@ -52,12 +51,14 @@ def make_test_certs(directory: str | Path) -> dict[str, str]:
             "client_cert": str(d / "client.crt"), "client_key": str(d / "client.key")}
 
 
-class EtcdServer:
+class EtcdServer(ServerProcess):
     """One etcd member on 127.0.0.1. ``url`` is its client URL (the HTTP gateway).
 
     With ``tls`` (paths from :func:`make_test_certs`) it serves HTTPS only and
     requires a client certificate signed by that CA.
     """
+
+    name = "etcd"
 
     def __init__(
         self, data_dir: str | None = None, *, progress_notify: str = "1s", tls: dict[str, str] | None = None,
@@ -65,15 +66,13 @@ class EtcdServer:
         self.binary = shutil.which("etcd") or "/usr/bin/etcd"
         if not os.path.exists(self.binary):
             raise RuntimeError("etcd is not installed (apt-get install -y etcd-server); .ci/run installs it")
-        self._own_dir = data_dir is None
-        self.data_dir = data_dir or tempfile.mkdtemp(prefix="tattler-etcd-test-")
+        super().__init__(data_dir, "tattler-etcd-test-")
+        self.data_dir = self.state_dir
         self.client_port = free_port()
         self.peer_port = free_port()
         self.metrics_port = free_port()
         self.progress_notify = progress_notify
         self.tls = tls
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = Path(self.data_dir).with_suffix(".log")
 
     @property
     def url(self) -> str:
@@ -95,44 +94,14 @@ class EtcdServer:
         if self.tls:
             cmd += ["--cert-file", self.tls["server_cert"], "--key-file", self.tls["server_key"],
                     "--trusted-ca-file", self.tls["ca"], "--client-cert-auth"]
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True,
-                                     preexec_fn=_die_with_parent)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"etcd exited with {self.proc.returncode}; log: {self.log_path}")
-            try:
-                self.call("/v3/kv/range", {"key": _b64(b"\0")}, timeout=1.0)
-                return
-            except OSError:
-                time.sleep(0.05)  # polling a real process coming up, not settling test state
-        self.kill()  # never leave a process behind that nobody will stop
-        raise RuntimeError(f"etcd did not answer within {timeout}s; log: {self.log_path}")
+        self._launch(cmd, self._answers, timeout)
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Stop the process (SIGKILL for a crash); the data dir stays for a restart."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.proc = None
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def close(self) -> None:
-        self.stop()
-        if self._own_dir:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
-            try:
-                self.log_path.unlink()
-            except FileNotFoundError:
-                pass
+    def _answers(self) -> bool:
+        try:
+            self.call("/v3/kv/range", {"key": _b64(b"\0")}, timeout=1.0)
+        except OSError:
+            return False
+        return True
 
     # --- plain blocking helpers for arranging test data -----------------------------
 
@@ -191,20 +160,6 @@ class EtcdServer:
                 "mod_revision": int(kv.get("mod_revision", 0)),
             })
         return out
-
-
-def _die_with_parent() -> None:
-    """In the child: have Linux stop etcd when the test process dies, even by SIGKILL.
-
-    The fixture stops etcd in a ``finally``; a killed pytest never gets there,
-    and an orphaned etcd would keep its ports and temp dir.
-    """
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _b64(b: bytes) -> str:

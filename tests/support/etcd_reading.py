@@ -16,7 +16,6 @@ import httpx
 import trio
 
 from tattler_etcd.data import ChangeType, Entry
-from tattler_etcd.stats import Counters
 
 KINDS = {
     "pods": ("v1", "Pod"), "minions": ("v1", "Node"), "namespaces": ("v1", "Namespace"),

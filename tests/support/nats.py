@@ -14,32 +14,28 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
-import tempfile
-import time
-from pathlib import Path
 from typing import Any
 
 import trio_asyncio
 
-from tests.support.etcd import _die_with_parent, free_port
+from tests.support.etcd import free_port
+from tests.support.process import ServerProcess
 
 
-class NatsServer:
+class NatsServer(ServerProcess):
     """One ``nats-server -js`` on 127.0.0.1; ``url`` is ``nats://127.0.0.1:PORT``."""
+
+    name = "nats-server"
 
     def __init__(self, store_dir: str | None = None) -> None:
         self.binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
         if not os.path.exists(self.binary):
             raise RuntimeError("nats-server is not installed (apt-get install -y nats-server); "
                                "scripts/setup.sh installs it")
-        self._own_dir = store_dir is None
-        self.store_dir = store_dir or tempfile.mkdtemp(prefix="tattler-nats-test-")
+        super().__init__(store_dir, "tattler-nats-test-")
+        self.store_dir = self.state_dir
         self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = Path(self.store_dir).with_suffix(".log")
 
     @property
     def url(self) -> str:
@@ -48,19 +44,7 @@ class NatsServer:
     def start(self, timeout: float = 20.0) -> None:
         """Start (or restart on the same port and store) and wait until it accepts connections."""
         cmd = [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.store_dir]
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True,
-                                     preexec_fn=_die_with_parent)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"nats-server exited with {self.proc.returncode}; log: {self.log_path}")
-            if self._answers():
-                return
-            time.sleep(0.05)  # polling a real process coming up, not settling test state
-        self.kill()  # never leave a process behind that nobody will stop
-        raise RuntimeError(f"nats-server did not answer within {timeout}s; log: {self.log_path}")
+        self._launch(cmd, self._answers, timeout)
 
     def _answers(self) -> bool:
         """True once the server greets a client with its INFO line (and JetStream is on)."""
@@ -76,29 +60,6 @@ class NatsServer:
                 return data.startswith(b"INFO ") and b'"jetstream":true' in data
         except OSError:
             return False
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Stop the process (SIGKILL for a crash); the store stays for a restart."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.proc = None
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def close(self) -> None:
-        self.stop()
-        if self._own_dir:
-            shutil.rmtree(self.store_dir, ignore_errors=True)
-            try:
-                self.log_path.unlink()
-            except FileNotFoundError:
-                pass
 
 
 # --- reading what was delivered, with plain nats-py (not the code under test) ---------
