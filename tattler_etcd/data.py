@@ -240,8 +240,8 @@ class Entry:
         self._object = None
         self._object_json = None
 
-    def to_json_dict(self) -> dict[str, Any]:
-        """The one JSON form every consumer and the CLI share (lower-case change/source)."""
+    def _json_head(self) -> dict[str, Any]:
+        """The JSON form's keys before ``object``, in their order."""
         return {
             "change": self.change.value,
             "source": self.source.value,
@@ -251,8 +251,13 @@ class Entry:
             "namespace": self.namespace,
             "name": self.name,
             "resourceVersion": self.resource_version,
-            "object": self.raw,
         }
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The one JSON form every consumer and the CLI share (lower-case change/source)."""
+        doc = self._json_head()
+        doc["object"] = self.raw
+        return doc
 
     def to_json(self) -> str:
         """:meth:`to_json_dict` as one compact line of JSON (no newline)."""
@@ -275,16 +280,7 @@ class Entry:
         Raises:
             tattler_etcd.errors.DecodeError: the stored bytes are not an object.
         """
-        head = _dumps({
-            "change": self.change.value,
-            "source": self.source.value,
-            "uid": self.uid,
-            "apiVersion": self.api_version,
-            "kind": self.kind,
-            "namespace": self.namespace,
-            "name": self.name,
-            "resourceVersion": self.resource_version,
-        })
+        head = _dumps(self._json_head())
         body: bytes | None
         if self._raw is not None:
             body = _dumps(self._raw)
