@@ -1,4 +1,4 @@
-"""The ``httpx.AsyncClient`` the readers build for themselves, with one fix under it.
+"""The ``httpx.AsyncClient`` the readers build for themselves, with two fixes around it.
 
 httpcore's trio backend closes the TCP socket when a TLS handshake fails with
 an error, but not when it is *cancelled* (it catches ``Exception``, and trio's
@@ -8,20 +8,21 @@ collector finds it, and Python then reports ``ResourceWarning: unclosed
 reader stopped while it connects over TLS (a shutdown, a ``move_on_after``
 around a retrying reader, a connect timeout) did exactly that.
 :func:`async_client` wraps the network backend so the socket is closed on the
-spot, however the handshake ends.
+spot, however the handshake ends. :func:`abandon` closes a streamed watch
+body that a reader stops reading, for the same reason.
 """
 
 from __future__ import annotations
 
 import ssl
 import typing
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 import httpcore
 import httpx
 import trio
 
-__all__ = ["async_client"]
+__all__ = ["abandon", "async_client"]
 
 
 def async_client(
@@ -89,3 +90,26 @@ class _ClosingStream(httpcore.AsyncNetworkStream):
 
     def get_extra_info(self, info: str) -> typing.Any:
         return self._inner.get_extra_info(info)
+
+
+async def abandon(response: httpx.Response, body: AsyncIterator[bytes]) -> None:
+    """Close a streamed response we stop reading, and run its body's iterators to their end.
+
+    httpx reads a body through a chain of async generators (``aiter_bytes``
+    over ``aiter_raw`` over httpcore's stream); closing only the outermost
+    leaves the inner ones suspended for the garbage collector, which trio
+    reports as a ResourceWarning. With the response closed first, running the
+    chain on ends it at once (StopAsyncIteration or a read error), layer by
+    layer. Shielded, so it also runs when we are cancelled, and bounded, so
+    cancellation stays prompt. Both readers' watches end through here.
+    """
+    with trio.CancelScope(shield=True), trio.move_on_after(0.5):
+        await response.aclose()
+        try:
+            async for _ in body:
+                pass
+        except Exception:  # noqa: BLE001, S110 - a closed stream may say so any way it likes
+            pass
+    aclose = getattr(body, "aclose", None)
+    if aclose is not None:
+        await aclose()

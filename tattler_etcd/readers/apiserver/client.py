@@ -48,7 +48,7 @@ from tattler_etcd.errors import (
     TransientReaderError,
 )
 from tattler_etcd.readers import _tls
-from tattler_etcd.readers._httpclient import async_client
+from tattler_etcd.readers._httpclient import abandon, async_client
 from tattler_etcd.readers.apiserver.config import ClusterConfig
 from tattler_etcd.readers.apiserver.watch import FrameParser, JsonLinesParser, gc_paused
 
@@ -204,7 +204,7 @@ class WatchStream:
                         f"{self._what}: nothing received for {self._idle:g} s: a dead connection")
                 yield data
         finally:
-            await _abandon(self.response, raw)
+            await abandon(self.response, raw)
 
     async def chunks(self) -> AsyncIterator[list[tuple[str, WatchObject]]]:
         """Events, one list per network read, until the server ends the stream.
@@ -245,26 +245,6 @@ class WatchStream:
                 yield _split_error([(str(e.get("type", "")), e.get("object")) for e in tail], what)
         except httpx.HTTPError as exc:
             raise TransientReaderError(f"{what}: the watch broke: {type(exc).__name__}") from exc
-
-
-async def _abandon(response: httpx.Response, raw: AsyncGenerator[bytes, None]) -> None:
-    """Close a watch response we stop reading, and run its body's generators to their end.
-
-    httpx reads a body through a chain of async generators (``aiter_bytes``
-    over ``aiter_raw`` over the client's stream); closing only the outermost
-    leaves the inner ones suspended for the garbage collector, which trio
-    reports as a ResourceWarning. With the response closed first, running the
-    chain on ends it at once, layer by layer (as the etcd gateway does).
-    Shielded, so it also runs when we are cancelled, and bounded.
-    """
-    with trio.CancelScope(shield=True), trio.move_on_after(0.5):
-        await response.aclose()
-        try:
-            async for _ in raw:
-                pass
-        except Exception:  # noqa: BLE001, S110 - a closed stream may say so any way it likes
-            pass
-    await raw.aclose()
 
 
 def _raw_body(response: httpx.Response) -> AsyncGenerator[bytes, None]:

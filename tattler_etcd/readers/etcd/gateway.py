@@ -48,6 +48,7 @@ from tattler_etcd.errors import (
     TransientReaderError,
 )
 from tattler_etcd.readers import _tls
+from tattler_etcd.readers._httpclient import abandon
 
 __all__ = [
     "DEFAULT_PROGRESS_INTERVAL",
@@ -581,7 +582,7 @@ class Gateway:
                 yield WatchStream(lines, idle_timeout=idle, what=f"etcd watch {url}",
                                   progress_interval=self.progress_interval, on_revision=self._heard)
             finally:
-                await _abandon(resp, lines)
+                await abandon(resp, lines)
         except httpx.TransportError as exc:
             self._next_endpoint()
             raise TransientReaderError(f"etcd {url}: {_transport_text(exc)}") from exc
@@ -625,25 +626,6 @@ class _Once:
             raise StopAsyncIteration
         data, self._data = self._data, None
         return data
-
-
-async def _abandon(resp: httpx.Response, lines: AsyncIterator[bytes]) -> None:
-    """Close a watch response we stop reading, and finish its iterators.
-
-    httpx reads a body through a chain of async generators (httpx, then
-    httpcore). Closing only the outermost would leave the inner ones suspended
-    for the garbage collector, which trio reports as a ResourceWarning. With
-    the connection closed first, running the chain on ends it at once
-    (StopAsyncIteration or a read error), layer by layer. Shielded, so it also
-    runs when we are cancelled, and bounded, so cancellation stays prompt.
-    """
-    with trio.CancelScope(shield=True), trio.move_on_after(0.5):
-        await resp.aclose()
-        try:
-            async for _ in lines:
-                pass
-        except Exception:  # noqa: BLE001, S110 - a closed stream may say so any way it likes
-            pass
 
 
 class WatchStream:

@@ -35,7 +35,6 @@ import random
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
-from typing import Any
 
 import httpx
 import trio
