@@ -7,12 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tattler_etcd.cli import main
 from tests.fake_apiserver import FakeCluster, RunningServer, run_in_thread
 from tests.fake_apiserver.objects import make_pod, make_widget
-
+from tests.support.kubeconfig import write_kubeconfig
 
 
 def cluster() -> FakeCluster:
@@ -32,14 +31,7 @@ def server() -> Iterator[RunningServer]:
 
 
 def kubeconfig(tmp_path: Path, url: str) -> Path:
-    path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": url}}],
-        "users": [{"name": "u", "user": {"token": "t0ken"}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
-    }))
-    return path
+    return write_kubeconfig(tmp_path / "kubeconfig", url, {"token": "t0ken"})
 
 
 @pytest.mark.parametrize("fmt", ["protobuf", "json"])

@@ -12,14 +12,13 @@ from typing import Any
 
 import pytest
 import trio
-import yaml
 
 from tattler_etcd.errors import AccessDeniedError, CertificateVerifyError, ConfigError
 from tattler_etcd.readers.apiserver import APIServerReader, load_incluster, load_kubeconfig
 from tests.fake_apiserver import FakeCluster, RunningServer, open_fake_apiserver
-from tests.support.reading import run_reader
 from tests.fake_apiserver.objects import make_pod
-
+from tests.support.kubeconfig import write_kubeconfig
+from tests.support.reading import run_reader
 
 
 @pytest.fixture(scope="module")
@@ -40,21 +39,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
             "-out", f"{name}.crt", "-days", "2", *extra)
     return {p.stem + p.suffix: p for p in d.iterdir()}
-
-
-def write_kubeconfig(path: Path, server: str, user: dict[str, Any], *, cluster: dict[str, Any] | None = None,
-                     extra_contexts: bool = False) -> Path:
-    doc = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": server, **(cluster or {})}}],
-        "users": [{"name": "reader", "user": user}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "reader"}}],
-    }
-    if extra_contexts:
-        doc["users"].append({"name": "nobody", "user": {"token": "wrong"}})
-        doc["contexts"].append({"name": "other", "context": {"cluster": "fake", "user": "nobody"}})
-    path.write_text(yaml.safe_dump(doc))
-    return path
 
 
 async def read_once(config: Any) -> list[str]:

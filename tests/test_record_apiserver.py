@@ -22,6 +22,7 @@ from tattler_etcd.replay import (
 from tattler_etcd.replay._record import record_apiserver
 from tests.fake_apiserver import FakeCluster, open_fake_apiserver
 from tests.fake_apiserver.objects import make_pod
+from tests.support.kubeconfig import write_kubeconfig
 
 SECRET = "apiserver-env-secret-91c2"
 TOKEN = "bearer-token-that-must-not-be-written"
@@ -105,13 +106,7 @@ def test_record_cli_with_a_kubeconfig_then_replay(tmp_path: Path) -> None:
 
     out = tmp_path / "cli.yaml"
     with run_in_thread(cluster) as server:
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-            "clusters": [{"name": "fake", "cluster": {"server": server.url}}],
-            "users": [{"name": "u", "user": {"token": TOKEN}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
-        }))
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", server.url, {"token": TOKEN})
         rc = main(["record", "--kubeconfig", str(kubeconfig), "--resources", "pods,nodes",
                    "--out", str(out), "--duration", "0.5"])
     assert rc == 0

@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tattler_etcd.cli import main
 from tattler_etcd.pipeline.safety import CONTAINER_LISTS, LAST_APPLIED_ANNOTATION
 from tests.fake_apiserver import FakeCluster, RunningServer, run_in_thread
 from tests.fake_apiserver.objects import make_pod
+from tests.support.kubeconfig import write_kubeconfig
 from tests.support.leaks import leaked
 from tests.support.pipeline_objects import pod_spec
 
@@ -73,14 +73,7 @@ def server() -> Iterator[RunningServer]:
 
 
 def kubeconfig(tmp_path: Path, url: str) -> Path:
-    path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": url}}],
-        "users": [{"name": "u", "user": {"token": TOKEN}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
-    }))
-    return path
+    return write_kubeconfig(tmp_path / "kubeconfig", url, {"token": TOKEN})
 
 
 def test_nothing_planted_leaves_through_the_apiserver_reader(
