@@ -27,7 +27,6 @@ the caller may inject. Cancellation is prompt and no thread is ever started.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -362,7 +361,12 @@ class _EtcdLoop(ResourceLoop):
         # so etcd reads k+1 while k is decoded and handed on. (A plain
         # ``await send`` lets the woken consumer decode first, and the next
         # request waits for it: no overlap.) At most two pages are held.
-        pages_send, pages_recv = trio.open_memory_channel[RangePage](1)
+        # Each page comes with an event set once the request for the next one
+        # is on the wire (or failed, or there is none): the consumer waits for
+        # it before its CPU work, or the request would wait for that work
+        # (httpx takes several checkpoints before it writes), and etcd and we
+        # would take turns instead of working at once.
+        pages_send, pages_recv = trio.open_memory_channel[tuple[RangePage, trio.Event]](1)
         pinned = revision
         failure: Exception | None = None
         keys = 0
@@ -371,30 +375,43 @@ class _EtcdLoop(ResourceLoop):
             nonlocal pinned, failure
             async with pages_send:
                 key = self.key_prefix
+                handed: trio.Event | None = None  # the last page's: set once this request is sent
+
+                async def attempt() -> RangePage:
+                    try:
+                        return await self.gw.range(key, self.range_end, limit=r.page_size, revision=pinned,
+                                                   on_sent=None if handed is None else handed.set)
+                    finally:
+                        if handed is not None:
+                            handed.set()  # failed (the consumer does not wait out a back-off), or no hook
+
                 try:
                     while True:
-                        page = await r.retrying(
-                            functools.partial(self.gw.range, key, self.range_end, limit=r.page_size,
-                                              revision=pinned),
-                            what=f"range {self.spec.name}",
-                        )
+                        page = await r.retrying(attempt, what=f"range {self.spec.name}")
                         if not pinned:
                             pinned = page.revision
-                        try:
-                            pages_send.send_nowait(page)
-                        except trio.WouldBlock:
-                            await pages_send.send(page)
+                        handed = trio.Event()
                         last = page.last_key
+                        if not page.more or last is None:
+                            handed.set()
+                        try:
+                            pages_send.send_nowait((page, handed))
+                        except trio.WouldBlock:
+                            await pages_send.send((page, handed))
                         if not page.more or last is None:
                             return
                         key = last + b"\0"
                 except Exception as exc:  # noqa: BLE001 - re-raised below, unwrapped (no ExceptionGroup)
                     failure = exc
+                finally:
+                    if handed is not None:
+                        handed.set()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(fetch)
             async with pages_recv:
-                async for page in pages_recv:
+                async for page, next_sent in pages_recv:
+                    await next_sent.wait()
                     entries = self._entries_from_kvs(page.kvs, relist.change)
                     keys += len(page)
                     if initial:
