@@ -616,23 +616,32 @@ static PyObject *py_has_unknown(PyObject *self, PyObject *const *args, Py_ssize_
  * field or leaf met twice, invalid UTF-8, fn returning something else than str/bytes):
  * bail, and the upb path decides. */
 
-static int put_varint(PyObject **out, uint64_t v) {
-    unsigned char buf[10];
-    int n = 0;
-    while (v >= 0x80) { buf[n++] = (unsigned char)(v | 0x80); v >>= 7; }
-    buf[n++] = (unsigned char)v;
-    Py_ssize_t len = PyBytes_GET_SIZE(*out);
-    if (_PyBytes_Resize(out, len + n) < 0) return -1;
-    memcpy(PyBytes_AS_STRING(*out) + len, buf, (size_t)n);
+/* The output of redact_msg: a bytes object used as a buffer (len bytes written of its size),
+ * grown by doubling, cut to len at the end: one allocation for most messages, where resizing
+ * on every write copied the bytes written so far again and again. */
+typedef struct {
+    PyObject *b;
+    Py_ssize_t len;
+} Buf;
+
+static int put_bytes(Buf *out, const char *p, Py_ssize_t n) {
+    if (n == 0) return 0;
+    Py_ssize_t cap = PyBytes_GET_SIZE(out->b);
+    if (out->len + n > cap) {
+        Py_ssize_t want = cap * 2 > out->len + n ? cap * 2 : out->len + n;
+        if (_PyBytes_Resize(&out->b, want) < 0) return -1;  /* out->b is NULL then */
+    }
+    memcpy(PyBytes_AS_STRING(out->b) + out->len, p, (size_t)n);
+    out->len += n;
     return 0;
 }
 
-static int put_bytes(PyObject **out, const char *p, Py_ssize_t n) {
-    Py_ssize_t len = PyBytes_GET_SIZE(*out);
-    if (n == 0) return 0;
-    if (_PyBytes_Resize(out, len + n) < 0) return -1;
-    memcpy(PyBytes_AS_STRING(*out) + len, p, (size_t)n);
-    return 0;
+static int put_varint(Buf *out, uint64_t v) {
+    char buf[10];
+    int n = 0;
+    while (v >= 0x80) { buf[n++] = (char)(v | 0x80); v >>= 7; }
+    buf[n++] = (char)v;
+    return put_bytes(out, buf, n);
 }
 
 /* Replace inlined (``codec.Replace``): every non-empty leaf becomes a constant, written here
@@ -651,7 +660,7 @@ static PyObject *redact_msg(PyObject *trie, const char *p, Py_ssize_t n, PyObjec
                             PyObject **fn_error, int depth, Inline *inl) {
     if (depth > MAX_DEPTH) return BAIL;
     const char *start = p, *end = p + n, *copied = p;
-    PyObject *out = NULL;
+    Buf out = {NULL, 0};
     uint64_t seen = 0;
     while (p < end && !*fn_error) {
         const char *tag_at = p;
@@ -685,6 +694,8 @@ static PyObject *redact_msg(PyObject *trie, const char *p, Py_ssize_t n, PyObjec
             seen |= (uint64_t)1 << number;
         }
         PyObject *replacement = NULL;  /* the field's new value bytes, when changed */
+        const char *rp = NULL;  /* or the constant's (inlined Replace) */
+        Py_ssize_t rn = 0;
         if (what == 0 || what == 1) {
             PyObject *r = redact_msg(PyTuple_GET_ITEM(entry, 1), vp, (Py_ssize_t)len, fn, count, fn_error,
                                      depth + 1, inl);
@@ -705,7 +716,8 @@ static PyObject *redact_msg(PyObject *trie, const char *p, Py_ssize_t n, PyObjec
             }
             if ((Py_ssize_t)len == cn && memcmp(vp, c, (size_t)cn) == 0) continue;
             (*count)++;
-            if (!(replacement = PyBytes_FromStringAndSize(c, cn))) goto bail;
+            rp = c;
+            rn = cn;
         } else if (what == 2 || what == 3) {
             PyObject *old = what == 2 ? PyUnicode_DecodeUTF8(vp, (Py_ssize_t)len, NULL)
                                       : PyBytes_FromStringAndSize(vp, (Py_ssize_t)len);
@@ -752,21 +764,24 @@ static PyObject *redact_msg(PyObject *trie, const char *p, Py_ssize_t n, PyObjec
             goto bail;
         }
         /* write what came before, then the field with its new value */
-        if (!out && !(out = PyBytes_FromStringAndSize(NULL, 0))) { Py_DECREF(replacement); goto bail; }
-        if (put_bytes(&out, copied, tag_at - copied) < 0 || put_varint(&out, tag) < 0
-            || put_varint(&out, (uint64_t)PyBytes_GET_SIZE(replacement)) < 0
-            || put_bytes(&out, PyBytes_AS_STRING(replacement), PyBytes_GET_SIZE(replacement)) < 0) {
-            Py_DECREF(replacement); goto bail;
+        if (replacement) {
+            rp = PyBytes_AS_STRING(replacement);
+            rn = PyBytes_GET_SIZE(replacement);
         }
-        Py_DECREF(replacement);
+        if (!out.b && !(out.b = PyBytes_FromStringAndSize(NULL, n + 64))) { Py_XDECREF(replacement); goto bail; }
+        if (put_bytes(&out, copied, tag_at - copied) < 0 || put_varint(&out, tag) < 0
+            || put_varint(&out, (uint64_t)rn) < 0 || put_bytes(&out, rp, rn) < 0) {
+            Py_XDECREF(replacement); goto bail;
+        }
+        Py_XDECREF(replacement);
         copied = p;
     }
     (void)start;
-    if (!out) Py_RETURN_NONE;
-    if (put_bytes(&out, copied, end - copied) < 0) goto bail;
-    return out;
+    if (!out.b) Py_RETURN_NONE;
+    if (put_bytes(&out, copied, end - copied) < 0 || _PyBytes_Resize(&out.b, out.len) < 0) goto bail;
+    return out.b;
 bail:
-    Py_XDECREF(out);
+    Py_XDECREF(out.b);
     return BAIL;
 }
 
