@@ -29,7 +29,7 @@ import math
 import os
 import ssl
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -490,10 +490,12 @@ class Gateway:
         return self.base_url + self.api_path + path
 
     async def _post(self, path: str, doc: Mapping[str, Any], on_sent: Callable[[], None] | None = None,
-                    ) -> dict[str, Any]:
+                    on_reply: Callable[[], None] | None = None) -> dict[str, Any]:
         url = self.url(path)
         request = _request(self.client, url, doc, {"content-type": "application/json"}, self.request_timeout,
                            on_sent)
+        if on_reply is not None:
+            request.extensions["trace"] = _on_body_read(on_reply)
         try:
             resp = await self.client.send(request)
         except httpx.TransportError as exc:
@@ -511,12 +513,15 @@ class Gateway:
         return out
 
     async def range(self, key: bytes, range_end: bytes, *, limit: int, revision: int = 0,
-                    on_sent: Callable[[], None] | None = None) -> RangePage:
+                    on_sent: Callable[[], None] | None = None,
+                    on_reply: Callable[[], None] | None = None) -> RangePage:
         """One page of ``[key, range_end)`` at ``revision`` (0: the latest).
 
         ``on_sent`` is called (maybe more than once: a retried request) when the
         request's body has gone to the connection, while etcd works on it: a
         pager uses it to do its own work in that time (see the reader's list_all).
+        ``on_reply`` is called when the reply's body has been read (before it
+        is parsed), where the transport tells (httpcore's ``trace`` extension).
 
         Raises:
             HistoryCompactedError: ``revision`` has been compacted.
@@ -525,7 +530,7 @@ class Gateway:
         doc: dict[str, Any] = {"key": _b64(key), "range_end": _b64(range_end), "limit": limit}
         if revision:
             doc["revision"] = revision
-        out = await self._post("kv/range", doc, on_sent)
+        out = await self._post("kv/range", doc, on_sent, on_reply)
         try:
             header_rev = int(out["header"]["revision"])
             kvs = out.get("kvs") or []
@@ -613,6 +618,16 @@ def _request(
     request = client.build_request("POST", url, content=body, headers=headers, timeout=timeout)
     request.stream = _OneChunk(body, on_sent)
     return request
+
+
+def _on_body_read(callback: Callable[[], None]) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    """An httpcore ``trace`` callback that calls ``callback`` once the response body has been read."""
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event == "http11.receive_response_body.complete":
+            callback()
+
+    return trace
 
 
 class _OneChunk(httpx.AsyncByteStream):
