@@ -475,7 +475,7 @@ class _EtcdLoop(ResourceLoop):
         """An Entry for one kv, or None (counted, logged with the key) when it is not an object."""
         r = self.reader
         try:
-            r.keymap.parse(key, self.spec)
+            r.keymap.check(key, self.spec)
         except BadKeyError as exc:
             r.count("bad_keys")
             log.warning("reader %s: skipped: %s", r.name, exc)
