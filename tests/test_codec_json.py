@@ -209,11 +209,26 @@ def test_a_scalar_met_twice_on_the_wire_is_left_to_the_dict_path() -> None:
     b'{"dup":1,"other":2,"dup":3}',
     b'{"esc":"\\u00e9\\n\\"\\\\\\u2028\\u003c","\\u0041":"\\ud83d\\ude00"}',
     b'[1, 0.0001, 0.00001, 5e-324, 1.7976931348623157e308, -1, -0]',
-    b'"just a string"', b"12", b"null", b"{}", b"[]",
+    b'"just a string"', b"12", b"null", b"{}", b"[]", b"true", b"false", b" \t\r\n[ ] ",
     b'{"a":{"b":{"c":{"d":[[[[{}]]]]}}}}',
+    b"[1E5, 1e-400, -0.0, 2.50, 0e0, -0, 10, 1.5E+3, 123456789.123456789e-3]",
+    b'["\\u0000\\u001f\\u007f\\/\\b\\f\\t", "\\uD83D\\uDE00", "\x7f", "\xc3\xa9", "\xe2\x80\xa8"]',
+    b'{"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":10,"k11":{}}',
+    b'{"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":10,"k1":{}}',
+    b'{"\\u0061":1,"a":2}',  # the same key, written two ways
+    b'{"f:metadata":{"f:labels":{".":{},"f:app":{}}},"k:{\\"type\\":\\"Ready\\"}":{".":{}}}',
+    b"\xef\xbb\xbf{}",  # a byte-order mark: json.loads reads it
 ])
 def test_embedded_json_is_the_compact_redump(raw_json: bytes) -> None:
     assert check(revision(raw_json)) is not None
+
+
+@pytest.mark.parametrize("raw_json", [
+    b"", b" ", b"{", b"[1,]", b"01", b"-", b"2.", b".5", b"1e", b'"\\x"', b'"\\ud800"', b'"\\udc00x"', b'"a\nb"',
+    b'{"a" 1}', b"[1] 2", b"nul", b"\x00", b'"\xff"', b"1e400", b"-Infinity",
+])
+def test_embedded_json_python_refuses_or_writes_otherwise_is_left_to_the_dict_path(raw_json: bytes) -> None:
+    assert emitted(revision(raw_json)) is None
 
 
 @pytest.mark.parametrize("raw_json", [b'{"x":NaN}', b"[Infinity]", b'{"s":"\\ud800"}'])

@@ -380,11 +380,26 @@ static int format_rfc3339_buf(char *buf, long long seconds, long micros) {
     long long m = mp < 10 ? mp + 3 : mp - 9;
     if (m <= 2) y += 1;
     if (y < 1 || y > 9999) return -1;
-    if (micros < 0)
-        return snprintf(buf, 40, "%04lld-%02lld-%02lldT%02lld:%02lld:%02lldZ", y, m, d, rem / 3600,
-                        rem / 60 % 60, rem % 60);
-    return snprintf(buf, 40, "%04lld-%02lld-%02lldT%02lld:%02lld:%02lld.%06ldZ", y, m, d, rem / 3600,
-                    rem / 60 % 60, rem % 60, micros);
+    /* YYYY-MM-DDTHH:MM:SS[.ffffff]Z, by hand: snprintf cost more than the rest of a Time */
+    long long parts[6] = {y, m, d, rem / 3600, rem / 60 % 60, rem % 60};
+    static const char seps[] = "--T::";
+    char *o = buf;
+    for (int i = 0; i < 6; i++) {
+        long long x = parts[i];
+        if (i == 0) {
+            *o++ = (char)('0' + x / 1000);
+            *o++ = (char)('0' + x / 100 % 10);
+        }
+        *o++ = (char)('0' + x / 10 % 10);
+        *o++ = (char)('0' + x % 10);
+        if (i < 5) *o++ = seps[i];
+    }
+    if (micros >= 0) {
+        *o++ = '.';
+        for (long div = 100000; div; div /= 10) *o++ = (char)('0' + micros / div % 10);
+    }
+    *o++ = 'Z';
+    return (int)(o - buf);
 }
 
 static PyObject *format_rfc3339(long long seconds, long micros) {
@@ -897,10 +912,19 @@ static int put_str(Buf *b, const char *src, Py_ssize_t n) {
     return 1;
 }
 
+/* A str's UTF-8 (ASCII ones without a call: the tables' keys). NULL on a lone surrogate. */
+static inline const char *utf8_of(PyObject *s, Py_ssize_t *n) {
+    if (PyUnicode_IS_COMPACT_ASCII(s)) {
+        *n = PyUnicode_GET_LENGTH(s);
+        return (const char *)PyUnicode_DATA(s);
+    }
+    return PyUnicode_AsUTF8AndSize(s, n);
+}
+
 /* A str object as a JSON string. 0 on a lone surrogate (not UTF-8: jsonout escapes the whole value). */
 static int put_pystr(Buf *b, PyObject *s) {
     Py_ssize_t n;
-    const char *u = PyUnicode_AsUTF8AndSize(s, &n);
+    const char *u = utf8_of(s, &n);
     return u && put_str(b, u, n);
 }
 
@@ -1007,6 +1031,7 @@ typedef struct {
     Py_ssize_t n, cap, base;
     const char *rv;
     Py_ssize_t rvn;
+    int may_dup;  /* a key may be set twice (static defaults, inline structs): look before appending */
     Ent st[STACK_ENTS];
 } Ctx;
 
@@ -1017,6 +1042,7 @@ static void ctx_init(Ctx *c, Py_ssize_t base, const char *rv, Py_ssize_t rvn) {
     c->base = base;
     c->rv = rv;
     c->rvn = rvn;
+    c->may_dup = 0;
 }
 
 static void ctx_free(Ctx *c) {
@@ -1090,6 +1116,268 @@ static int ctx_finish(Ctx *c, Buf *b) {
     }
     PyMem_Free(tmp);
     return 1;
+}
+
+/* --- embedded JSON (RawExtension, FieldsV1) re-dumped in C ---
+ * The dict path writes json.loads(raw) again through jsonout: compact, strings re-escaped,
+ * numbers as Python reads and writes them. This writes the same text straight from raw, or
+ * says it cannot (0, the buffer as it was): a duplicate key (json.loads keeps the last value in
+ * the first place), NaN/Infinity, a float that overflows, a lone surrogate, invalid UTF-8,
+ * anything json.loads refuses, deeper than MAX_DEPTH, integers too long for int(): the caller
+ * then asks Python. */
+
+typedef struct {
+    const char *p, *end;
+    Buf *b;
+} JScan;
+
+static void js_ws(JScan *s) {
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r')) s->p++;
+}
+
+static int hex4(const char *p, uint32_t *out) {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= (uint32_t)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (uint32_t)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (uint32_t)(c - 'A' + 10);
+        else return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+/* A JSON string at s->p (the opening quote) written as json.dumps writes the str it stands for. */
+static int js_string(JScan *s) {
+    const char *q = ++s->p;
+    while (q < s->end && *q != '"' && *q != '\\') {
+        if ((unsigned char)*q < 0x20) return 0;  /* json.loads refuses raw control characters */
+        q++;
+    }
+    if (q >= s->end) return 0;
+    if (*q == '"') {  /* no escape: the bytes as they are, checked and escaped */
+        int ok = put_str(s->b, s->p, q - s->p);
+        s->p = q + 1;
+        return ok;
+    }
+    /* escapes: decode into UTF-8 first */
+    Buf t = {NULL, 0, 0};
+    q = s->p;
+    while (1) {
+        const char *r = q;
+        while (q < s->end && *q != '"' && *q != '\\') {
+            if ((unsigned char)*q < 0x20) goto fail;
+            q++;
+        }
+        if (q >= s->end || !put(&t, r, q - r)) goto fail;
+        if (*q == '"') break;
+        if (s->end - q < 2) goto fail;
+        char e = q[1];
+        q += 2;
+        char c;
+        switch (e) {
+        case '"': c = '"'; break;
+        case '\\': c = '\\'; break;
+        case '/': c = '/'; break;
+        case 'b': c = '\b'; break;
+        case 'f': c = '\f'; break;
+        case 'n': c = '\n'; break;
+        case 'r': c = '\r'; break;
+        case 't': c = '\t'; break;
+        case 'u': {
+            uint32_t u, lo;
+            if (s->end - q < 4 || !hex4(q, &u)) goto fail;
+            q += 4;
+            if (u >= 0xDC00 && u <= 0xDFFF) goto fail;  /* a lone low surrogate */
+            if (u >= 0xD800 && u <= 0xDBFF) {
+                if (s->end - q < 6 || q[0] != '\\' || q[1] != 'u' || !hex4(q + 2, &lo) || lo < 0xDC00 || lo > 0xDFFF)
+                    goto fail;  /* a lone high surrogate */
+                q += 6;
+                u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
+            }
+            char o[4];
+            int n;
+            if (u < 0x80) { o[0] = (char)u; n = 1; }
+            else if (u < 0x800) { o[0] = (char)(0xC0 | u >> 6); o[1] = (char)(0x80 | (u & 63)); n = 2; }
+            else if (u < 0x10000) {
+                o[0] = (char)(0xE0 | u >> 12); o[1] = (char)(0x80 | ((u >> 6) & 63)); o[2] = (char)(0x80 | (u & 63)); n = 3;
+            } else {
+                o[0] = (char)(0xF0 | u >> 18); o[1] = (char)(0x80 | ((u >> 12) & 63));
+                o[2] = (char)(0x80 | ((u >> 6) & 63)); o[3] = (char)(0x80 | (u & 63)); n = 4;
+            }
+            if (!put(&t, o, n)) goto fail;
+            continue;
+        }
+        default: goto fail;
+        }
+        if (!put1(&t, c)) goto fail;
+    }
+    s->p = q + 1;
+    int ok = put_str(s->b, t.p ? t.p : "", t.n);
+    PyMem_Free(t.p);
+    return ok;
+fail:
+    PyMem_Free(t.p);
+    return 0;
+}
+
+static int js_digits(JScan *s) {
+    const char *q = s->p;
+    while (s->p < s->end && *s->p >= '0' && *s->p <= '9') s->p++;
+    return s->p > q;
+}
+
+/* A number: an integer's digits as int() reads and str() writes them, a float as float() and repr(). */
+static int js_number(JScan *s) {
+    const char *start = s->p;
+    int minus = 0, is_float = 0;
+    if (*s->p == '-') { minus = 1; s->p++; }
+    if (s->p >= s->end) return 0;
+    if (*s->p == '0') s->p++;
+    else if (!js_digits(s)) return 0;
+    if (s->p < s->end && *s->p == '.') {
+        s->p++;
+        if (!js_digits(s)) return 0;
+        is_float = 1;
+    }
+    if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
+        s->p++;
+        if (s->p < s->end && (*s->p == '+' || *s->p == '-')) s->p++;
+        if (!js_digits(s)) return 0;
+        is_float = 1;
+    }
+    Py_ssize_t n = s->p - start;
+    if (!is_float) {
+        if (n > 4000) return 0;  /* int()'s digit limit: Python decides */
+        const char *d = start + minus;
+        if (n - minus == 1 && *d == '0') return put1(s->b, '0');  /* -0 is 0 */
+        return put(s->b, start, n);
+    }
+    if (n > 400) return 0;
+    char tmp[401];
+    memcpy(tmp, start, (size_t)n);
+    tmp[n] = 0;
+    char *endp;
+    double x = PyOS_string_to_double(tmp, &endp, NULL);
+    if (x == -1.0 && PyErr_Occurred()) return 0;
+    if (endp != tmp + n || !isfinite(x)) return 0;
+    char *r = PyOS_double_to_string(x, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (!r) return 0;
+    int ok = put(s->b, r, (Py_ssize_t)strlen(r));
+    PyMem_Free(r);
+    return ok;
+}
+
+static int key_cmp(const void *a, const void *b) {
+    const Ent *x = a, *y = b;
+    Py_ssize_t n = x->kn < y->kn ? x->kn : y->kn;
+    int r = memcmp(x->k, y->k, (size_t)n);
+    return r ? r : (x->kn > y->kn) - (x->kn < y->kn);
+}
+
+static int js_value(JScan *s, int depth);
+
+/* An object: keys are compared as written out (the escaping is one-to-one), a duplicate bails. */
+static int js_object(JScan *s, int depth) {
+    Ctx keys;
+    ctx_init(&keys, 0, NULL, 0);
+    s->p++;
+    if (!put1(s->b, '{')) return 0;
+    js_ws(s);
+    if (s->p < s->end && *s->p == '}') {
+        s->p++;
+        return put1(s->b, '}');
+    }
+    while (1) {
+        js_ws(s);
+        if (s->p >= s->end || *s->p != '"') goto fail;
+        Py_ssize_t kstart = s->b->n;
+        if (!js_string(s)) goto fail;
+        /* offsets, not pointers: the buffer may move */
+        if (!ctx_append(&keys, NULL, s->b->n - kstart, kstart, s->b->n)) goto fail;
+        js_ws(s);
+        if (s->p >= s->end || *s->p != ':' || !put1(s->b, ':')) goto fail;
+        s->p++;
+        js_ws(s);
+        if (!js_value(s, depth + 1)) goto fail;
+        js_ws(s);
+        if (s->p >= s->end) goto fail;
+        if (*s->p == ',') {
+            s->p++;
+            if (!put1(s->b, ',')) goto fail;
+            continue;
+        }
+        if (*s->p != '}') goto fail;
+        s->p++;
+        break;
+    }
+    for (Py_ssize_t i = 0; i < keys.n; i++) keys.e[i].k = s->b->p + keys.e[i].start;
+    if (keys.n <= 8) {
+        for (Py_ssize_t i = 0; i < keys.n; i++)
+            for (Py_ssize_t j = i + 1; j < keys.n; j++)
+                if (keys.e[i].kn == keys.e[j].kn && memcmp(keys.e[i].k, keys.e[j].k, (size_t)keys.e[i].kn) == 0) goto fail;
+    } else {
+        qsort(keys.e, (size_t)keys.n, sizeof(Ent), key_cmp);
+        for (Py_ssize_t i = 0; i + 1 < keys.n; i++)
+            if (key_cmp(&keys.e[i], &keys.e[i + 1]) == 0) goto fail;
+    }
+    ctx_free(&keys);
+    return put1(s->b, '}');
+fail:
+    ctx_free(&keys);
+    return 0;
+}
+
+static int js_value(JScan *s, int depth) {
+    if (depth > MAX_DEPTH || s->p >= s->end) return 0;
+    switch (*s->p) {
+    case '{':
+        return js_object(s, depth);
+    case '[':
+        s->p++;
+        if (!put1(s->b, '[')) return 0;
+        js_ws(s);
+        if (s->p < s->end && *s->p == ']') { s->p++; return put1(s->b, ']'); }
+        while (1) {
+            js_ws(s);
+            if (!js_value(s, depth + 1)) return 0;
+            js_ws(s);
+            if (s->p >= s->end) return 0;
+            if (*s->p == ',') { s->p++; if (!put1(s->b, ',')) return 0; continue; }
+            if (*s->p != ']') return 0;
+            s->p++;
+            return put1(s->b, ']');
+        }
+    case '"':
+        return js_string(s);
+    case 't':
+        if (s->end - s->p >= 4 && memcmp(s->p, "true", 4) == 0) { s->p += 4; return PUTS(s->b, "true"); }
+        return 0;
+    case 'f':
+        if (s->end - s->p >= 5 && memcmp(s->p, "false", 5) == 0) { s->p += 5; return PUTS(s->b, "false"); }
+        return 0;
+    case 'n':
+        if (s->end - s->p >= 4 && memcmp(s->p, "null", 4) == 0) { s->p += 4; return PUTS(s->b, "null"); }
+        return 0;
+    default:
+        if (*s->p == '-' || (*s->p >= '0' && *s->p <= '9')) return js_number(s);
+        return 0;  /* NaN, Infinity, or not JSON */
+    }
+}
+
+/* raw's JSON re-dumped into b, or 0 with b as it was (and no error set). */
+static int compact_json(Buf *b, const char *p, Py_ssize_t n, int depth) {
+    Py_ssize_t mark = b->n;
+    JScan s = {p, p + n, b};
+    js_ws(&s);
+    int ok = js_value(&s, depth);
+    js_ws(&s);
+    if (ok && s.p == s.end) return 1;
+    b->n = mark;
+    PyErr_Clear();
+    return 0;
 }
 
 /* Where a field was met on the wire: the last value of a singular field, the chain of a repeated one. */
@@ -1335,7 +1623,8 @@ static int jspecial(Buf *b, int special, const char *p, Py_ssize_t n, int depth)
     case S_RAWEXT:
     case S_FIELDSV1: {
         if (!has1) return PUTS(b, "null");
-        PyObject *raw = PyBytes_FromStringAndSize(sp, sn);
+        if (!(sn >= 4 && memcmp(sp, "k8s\0", 4) == 0) && compact_json(b, sp, sn, depth + 1)) return 1;
+        PyObject *raw = PyBytes_FromStringAndSize(sp, sn);  /* a nested object, or what the scan leaves */
         if (!raw) return 0;
         r = PyObject_CallOneArg(embedded, raw);
         Py_DECREF(raw);
@@ -1361,7 +1650,7 @@ static int jfield(Ctx *c, Buf *b, PyObject *f, JSlot *s, Occs *os, int mode, int
     PyObject *key = PyTuple_GET_ITEM(f, F_KEY);
     PyObject *sub = PyTuple_GET_ITEM(f, F_SUB);
     Py_ssize_t kn, at, start;
-    const char *k = PyUnicode_AsUTF8AndSize(key, &kn);
+    const char *k = utf8_of(key, &kn);
     if (!k) return 0;
     int null_absent = PyTuple_GET_ITEM(f, F_NULL_ABSENT) == Py_True;
     const char *mp = s->present ? s->p : "";
@@ -1458,7 +1747,7 @@ static int jfield(Ctx *c, Buf *b, PyObject *f, JSlot *s, Occs *os, int mode, int
     default:
         return 0;
     }
-    return ctx_set(c, k, kn, start, b->n);
+    return c->may_dup ? ctx_set(c, k, kn, start, b->n) : ctx_append(c, k, kn, start, b->n);
 }
 
 static void occs_free(Occs *os) {
@@ -1487,6 +1776,8 @@ static int jfill(PyObject *spec, const char *p, Py_ssize_t n, Buf *b, Ctx *c, in
     os.n = 0;
     os.cap = STACK_OCCS;
     int ok = jparse(spec, p, n, slots, nf, &os);
+    PyObject *modes_b = PyList_GET_ITEM(spec, G_MODES);
+    if (memchr(PyBytes_AS_STRING(modes_b), M_INLINE, (size_t)PyBytes_GET_SIZE(modes_b))) c->may_dup = 1;
     const unsigned char *ord = (const unsigned char *)PyBytes_AS_STRING(order);
     const unsigned char *types = (const unsigned char *)PyBytes_AS_STRING(PyList_GET_ITEM(spec, G_TYPES));
     const unsigned char *labels = (const unsigned char *)PyBytes_AS_STRING(PyList_GET_ITEM(spec, G_LABELS));
@@ -1509,6 +1800,7 @@ static int jbody(PyObject *spec, const char *p, Py_ssize_t n, Buf *b, Ctx *c, in
     const char *k;
     PyObject *st = PyList_GET_ITEM(spec, G_STATIC);
     if (st != Py_None) {
+        c->may_dup = 1;
         PyObject *key, *val;
         Py_ssize_t pos = 0;
         while (PyDict_Next(st, &pos, &key, &val)) {
@@ -1605,6 +1897,7 @@ static PyObject *py_json(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     }
     if (PyLong_AsLong(PyList_GET_ITEM(spec, G_SPECIAL)) != 0) Py_RETURN_NONE;
     ctx_init(&top, 0, fill ? rv : NULL, rvn);
+    top.may_dup = 1;  /* kind and apiVersion, then the fields */
     ctx_init(&body, 0, rv, rvn);
     if (!buf_reserve(&b, 2 * n + 256)) goto fail;
     if (args[6] != Py_None && !jhead(&b, args[6])) goto fail;
