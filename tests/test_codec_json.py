@@ -335,3 +335,93 @@ def test_an_entry_with_a_dict_or_new_bytes_is_written_from_them(c_on: None) -> N
     assert json.loads(e.to_json_bytes())["object"]["metadata"]["name"] == "edited"
     e.replace_value((TESTDATA / "core.v1.ConfigMap.pb").read_bytes())
     assert json.loads(e.to_json_bytes())["object"]["kind"] == "ConfigMap"
+
+
+# -- what must not bail: the speed is in the emitter, not in its fallback ------------------------
+
+
+def realistic_pod() -> dict[str, Any]:
+    """A controller-made Pod as etcd holds it: managedFields, probes, quantities, status with times."""
+    ts = "2024-05-01T10:00:00Z"
+    fields = {"f:metadata": {"f:labels": {".": {}, "f:app": {}}, "f:ownerReferences": {
+        ".": {}, 'k:{"uid":"9a4e3f7b-0000-4000-8000-000000000001"}': {}}},
+        "f:spec": {"f:containers": {'k:{"name":"web"}': {".": {}, "f:image": {}, "f:ports": {
+            ".": {}, 'k:{"containerPort":8080,"protocol":"TCP"}': {".": {}, "f:containerPort": {}}}}}}}
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": "web-7d9c-abcde", "generateName": "web-7d9c-", "namespace": "shop",
+            "uid": "0b1c2d3e-0000-4000-8000-000000000002", "creationTimestamp": ts,
+            "labels": {"app": "web", "pod-template-hash": "7d9c"},
+            "annotations": {"kubectl.kubernetes.io/restartedAt": ts},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9c",
+                                 "uid": "9a4e3f7b-0000-4000-8000-000000000001", "controller": True,
+                                 "blockOwnerDeletion": True}],
+            "managedFields": [{"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "v1",
+                               "time": ts, "fieldsType": "FieldsV1", "fieldsV1": fields}],
+        },
+        "spec": {
+            "containers": [{
+                "name": "web", "image": "registry.example.com/web:1.2.3", "args": ["--port", "8080"],
+                "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
+                "env": [{"name": f"ENV_{i}", "value": f"value-{i}"} for i in range(5)],
+                "resources": {"limits": {"cpu": "500m", "memory": "256Mi"}, "requests": {"cpu": "100m"}},
+                "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080, "scheme": "HTTP"}, "periodSeconds": 10},
+                "readinessProbe": {"httpGet": {"path": "/ready", "port": "http", "scheme": "HTTP"}},
+                "terminationMessagePath": "/dev/termination-log", "imagePullPolicy": "IfNotPresent",
+            }],
+            "restartPolicy": "Always", "terminationGracePeriodSeconds": 30, "nodeName": "node-17",
+            "securityContext": {"runAsNonRoot": True},
+            "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
+                             "tolerationSeconds": 300}],
+        },
+        "status": {
+            "phase": "Running", "hostIP": "10.0.3.17", "podIP": "10.244.3.21", "podIPs": [{"ip": "10.244.3.21"}],
+            "startTime": ts, "qosClass": "Burstable",
+            "conditions": [{"type": "Ready", "status": "True", "lastProbeTime": None, "lastTransitionTime": ts}],
+            "containerStatuses": [{"name": "web", "state": {"running": {"startedAt": ts}}, "ready": True,
+                                   "restartCount": 0, "image": "registry.example.com/web:1.2.3", "started": True}],
+        },
+    }
+
+
+@pytest.fixture
+def python_calls(c_on: None) -> Iterator[list[str]]:
+    """What the emitter asked Python for (embedded JSON, times it does not format itself)."""
+    from tattler_etcd.codec import _convert, _gotime
+    from tattler_etcd.codec._fast import _cdecode
+
+    calls: list[str] = []
+
+    def spy(name: str, fn: Any) -> Any:
+        def call(*args: Any) -> Any:
+            calls.append(name)
+            return fn(*args)
+        return call
+
+    _cdecode.configure(spy("time", _gotime.format_time), spy("microtime", _gotime.format_micro_time),
+                       spy("duration", _gotime.format_duration), spy("embedded", _convert._embedded), _convert._b64s)
+    try:
+        yield calls
+    finally:
+        _cdecode.configure(_gotime.format_time, _gotime.format_micro_time, _gotime.format_duration,
+                           _convert._embedded, _convert._b64s)
+
+
+def test_a_realistic_pod_is_written_in_c_alone(python_calls: list[str]) -> None:
+    value = codec.encode(realistic_pod())
+    assert emitted(value, "12345") is not None
+    assert python_calls == []  # managedFields' JSON and every time written in C
+    assert check(value, "12345") is not None
+
+
+COMMON = ("Pod", "ConfigMap", "Secret", "Service", "Endpoints", "Node", "Namespace", "Event", "Deployment",
+          "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "CronJob", "Lease", "EndpointSlice", "ServiceAccount")
+
+
+@pytest.mark.parametrize("path", [p for p in FIXTURES if p.stem.split(".")[-1] in COMMON],
+                         ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_common_kinds_are_written_without_python(path: Path, python_calls: list[str]) -> None:
+    assert emitted(path.read_bytes(), "1") is not None
+    assert python_calls == []
+    assert check(path.read_bytes(), "1") is not None
