@@ -877,6 +877,18 @@ static int put_str(Buf *b, const char *src, Py_ssize_t n) {
     char *o = b->p + b->n;
     *o++ = '"';
     while (s < e) {
+        /* 8 bytes at a time while none needs a look: no control, quote, backslash or non-ASCII */
+        while (e - s >= 8) {
+            uint64_t x;
+            memcpy(&x, s, 8);
+            const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+            uint64_t q = x ^ (ones * '"'), bs = x ^ (ones * '\\');
+            if (((x | ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((bs - ones) & ~bs)) & high) != 0) break;
+            memcpy(o, s, 8);
+            o += 8;
+            s += 8;
+        }
+        if (s >= e) break;
         unsigned char c = *s;
         if (c < 0x80) {
             char x = ESC[c];
