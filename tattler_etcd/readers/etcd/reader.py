@@ -66,16 +66,13 @@ from tattler_etcd.readers.etcd.gateway import (
     endpoint_client,
     ssl_context,
 )
-from tattler_etcd.readers.etcd.keys import KeyMap, ResourceSpec, prefix_range_end, resolve_resource
+from tattler_etcd.readers.etcd.keys import DEFAULT_RESOURCES, KeyMap, ResourceSpec, prefix_range_end, resolve_resource
 from tattler_etcd.readers.etcd.revstore import RevisionStore
 from tattler_etcd.stats import Counters
 
 __all__ = ["DEFAULT_RESOURCES", "EtcdReader"]
 
 log = logging.getLogger(__name__)
-
-#: The seed's four resources.
-DEFAULT_RESOURCES: tuple[str, ...] = ("pods", "nodes", "namespaces", "persistentvolumes")
 
 _ETCD = SourceType.ETCD
 _ADD, _UPDATE, _DELETE, _SNAPSHOT = ChangeType.ADD, ChangeType.UPDATE, ChangeType.DELETE, ChangeType.SNAPSHOT
@@ -202,7 +199,7 @@ class EtcdReader(Reflector):
         )
         self.urls = urls
         self.tls = TLSFiles(cacert, cert, key, insecure_skip_tls_verify)
-        self.endpoints = [endpoint_client(u, self.tls, api_path) for u in urls]
+        self.endpoints = [endpoint_client(u, self.tls) for u in urls]
         self.specs = specs
         self.page_size = page_size
         self.api_path = api_path
