@@ -282,3 +282,29 @@ async def test_max_age_is_the_made_streams_limit(nats_server: NatsServer) -> Non
         pass
     async with trio_asyncio.open_loop() as loop:
         assert await trio_asyncio.aio_as_trio(max_age, loop=loop)() == 3600.0
+
+
+async def test_its_counts_are_prometheus_metrics_of_the_runner(nats_server: NatsServer) -> None:
+    # What the processor skipped inside a batch it took without raising shows only in its own
+    # counts: the runner's collector reports them as tattler_delivery_total{processor, outcome}.
+    import prometheus_client
+
+    from tattler_etcd.pipeline import Runner
+    from tattler_etcd.readers.memory import MemoryReader
+    from tests.support.prometheus import samples
+
+    big = entry(ChangeType.ADD, "big")
+    big.raw["metadata"]["annotations"] = {"a": "x" * 2_000_000}
+    with trio.fail_after(30):
+        async with open_nats_processor(nats_server.url) as proc:
+            runner = Runner(batch_window=0.01)
+            runner.add_reader(MemoryReader([entry(ChangeType.ADD, "a"), entry(ChangeType.ADD, "b"), big]))
+            runner.add_processor("mirror", proc)
+            registry = prometheus_client.CollectorRegistry()
+            registry.register(runner.collector())
+            await runner.run()
+    got = samples(prometheus_client.generate_latest(registry).decode())
+    delivered = {dict(labels)["outcome"]: v for (name, labels), v in got.items() if name == "tattler_delivery_total"}
+    assert delivered == {"published": 2, "duplicates": 0, "resent": 0, "failed": 0, "skipped": 1, "stale": 0,
+                         "kv_conflicts": 0}
+    assert got[("tattler_processor_entries_total", (("processor", "mirror"),))] == 3

@@ -61,6 +61,7 @@ async def test_5xx_and_timeouts_are_retried_with_backoff() -> None:
     gaps = [b.at - a.at for a, b in zip(server.requests, server.requests[1:], strict=False)]
     assert gaps[0] >= 0.05 and gaps[1] >= 0.3 + 0.1 and gaps[2] >= 0.2
     assert proc.retries == 3 and proc.delivered == 1
+    assert proc.delivery_counts() == {"delivered": 1, "retries": 3, "failed": 0, "skipped": 0}
 
 
 async def test_429_waits_what_retry_after_says() -> None:

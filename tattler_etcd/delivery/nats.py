@@ -167,6 +167,12 @@ class NatsProcessor:
         #: Entries skipped before publishing: their JSON could not be made, or is over max_payload.
         self.skipped = 0
 
+    def delivery_counts(self) -> dict[str, int]:
+        """The counts above by name, for ``tattler_delivery_total{processor, outcome}`` (pipeline/metrics.py)."""
+        return {"published": self.published, "duplicates": self.duplicates, "resent": self.resent,
+                "failed": self.failed, "skipped": self.skipped, "stale": self.stale,
+                "kv_conflicts": self.kv_conflicts}
+
     @property
     def stale(self) -> int:
         """KV puts not made: the key held that version or a newer one already (a replica's, or a resend's)."""

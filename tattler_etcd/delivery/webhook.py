@@ -197,6 +197,11 @@ class WebhookProcessor:
         #: Entries left out because their JSON could not be made (logged with the key).
         self.skipped = 0
 
+    def delivery_counts(self) -> dict[str, int]:
+        """The counts above by name, for ``tattler_delivery_total{processor, outcome}`` (pipeline/metrics.py)."""
+        return {"delivered": self.delivered, "retries": self.retries, "failed": self.failed,
+                "skipped": self.skipped}
+
     def _event(self, entry: Entry, now: str) -> bytes:
         resource = resource_name(entry.api_version, entry.kind)
         subject = f"{resource}/{entry.namespace}/{entry.name}" if entry.namespace else f"{resource}/{entry.name}"

@@ -74,6 +74,7 @@ class RunnerCollector(Collector):
             for name, hist in sorted(m.durations.items()):
                 durations.add_metric([name], hist.buckets(), hist.sum)
         yield durations
+        yield _delivery_family(runner)
 
         yield CounterMetricFamily("tattler_batches", "Batches the batching stage sent.",
                                   value=c["batching.batches"])
@@ -101,6 +102,25 @@ class RunnerCollector(Collector):
                    "reader", readers, lambda r: c[f"reader.{r}.expired"])
         yield _per("tattler_reader_retries", "Back-off waits after a transient failure.",
                    "reader", readers, lambda r: c[f"reader.{r}.retries"])
+
+
+def _delivery_family(runner: Runner) -> Metric:
+    """``tattler_delivery_total{processor, outcome}``: what each delivery processor did, by its own count.
+
+    Why: a processor that sends entries elsewhere (NATS, a webhook) skips,
+    resends or gives up on some of them inside a batch it took without
+    raising, so the processor counters above cannot show it. Any processor
+    with a ``delivery_counts()`` method returning ``{outcome: count}`` is
+    reported; the outcomes are the processor's own words (docs/delivery.md).
+    """
+    family = CounterMetricFamily("tattler_delivery", "What a delivery processor did with what it was given, by outcome.",
+                                 labels=["processor", "outcome"])
+    for name, proc in runner.processors.items():
+        counts = getattr(proc, "delivery_counts", None)
+        if callable(counts):
+            for outcome, n in sorted(counts().items()):
+                family.add_metric([name, outcome], n)
+    return family
 
 
 def _reader_families(runner: Runner) -> Iterator[Metric]:

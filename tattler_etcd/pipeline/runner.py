@@ -120,6 +120,7 @@ class Runner:
         self._readers: list[Reader] = []
         self._preprocessors: list[Preprocessor] = []
         self._routes: list[Route] = []
+        self._processors: dict[str, Processor] = {}
         self._errors: collections.deque[ProcessorError] = collections.deque(maxlen=_MAX_ERRORS)
         self._reader_errors: list[BaseException] = []
         self._state = "new"
@@ -177,6 +178,7 @@ class Runner:
         if not isinstance(buffer, int) or buffer < 0:
             raise RegistrationError(f"processor {name!r}: buffer must be 0 or more, not {buffer!r}")
         self._routes.append(Route(name, proc, policy, buffer))
+        self._processors[name] = proc  # as registered: the route's callable may be wrapped (metrics)
 
     # -- state --------------------------------------------------------------
 
@@ -189,6 +191,11 @@ class Runner:
     def processor_names(self) -> list[str]:
         """The processors' names, in the order added."""
         return [r.name for r in self._routes]
+
+    @property
+    def processors(self) -> dict[str, Processor]:
+        """The processors by name, in the order added (their ``delivery_counts()``, when they have one, feeds metrics)."""
+        return dict(self._processors)
 
     @property
     def readers(self) -> list[Reader]:
