@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import random
+import urllib.request
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
@@ -271,7 +272,7 @@ class EtcdReader(Reflector):
             client = self._client_factory()
         else:
             client = async_client(  # closes a socket whose TLS handshake was cancelled (readers/_httpclient.py)
-                verify=self._ssl if self._ssl is not None else True,
+                verify=self._ssl if self._ssl is not None else self._default_verify(),
                 timeout=self.request_timeout,
                 auth=self._auth,
                 # One watch stream per resource plus a range: keep them all open.
@@ -279,6 +280,17 @@ class EtcdReader(Reflector):
             )
         await stack.enter_async_context(client)
         return client
+
+    def _default_verify(self) -> bool:
+        """httpx's ``verify`` without TLS flags: False when no connection can use TLS, else True.
+
+        Why: ``verify=True`` loads the CA bundle when the client is built
+        (~22 ms of every start), which only a TLS connection needs. Plain
+        ``http://`` endpoints and no proxy from the environment (a proxy may
+        itself be ``https://``) make none, so nothing is left unverified.
+        """
+        plain = all(e.protocol == "http" for e in self.endpoints)
+        return not (plain and not urllib.request.getproxies())
 
     def synced_all(self) -> None:
         if self.progress is not None and self._listed_any:
