@@ -18,6 +18,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from tattler_etcd import __version__
 from tattler_etcd.cli._logging import LEVELS, notice
 from tattler_etcd.cli._logging import setup as setup_logging
 from tattler_etcd.errors import TattlerError
@@ -58,27 +59,10 @@ _AFTER = "_after_command"
 
 
 def _version() -> str:
-    # importlib.metadata (~20 ms with the email package it reads metadata with)
-    # only when --version is asked for: see _Version.
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return f"tattler-etcd {version('tattler-etcd')}"
-    except PackageNotFoundError:  # pragma: no cover - run from a tree that was never installed
-        return "tattler-etcd (not installed)"
-
-
-class _Version(argparse.Action):
-    """``--version``: argparse's own action, with the text looked up only when the flag is given."""
-
-    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
-                 default: str = argparse.SUPPRESS, help: str = "show program's version number and exit") -> None:
-        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
-                 option_string: str | None = None) -> None:
-        parser._print_message(_version() + "\n", sys.stdout)
-        parser.exit()
+    # The package's own __version__, not importlib.metadata's: importing that
+    # (with the email and zipfile packages it reads metadata with) cost every
+    # command 20-60 ms. tests/test_cli_globals.py checks the two agree.
+    return f"tattler-etcd {__version__}"
 
 
 def _level(text: str) -> str:
@@ -97,7 +81,7 @@ def _add_global_options(p: argparse.ArgumentParser, *, suffix: str) -> None:
                    help=f"log level: {'|'.join(LEVELS)} (default: warning; wins over -v)")
     g.add_argument("--log-format", choices=("text", "json"), dest="log_format" + suffix, default=after,
                    help="text (default) or json: one object per line (time, level, logger, message, extras)")
-    g.add_argument("--version", action=_Version)
+    g.add_argument("--version", action="version", version=_version())
 
 
 def _log_settings(args: argparse.Namespace) -> tuple[int, str]:
