@@ -73,10 +73,10 @@ async def _consume(args: argparse.Namespace, options: Any, resources: list[str] 
     if streamed:
         opened = open_stream(options.url, stream=options.stream, prefix=options.prefix, resources=resources,
                              namespace=args.namespace, start_sequence=args.from_sequence, start_time=since,
-                             durable=args.durable, until_synced=args.once)
+                             durable=args.durable, until_synced=args.once, options=options.connect)
     else:
         opened = open_state(options.url, bucket=options.bucket, resources=resources, namespace=args.namespace,
-                            until_synced=args.once)
+                            until_synced=args.once, options=options.connect)
     out = sys.stdout
     async with opened as feed:
         async for entry in feed:

@@ -20,6 +20,7 @@ package does not. See ``docs/delivery.md``.
 from __future__ import annotations
 
 from tattler_etcd.delivery._connection import Connection as Connection
+from tattler_etcd.delivery._connection import ConnectOptions as ConnectOptions
 from tattler_etcd.delivery._connection import open_connection as open_connection
 from tattler_etcd.delivery.consume import EntryFeed as EntryFeed
 from tattler_etcd.delivery.consume import open_state as open_state
@@ -34,6 +35,7 @@ from tattler_etcd.delivery.webhook import open_webhook_processor as open_webhook
 from tattler_etcd.delivery.webhook import parse_webhook_url as parse_webhook_url
 
 __all__ = [
+    "ConnectOptions",
     "Connection",
     "EntryFeed",
     "NatsOptions",

@@ -11,6 +11,14 @@ when none are given; ours log one line each through ``tattler_etcd.delivery``
 ever (every 0.5 s): a nats-server restart is something to wait out, not a
 reason to stop. A server that cannot be reached at the start is an error.
 
+TLS and credentials (:class:`ConnectOptions`) come from the URL's query, so
+one ``--to`` string says everything: ``ca``/``cert``/``key``/``insecure``/
+``tls`` (TLS, required once asked for: a server that does not offer it is
+refused before any credential is sent), ``creds`` (a credentials file, as
+``nsc`` writes), ``nkey`` (a seed file), ``token_file``/``token_env`` and
+``password_env`` (the user is the URL's). Secrets never sit in the URL a
+process list shows, and never reach a log.
+
 nats-py and trio-asyncio come with the ``[nats]`` extra; without them,
 :func:`require_nats` raises a :class:`~tattler_etcd.errors.ConfigError` that
 names it.
@@ -18,7 +26,10 @@ names it.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import os
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -27,9 +38,11 @@ from typing import Any, TypeVar
 
 import trio
 
+from tattler_etcd.delivery._tls import client_context, verify_failure
 from tattler_etcd.errors import ConfigError, DeliveryError
 
-__all__ = ["Connection", "open_connection", "public_url", "require_nats"]
+__all__ = ["CONNECT_QUERY_KEYS", "ConnectOptions", "Connection", "connect_option", "open_connection", "public_url",
+           "require_nats"]
 
 logger = logging.getLogger("tattler_etcd.delivery")
 
@@ -63,6 +76,72 @@ def public_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+@dataclasses.dataclass(frozen=True)
+class ConnectOptions:
+    """TLS and credentials for a NATS connection (from the URL's query; see the module docstring).
+
+    Attributes:
+        ca: a CA bundle (PEM) to verify the server with, instead of the system's.
+        cert: a client certificate (PEM); ``key`` its key (when not in the same file).
+        insecure: do not verify the server's certificate (tests, trusted networks).
+        tls: require TLS even with none of the above (the system's CAs).
+        creds: a NATS credentials file (user JWT and nkey seed).
+        nkey: a file holding an nkey seed.
+        token: an authentication token (read from ``token_file`` or ``token_env``).
+        password: the URL user's password (read from ``password_env``).
+    """
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    insecure: bool = False
+    tls: bool = False
+    creds: str | None = None
+    nkey: str | None = None
+    token: str | None = dataclasses.field(default=None, repr=False)
+    password: str | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def wants_tls(self) -> bool:
+        """TLS was asked for: the connection must be TLS or not be made."""
+        return self.tls or self.insecure or bool(self.ca or self.cert)
+
+
+#: The query keys :func:`connect_option` takes.
+CONNECT_QUERY_KEYS = ("ca", "cert", "key", "insecure", "tls", "creds", "nkey", "token_file", "token_env",
+                      "password_env")
+
+
+def connect_option(values: dict[str, Any], key: str, value: str, shown: str) -> None:
+    """Put query option ``key=value`` into ``values`` (:class:`ConnectOptions` fields); ``shown`` names the URL.
+
+    Files are checked now, so a typo is a ConfigError naming the file before anything connects.
+
+    Raises:
+        ConfigError: a file that cannot be read, an unset variable, a bad flag value.
+    """
+    if key in ("insecure", "tls"):
+        if value.lower() not in ("", "1", "true", "yes", "0", "false", "no"):
+            raise ConfigError(f"{shown}: {key} must be 1/true or 0/false, not {value!r}")
+        values[key] = value.lower() in ("", "1", "true", "yes")
+    elif key in ("ca", "cert", "key", "creds", "nkey"):
+        if not os.access(value, os.R_OK) or not os.path.isfile(value):
+            raise ConfigError(f"{shown}: {key} {value}: not a readable file")
+        values[key] = value
+    elif key == "token_file":
+        try:
+            with open(value, encoding="utf-8") as f:
+                values["token"] = f.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"{shown}: token_file {value}: {exc.strerror}") from exc
+    elif key in ("token_env", "password_env"):
+        if not os.environ.get(value):
+            raise ConfigError(f"{shown}: {key}: the variable {value} is not set")
+        values["token" if key == "token_env" else "password"] = os.environ[value].strip()
+    else:
+        raise ConfigError(f"{shown}: unknown connection option {key!r}")
+
+
 class Connection:
     """A connected nats-py client and the asyncio loop it lives on.
 
@@ -91,19 +170,35 @@ class Connection:
 
 @asynccontextmanager
 async def open_connection(
-    url: str, *, name: str = "tattler-etcd", connect_timeout: float = 5.0,
+    url: str, *, name: str = "tattler-etcd", connect_timeout: float = 5.0, options: ConnectOptions | None = None,
 ) -> AsyncIterator[Connection]:
-    """Connect to ``url`` (``nats://HOST:PORT``, credentials allowed) for the ``async with`` block.
+    """Connect to ``url`` (``nats://[USER[:PASS]@]HOST:PORT``) for the ``async with`` block.
+
+    ``options``: TLS and credentials. The URL's own query may carry them
+    instead (:data:`CONNECT_QUERY_KEYS`), as ``--to`` and ``consume`` give them.
 
     Raises:
-        ConfigError: nats-py or trio-asyncio is missing.
-        DeliveryError: the server could not be reached.
+        ConfigError: nats-py or trio-asyncio is missing; a bad connection option.
+        DeliveryError: the server could not be reached, does not offer the TLS
+            asked for, or its certificate is not trusted.
     """
     nats, trio_asyncio = require_nats()
     shown = public_url(url)
+    parts = urllib.parse.urlsplit(url)
+    if parts.query:
+        values: dict[str, Any] = dataclasses.asdict(options) if options else {}
+        for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+            connect_option(values, key, value, shown)
+        options = ConnectOptions(**values)
+        url = urllib.parse.urlunsplit(parts._replace(query=""))
+    options = options or ConnectOptions()
+    kwargs = _connect_kwargs(url, options, shown)
+    if options.wants_tls:
+        await _check_tls(parts, kwargs["tls"], kwargs.get("tls_hostname"), shown, connect_timeout)
 
     try:
-        async with _open_client(nats, trio_asyncio, url, shown, name, connect_timeout) as conn:
+        async with _open_client(nats, trio_asyncio, kwargs.pop("server"), shown, name, connect_timeout,
+                                kwargs) as conn:
             yield conn
     except BaseExceptionGroup as group:
         # trio-asyncio's loop is a nursery: whatever ends the block comes out wrapped. A lone error
@@ -112,6 +207,80 @@ async def open_connection(
         if lone is None:
             raise
         raise lone from lone.__cause__
+
+
+def _connect_kwargs(url: str, o: ConnectOptions, shown: str) -> dict[str, Any]:
+    """nats-py's ``connect`` arguments for ``o`` (``server``: the URL to give it)."""
+    kwargs: dict[str, Any] = {"server": url}
+    if o.wants_tls:
+        kwargs["tls"] = client_context(f"nats {shown}", ca=o.ca, cert=o.cert, key=o.key, insecure=o.insecure)
+        host = urllib.parse.urlsplit(url).hostname
+        if host:
+            kwargs["tls_hostname"] = host
+    elif o.key:
+        raise ConfigError(f"nats {shown}: key given without cert")
+    if o.creds:
+        kwargs["user_credentials"] = o.creds
+    if o.nkey:
+        kwargs["nkeys_seed"] = o.nkey
+    if o.token:
+        kwargs["token"] = o.token
+    if o.password is not None:
+        parts = urllib.parse.urlsplit(url)
+        if not parts.username:
+            raise ConfigError(f"nats {shown}: password_env needs a user in the URL (nats://USER@HOST:PORT)")
+        kwargs["user"] = urllib.parse.unquote(parts.username)
+        kwargs["password"] = o.password
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        kwargs["server"] = urllib.parse.urlunsplit(parts._replace(netloc=f"{netloc}:{parts.port}" if parts.port
+                                                                  else netloc))
+    return kwargs
+
+
+async def _check_tls(parts: urllib.parse.SplitResult, ctx: Any, hostname: str | None, shown: str,
+                     timeout: float) -> None:
+    """Before nats-py connects: the server offers TLS, and its certificate is one we trust.
+
+    Why here, on a connection of its own: nats-py upgrades to TLS only when
+    the server's greeting asks for it, and otherwise sends its CONNECT
+    (credentials included) in clear; and a certificate it does not trust
+    makes its ``connect`` wait for ever (nats-py 2.16). So the greeting is
+    read and the handshake made first. (A server reached again after a
+    reconnect is not checked again.)
+
+    Raises:
+        DeliveryError: no answer, not a NATS server, no TLS, or an untrusted certificate.
+    """
+    host, port = parts.hostname or "127.0.0.1", parts.port or 4222
+    try:
+        with trio.fail_after(timeout):
+            stream = await trio.open_tcp_stream(host, port)
+            async with stream:
+                data = b""
+                while b"\r\n" not in data and len(data) < 65536:
+                    chunk = await stream.receive_some(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                line = data.split(b"\r\n", 1)[0]
+                try:
+                    info = json.loads(line[5:]) if line.startswith(b"INFO ") else None
+                except ValueError:
+                    info = None
+                if not isinstance(info, dict):
+                    raise DeliveryError(f"nats {shown}: not a NATS server (no INFO greeting)")
+                if not (info.get("tls_required") or info.get("tls_available")):
+                    raise DeliveryError(f"nats {shown}: TLS was asked for (ca, cert, insecure or tls) but the "
+                                        "server does not offer it; nothing was sent")
+                tls = trio.SSLStream(stream, ctx, server_hostname=hostname or host)
+                await tls.do_handshake()
+    except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+        refused = verify_failure(exc)
+        if refused is not None:
+            raise DeliveryError(f"nats {shown}: the server's certificate is not trusted: "
+                                f"{refused.verify_message}") from None
+        raise DeliveryError(f"nats {shown}: cannot connect: {type(exc).__name__}: {str(exc)[:256]}") from exc
 
 
 def _lone(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
@@ -125,7 +294,7 @@ def _lone(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
 
 @asynccontextmanager
 async def _open_client(
-    nats: Any, trio_asyncio: Any, url: str, shown: str, name: str, connect_timeout: float,
+    nats: Any, trio_asyncio: Any, url: str, shown: str, name: str, connect_timeout: float, kwargs: dict[str, Any],
 ) -> AsyncIterator[Connection]:
     closing = False
     down = True  # until connected: the attempts' errors end in one DeliveryError
@@ -155,9 +324,13 @@ async def _open_client(
                 servers=[url], name=name, connect_timeout=connect_timeout,
                 allow_reconnect=True, max_reconnect_attempts=_FIRST_ATTEMPTS, reconnect_time_wait=0.5,
                 error_cb=on_error, disconnected_cb=on_disconnected,
-                reconnected_cb=on_reconnected, closed_cb=on_closed,
+                reconnected_cb=on_reconnected, closed_cb=on_closed, **kwargs,
             )
         except Exception as exc:  # nats-py raises its own and OSError kinds alike
+            refused = verify_failure(exc)
+            if refused is not None:
+                raise DeliveryError(f"nats {shown}: the server's certificate is not trusted: "
+                                    f"{refused.verify_message}") from exc
             raise DeliveryError(f"nats {shown}: cannot connect: {type(exc).__name__}: {str(exc)[:256]}") from exc
         # Connected once: from now on reconnect for ever (nats-py reads this option at each reconnect).
         nc.options["max_reconnect_attempts"] = -1

@@ -33,7 +33,7 @@ from typing import Any
 import trio
 
 from tattler_etcd.data import Entry
-from tattler_etcd.delivery._connection import Connection, open_connection, require_nats
+from tattler_etcd.delivery._connection import Connection, ConnectOptions, open_connection, require_nats
 from tattler_etcd.delivery.subjects import escape_token, resource_token
 from tattler_etcd.errors import ConfigError, DeliveryError
 
@@ -241,13 +241,15 @@ async def _open_pull(conn: Connection, stream: str, subject: str, config: Any, d
 async def open_state(
     url: str, *, bucket: str = "tattler-state", resources: Sequence[str] | None = None,
     namespace: str | None = None, until_synced: bool = False, connection: Connection | None = None,
+    options: ConnectOptions | None = None,
 ) -> AsyncIterator[EntryFeed]:
     """The KV state mirror as a feed: the initial state, then every change.
 
     ``namespace=""`` means cluster-scoped objects only. With ``until_synced``
     the feed ends once the initial state has been handed out. ``connection``
-    reuses an open connection instead of opening one to ``url``. The feed
-    goes on through a nats-server restart, from where it was.
+    reuses an open connection instead of opening one to ``url``; ``options``
+    (or the URL's query) give TLS and credentials. The feed goes on through a
+    nats-server restart, from where it was.
 
     Raises:
         ConfigError: the [nats] extra is missing, or an empty resource list.
@@ -260,7 +262,7 @@ async def open_state(
     prefix = f"$KV.{bucket}."
     config = ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, ack_policy=AckPolicy.NONE,
                             inactive_threshold=_INACTIVE)
-    async with _maybe_connection(url, connection) as conn, \
+    async with _maybe_connection(url, connection, options) as conn, \
             _open_pull(conn, f"KV_{bucket}", prefix + flt.pattern, config, None, f"KV bucket {bucket!r}") as pull:
         initial = True
 
@@ -290,7 +292,7 @@ async def open_stream(
     url: str, *, stream: str = "tattler", prefix: str = "tattler", resources: Sequence[str] | None = None,
     namespace: str | None = None, start_sequence: int | None = None,
     start_time: datetime.datetime | None = None, durable: str | None = None,
-    until_synced: bool = False, connection: Connection | None = None,
+    until_synced: bool = False, connection: Connection | None = None, options: ConnectOptions | None = None,
 ) -> AsyncIterator[EntryFeed]:
     """The stream of changes as a feed.
 
@@ -298,8 +300,9 @@ async def open_stream(
     ``start_time``, else the stream's first message. A ``durable`` consumer
     that exists already resumes where it was acknowledged (the start options
     apply only when it is made). ``until_synced`` ends the feed once it has
-    caught up with the stream. The feed goes on through a nats-server
-    restart, from where it was.
+    caught up with the stream. ``connection`` and ``options``: as for
+    :func:`open_state`. The feed goes on through a nats-server restart, from
+    where it was.
 
     Raises:
         ConfigError: the [nats] extra is missing, both start options, or an empty resource list.
@@ -322,7 +325,7 @@ async def open_stream(
     if not durable:
         config.inactive_threshold = _INACTIVE
     start = len(prefix) + 1
-    async with _maybe_connection(url, connection) as conn, \
+    async with _maybe_connection(url, connection, options) as conn, \
             _open_pull(conn, stream, f"{prefix}.{flt.pattern}", config, durable, f"stream {stream!r}") as pull:
         first = True
 
@@ -345,9 +348,10 @@ async def open_stream(
 
 
 @asynccontextmanager
-async def _maybe_connection(url: str, connection: Connection | None) -> AsyncIterator[Connection]:
+async def _maybe_connection(url: str, connection: Connection | None,
+                            options: ConnectOptions | None) -> AsyncIterator[Connection]:
     if connection is not None:
         yield connection
     else:
-        async with open_connection(url) as conn:
+        async with open_connection(url, options=options) as conn:
             yield conn

@@ -47,7 +47,15 @@ from typing import Any
 import trio
 
 from tattler_etcd.data import ChangeType, Entry
-from tattler_etcd.delivery._connection import Connection, open_connection, public_url, require_nats
+from tattler_etcd.delivery._connection import (
+    CONNECT_QUERY_KEYS,
+    Connection,
+    ConnectOptions,
+    connect_option,
+    open_connection,
+    public_url,
+    require_nats,
+)
 from tattler_etcd.delivery._kvorder import (
     EXPECTED_SEQUENCE,
     ROUNDS,
@@ -81,6 +89,9 @@ class NatsOptions:
         duplicate_window: seconds the stream remembers message ids (when it creates the stream).
         ack_timeout: seconds to wait for a batch's acknowledgements before publishing again.
         max_age: seconds the stream keeps a message (when it creates the stream; None: for ever).
+        connect: TLS and credentials (query keys ``ca``, ``cert``, ``key``, ``insecure``, ``tls``,
+            ``creds``, ``nkey``, ``token_file``, ``token_env``, ``password_env``; see
+            :class:`~tattler_etcd.delivery.ConnectOptions`).
     """
 
     url: str
@@ -90,6 +101,7 @@ class NatsOptions:
     duplicate_window: float = 120.0
     ack_timeout: float = 5.0
     max_age: float | None = None
+    connect: ConnectOptions = dataclasses.field(default_factory=ConnectOptions)
 
 
 _QUERY_KEYS = {"stream": "stream", "kv": "bucket", "prefix": "prefix", "duplicate_window": "duplicate_window",
@@ -97,7 +109,7 @@ _QUERY_KEYS = {"stream": "stream", "kv": "bucket", "prefix": "prefix", "duplicat
 
 
 def parse_nats_url(text: str, *, ignore: Sequence[str] = ()) -> NatsOptions:
-    """:class:`NatsOptions` from ``nats://[USER:PASS@]HOST:PORT[?stream=S&kv=B&prefix=P]``.
+    """:class:`NatsOptions` from ``nats://[USER[:PASS]@]HOST:PORT[?stream=S&kv=B&prefix=P&ca=FILE...]``.
 
     Query keys in ``ignore`` (the CLI's ``policy``) are left to the caller.
 
@@ -109,12 +121,17 @@ def parse_nats_url(text: str, *, ignore: Sequence[str] = ()) -> NatsOptions:
     if parts.scheme != "nats" or not parts.hostname:
         raise ConfigError(f"{shown}: not a nats://HOST:PORT URL")
     values: dict[str, Any] = {}
+    connect: dict[str, Any] = {}
     for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
         if key in ignore:
             continue
+        if key in CONNECT_QUERY_KEYS:
+            connect_option(connect, key, value, shown)
+            continue
         field = _QUERY_KEYS.get(key)
         if field is None:
-            raise ConfigError(f"{shown}: unknown option {key!r} (known: {', '.join(sorted(_QUERY_KEYS))})")
+            known = ", ".join(sorted((*_QUERY_KEYS, *CONNECT_QUERY_KEYS)))
+            raise ConfigError(f"{shown}: unknown option {key!r} (known: {known})")
         if field in ("duplicate_window", "ack_timeout", "max_age"):
             try:
                 values[field] = float(value)
@@ -127,7 +144,7 @@ def parse_nats_url(text: str, *, ignore: Sequence[str] = ()) -> NatsOptions:
                 raise ConfigError(f"{shown}: prefix must not be empty")
             values[field] = value
     server = urllib.parse.urlunsplit((parts.scheme, parts.netloc, "", "", ""))
-    return NatsOptions(url=server, **values)
+    return NatsOptions(url=server, connect=ConnectOptions(**connect), **values)
 
 
 @dataclasses.dataclass(slots=True)
@@ -477,7 +494,7 @@ async def open_nats_processor(url_or_options: str | NatsOptions) -> AsyncIterato
         DeliveryError: the server cannot be reached or refused the set-up.
     """
     options = parse_nats_url(url_or_options) if isinstance(url_or_options, str) else url_or_options
-    async with open_connection(options.url) as conn:
+    async with open_connection(options.url, options=options.connect) as conn:
         proc = NatsProcessor(conn, options)
         await proc.setup()
         yield proc

@@ -48,6 +48,7 @@ import trio
 
 from tattler_etcd.data import Entry
 from tattler_etcd.delivery._connection import public_url
+from tattler_etcd.delivery._tls import client_context, verify_failure
 from tattler_etcd.delivery.subjects import change_id, resource_name
 from tattler_etcd.errors import ConfigError, DeliveryError, TattlerError
 
@@ -147,22 +148,7 @@ def parse_webhook_url(text: str, *, ignore: Sequence[str] = ()) -> WebhookOption
 
 
 def _ssl_context(o: WebhookOptions) -> ssl.SSLContext:
-    try:
-        ctx = ssl.create_default_context(cafile=o.ca)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"webhook {public_url(o.url)}: ca {o.ca}: {getattr(exc, 'strerror', None) or exc}") from exc
-    if o.insecure:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    if o.cert:
-        try:
-            ctx.load_cert_chain(o.cert, o.key)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                f"webhook {public_url(o.url)}: cert {o.cert}: {getattr(exc, 'strerror', None) or exc}") from exc
-    elif o.key:
-        raise ConfigError(f"webhook {public_url(o.url)}: key given without cert")
-    return ctx
+    return client_context(f"webhook {public_url(o.url)}", ca=o.ca, cert=o.cert, key=o.key, insecure=o.insecure)
 
 
 class _Retry(Exception):
@@ -259,9 +245,7 @@ class WebhookProcessor:
         except httpx.TimeoutException:
             raise _Retry(f"no answer within {self.options.timeout:g}s") from None
         except httpx.TransportError as exc:
-            cause = exc.__cause__ or exc.__context__
-            while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
-                cause = cause.__cause__ or cause.__context__
+            cause = verify_failure(exc)
             if cause is not None:
                 raise DeliveryError(f"webhook {self._shown}: the server's certificate is not trusted: "
                                     f"{cause.verify_message}") from None

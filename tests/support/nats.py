@@ -28,7 +28,12 @@ class NatsServer(ServerProcess):
 
     name = "nats-server"
 
-    def __init__(self, store_dir: str | None = None) -> None:
+    def __init__(self, store_dir: str | None = None, *, tls: dict[str, str] | None = None, verify_clients: bool = False,
+                 user: str | None = None, password: str | None = None, token: str | None = None,
+                 nkey_user: str | None = None) -> None:
+        """``tls``: paths from ``tests.support.etcd.make_test_certs`` (serve TLS only; with
+        ``verify_clients`` a client certificate signed by that CA is required). ``user``/``password``,
+        ``token`` or ``nkey_user`` (a user's public nkey): what a client must present."""
         self.binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
         if not os.path.exists(self.binary):
             raise RuntimeError("nats-server is not installed (apt-get install -y nats-server); "
@@ -36,6 +41,21 @@ class NatsServer(ServerProcess):
         super().__init__(store_dir, "tattler-nats-test-")
         self.store_dir = self.state_dir
         self.port = free_port()
+        self._extra: list[str] = []
+        if tls:
+            self._extra += ["--tlsverify" if verify_clients else "--tls", "--tlscert", tls["server_cert"],
+                            "--tlskey", tls["server_key"]]
+            if verify_clients:
+                self._extra += ["--tlscacert", tls["ca"]]
+        if user:
+            self._extra += ["--user", user, "--pass", password or ""]
+        if token:
+            self._extra += ["--auth", token]
+        if nkey_user:
+            conf = os.path.join(self.store_dir, "auth.conf")
+            with open(conf, "w") as f:
+                f.write(f'authorization {{ users = [ {{ nkey: "{nkey_user}" }} ] }}\n')
+            self._extra += ["-c", conf]
 
     @property
     def url(self) -> str:
@@ -43,7 +63,7 @@ class NatsServer(ServerProcess):
 
     def start(self, timeout: float = 20.0) -> None:
         """Start (or restart on the same port and store) and wait until it accepts connections."""
-        cmd = [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.store_dir]
+        cmd = [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.store_dir, *self._extra]
         self._launch(cmd, self._answers, timeout)
 
     def _answers(self) -> bool:
@@ -65,7 +85,7 @@ class NatsServer(ServerProcess):
 # --- reading what was delivered, with plain nats-py (not the code under test) ---------
 
 
-async def kv_state(url: str, bucket: str = "tattler-state") -> dict[str, dict[str, Any]]:
+async def kv_state(url: str, bucket: str = "tattler-state", **connect: Any) -> dict[str, dict[str, Any]]:
     """Every live key of the bucket and its JSON value, read with plain nats-py.
 
     One pull consumer of the last message per key, every fetch bounded in
@@ -76,7 +96,7 @@ async def kv_state(url: str, bucket: str = "tattler-state") -> dict[str, dict[st
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
     async def read() -> dict[str, dict[str, Any]]:
-        nc = await nats.connect(url)
+        nc = await nats.connect(url, **connect)
         try:
             js = nc.jetstream()
             await js.key_value(bucket)  # BucketNotFoundError while there is none
@@ -100,12 +120,12 @@ async def kv_state(url: str, bucket: str = "tattler-state") -> dict[str, dict[st
         return state
 
 
-async def stream_messages(url: str, stream: str = "tattler") -> list[Any]:
+async def stream_messages(url: str, stream: str = "tattler", **connect: Any) -> list[Any]:
     """Every message in the stream, in order: (subject, headers, JSON payload)."""
     import nats
 
     async def read() -> list[Any]:
-        nc = await nats.connect(url)
+        nc = await nats.connect(url, **connect)
         try:
             js = nc.jetstream()
             info = await js.stream_info(stream)
