@@ -14,7 +14,11 @@ built ``tattler_etcd/**/*.so``), interleaved, so the
 two trees meet the same load. Then the heaviest imports of ``--help``, from
 ``python -X importtime``.
 
-    python benchmarks/startup.py [--runs 15] [--against /tmp/base] [--no-etcd]
+    python benchmarks/startup.py [--runs 15] [--against /tmp/base] [--no-etcd | --etcd-url URL]
+
+``--etcd-url URL`` runs the ``run --once`` case against that etcd instead (e.g.
+one ``benchmarks/etcd_sync.py --data-dir`` loaded with Pods, started on its
+data dir): the whole command, before and after, interleaved.
 
 Not a test: nothing is asserted. Write ``uptime`` beside any figure you keep.
 """
@@ -102,13 +106,16 @@ def main() -> None:
     ap.add_argument("--against", metavar="DIR", help="also run each case with PYTHONPATH=DIR, interleaved")
     ap.add_argument("--top", type=int, default=12, help="how many of --help's heaviest imports to list")
     ap.add_argument("--no-etcd", action="store_true", help="skip the run --once case (no etcd started)")
+    ap.add_argument("--etcd-url", metavar="URL", help="run --once against this etcd (its pods), not an empty one")
     args = ap.parse_args()
     trees: list[tuple[str, str | None]] = [("this", None)]
     if args.against:
         trees.append(("against", str(Path(args.against).resolve())))
     etcd = None
     cases = dict(CASES)
-    if not args.no_etcd:
+    if args.etcd_url:
+        cases["tattler-etcd run --once (pods of --etcd-url)"] = run_args(args.etcd_url)
+    elif not args.no_etcd:
         from tests.support.etcd import EtcdServer
 
         etcd = EtcdServer()
