@@ -1,4 +1,5 @@
-"""What the command imports: ``--version`` and ``--help`` almost nothing, ``run`` against etcd what reading etcd needs.
+"""What starting imports: ``--version`` and ``--help`` almost nothing, ``run`` against etcd what reading etcd
+needs, the pytest plugin nothing until a test asks for its fixture.
 
 Each case runs the command in a fresh interpreter (this test process has
 imported everything already) and lists ``sys.modules`` once it returned. The
@@ -90,3 +91,14 @@ def test_the_checker_sees_a_denied_module(tmp_path: Path) -> None:
     status, modules = _modules(tmp_path, "--version")
     assert status == 0
     assert _loaded(modules + ["yaml", "yaml.nodes", "yamlish"], ("yaml",)) == ["yaml", "yaml.nodes"]
+
+
+def test_the_pytest_plugin_loads_the_harness_only_for_a_test_that_uses_it() -> None:
+    """pytest imports the plugin (entry point ``pytest11``) in every session of every project that installs us."""
+    code = ("import json, sys\nimport tattler_etcd.pytest_plugin as p\nbefore = sorted(sys.modules)\n"
+            "p.ReplayHarness\nprint(json.dumps([before, sorted(sys.modules)]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    before, after = json.loads(proc.stdout)
+    heavy = ("trio", "vcr", "tattler_etcd.pipeline", "tattler_etcd.replay", "tattler_etcd.codec")
+    assert _loaded(before, heavy) == []
+    assert "tattler_etcd.replay._harness" in after  # and the names are still there
