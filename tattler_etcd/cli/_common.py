@@ -19,7 +19,7 @@ from typing import TextIO, TypedDict
 
 from tattler_etcd.cli._resources import canonical_resources
 from tattler_etcd.errors import ConfigError
-from tattler_etcd.readers.etcd import DEFAULT_RESOURCES as _DEFAULT_RESOURCE_TUPLE
+from tattler_etcd.readers.etcd.keys import DEFAULT_RESOURCES as _DEFAULT_RESOURCE_TUPLE
 
 #: ``--connect-timeout`` when not given: long enough for a slow control plane
 #: to answer, short enough that a wrong address fails while someone watches.

@@ -8,11 +8,14 @@ cannot cancel promptly and which break deterministic replay under a virtual
 clock. So every request here goes through an ``httpx.AsyncClient`` that the
 caller may inject (vcrpy records and replays it with no thread).
 
-What etcd3gw does give us is its endpoint conventions: :func:`endpoint_client`
-builds an ``etcd3gw.Etcd3Client`` from a URL and the TLS files, and the
-gateway takes the base URL, the API path and the TLS files from it; the API
-path discovery (``GET /version``: 3.4+ -> ``/v3/``, 3.3 -> ``/v3beta/``,
-older -> ``/v3alpha/``) follows its rules, done here on httpx.
+What we keep of etcd3gw is its endpoint conventions: :func:`endpoint_client`
+turns a URL and the TLS files into an :class:`Endpoint` (the base URL as
+``Etcd3Client.base_url`` writes it, IPv6 hosts in brackets, port 2379 by
+default), and the API path discovery (``GET /version``: 3.4+ -> ``/v3/``,
+3.3 -> ``/v3beta/``, older -> ``/v3alpha/``) follows its rules, done here on
+httpx. etcd3gw itself is not imported: its client was only a holder for
+those, and importing it (``requests``, ``futurist``, ``asyncio``) cost every
+``tattler-etcd run`` ~75 ms.
 
 This module is sans-policy: it translates replies and transport errors into
 :mod:`tattler_etcd.errors` and leaves retrying to the reader.
@@ -33,7 +36,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import asynccontextmanager
 from typing import Any
 
-import etcd3gw
 import httpx
 import orjson
 import trio
@@ -54,6 +56,7 @@ from tattler_etcd.readers._httpclient import abandon
 __all__ = [
     "DEFAULT_PROGRESS_INTERVAL",
     "IDLE_INTERVALS",
+    "Endpoint",
     "EtcdAuth",
     "Gateway",
     "KeyValue",
@@ -117,11 +120,24 @@ class TLSFiles:
         return bool(self.cacert or self.cert or self.key or self.insecure_skip_verify)
 
 
-def endpoint_client(url: str, tls: TLSFiles = TLSFiles(), api_path: str | None = None) -> etcd3gw.Etcd3Client:
-    """An ``etcd3gw.Etcd3Client`` for ``url`` (``http(s)://host:port``), holding the TLS files.
+@dataclasses.dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One etcd endpoint: where its gateway is, and the TLS files to reach it with."""
 
-    No I/O: its ``requests`` session is never used by the reader; the client
-    is the one place endpoint, protocol, port and TLS conventions live.
+    protocol: str
+    host: str
+    port: int
+    tls: TLSFiles = TLSFiles()
+
+    @property
+    def base_url(self) -> str:
+        """``http(s)://host:port``, an IPv6 host in brackets (as etcd3gw writes it)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.protocol}://{host}:{self.port}"
+
+
+def endpoint_client(url: str, tls: TLSFiles = TLSFiles()) -> Endpoint:
+    """The :class:`Endpoint` for ``url`` (``http(s)://host:port``), holding the TLS files (no I/O).
 
     Raises:
         ConfigError: not an http(s) URL with a host, or half a client key pair.
@@ -137,10 +153,7 @@ def endpoint_client(url: str, tls: TLSFiles = TLSFiles(), api_path: str | None =
         port = parsed.port or 2379
     except ValueError:
         raise ConfigError(f"--etcd-endpoints {url!r}: bad port") from None
-    return etcd3gw.Etcd3Client(
-        host=parsed.hostname, port=port, protocol=parsed.scheme,
-        ca_cert=tls.cacert, cert_key=tls.key, cert_cert=tls.cert, api_path=api_path,
-    )
+    return Endpoint(parsed.scheme, parsed.hostname, port, tls)
 
 
 def ssl_context(tls: TLSFiles) -> ssl.SSLContext | None:
@@ -414,7 +427,7 @@ class Gateway:
     def __init__(
         self,
         client: httpx.AsyncClient,
-        endpoints: Sequence[etcd3gw.Etcd3Client],
+        endpoints: Sequence[Endpoint],
         *,
         api_path: str | None = None,
         request_timeout: float = 30.0,
@@ -443,7 +456,7 @@ class Gateway:
 
     @property
     def base_url(self) -> str:
-        return str(self.endpoints[self._current].base_url)
+        return self.endpoints[self._current].base_url
 
     def _next_endpoint(self) -> None:
         self._current = (self._current + 1) % len(self.endpoints)
@@ -472,8 +485,7 @@ class Gateway:
 
         TLS mistakes come back permanent, with their cause (see :mod:`tattler_etcd.readers._tls`).
         """
-        endpoint = self.endpoints[self._current]
-        files = _tls_files(endpoint)
+        files = self.endpoints[self._current].tls
         err = await _tls.translate(
             exc, url=url, what=f"etcd {url}", client_cert=bool(files.cert),
             context=ssl_context(files) if files else None,
@@ -732,14 +744,6 @@ class WatchStream:
             if line.strip():
                 self._lines.append(line)
             start = i + 1
-
-
-def _tls_files(endpoint: etcd3gw.Etcd3Client) -> TLSFiles:
-    """The TLS files an endpoint client holds (etcd3gw keeps them on its ``requests`` session)."""
-    verify = endpoint.session.verify
-    cert = endpoint.session.cert
-    cert_file, key_file = cert if isinstance(cert, tuple) else (cert, None)
-    return TLSFiles(verify if isinstance(verify, str) else None, cert_file, key_file)
 
 
 def _transport_text(exc: httpx.TransportError) -> str:

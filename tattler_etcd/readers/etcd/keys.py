@@ -22,7 +22,7 @@ import dataclasses
 
 from tattler_etcd.errors import BadKeyError, ConfigError
 
-__all__ = ["BUILTIN_RESOURCES", "KeyMap", "ObjectKey", "ResourceSpec", "prefix_range_end", "resolve_resource"]
+__all__ = ["BUILTIN_RESOURCES", "DEFAULT_RESOURCES", "KeyMap", "ObjectKey", "ResourceSpec", "prefix_range_end", "resolve_resource"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -58,6 +58,10 @@ def _t(group: str, namespaced: bool, *resources: str, **irregular: str) -> dict[
 
 
 NS, CLUSTER = True, False
+
+#: The seed's four resources (the readers' and the command's default; here, with the
+#: resource table, so the command's parser reads it without importing the reader).
+DEFAULT_RESOURCES: tuple[str, ...] = ("pods", "nodes", "namespaces", "persistentvolumes")
 
 #: Every built-in resource the APIServer stores, by (group, plural).
 BUILTIN_RESOURCES: dict[tuple[str, str], ResourceSpec] = {

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import random
+import urllib.request
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
@@ -66,16 +67,13 @@ from tattler_etcd.readers.etcd.gateway import (
     endpoint_client,
     ssl_context,
 )
-from tattler_etcd.readers.etcd.keys import KeyMap, ResourceSpec, prefix_range_end, resolve_resource
+from tattler_etcd.readers.etcd.keys import DEFAULT_RESOURCES, KeyMap, ResourceSpec, prefix_range_end, resolve_resource
 from tattler_etcd.readers.etcd.revstore import RevisionStore
 from tattler_etcd.stats import Counters
 
 __all__ = ["DEFAULT_RESOURCES", "EtcdReader"]
 
 log = logging.getLogger(__name__)
-
-#: The seed's four resources.
-DEFAULT_RESOURCES: tuple[str, ...] = ("pods", "nodes", "namespaces", "persistentvolumes")
 
 _ETCD = SourceType.ETCD
 #: Objects decoded between two looks at the event loop (readers.turns.wait_turn): ~0.5 ms of work.
@@ -204,7 +202,7 @@ class EtcdReader(Reflector):
         )
         self.urls = urls
         self.tls = TLSFiles(cacert, cert, key, insecure_skip_tls_verify)
-        self.endpoints = [endpoint_client(u, self.tls, api_path) for u in urls]
+        self.endpoints = [endpoint_client(u, self.tls) for u in urls]
         self.specs = specs
         self.page_size = page_size
         self.api_path = api_path
@@ -276,7 +274,7 @@ class EtcdReader(Reflector):
             client = self._client_factory()
         else:
             client = async_client(  # closes a socket whose TLS handshake was cancelled (readers/_httpclient.py)
-                verify=self._ssl if self._ssl is not None else True,
+                verify=self._ssl if self._ssl is not None else self._default_verify(),
                 timeout=self.request_timeout,
                 auth=self._auth,
                 # One watch stream per resource plus a range: keep them all open.
@@ -284,6 +282,17 @@ class EtcdReader(Reflector):
             )
         await stack.enter_async_context(client)
         return client
+
+    def _default_verify(self) -> bool:
+        """httpx's ``verify`` without TLS flags: False when no connection can use TLS, else True.
+
+        Why: ``verify=True`` loads the CA bundle when the client is built
+        (~22 ms of every start), which only a TLS connection needs. Plain
+        ``http://`` endpoints and no proxy from the environment (a proxy may
+        itself be ``https://``) make none, so nothing is left unverified.
+        """
+        plain = all(e.protocol == "http" for e in self.endpoints)
+        return not (plain and not urllib.request.getproxies())
 
     def synced_all(self) -> None:
         if self.progress is not None and self._listed_any:
