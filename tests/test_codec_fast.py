@@ -254,7 +254,7 @@ def _replace_three_ways(value: bytes, paths: tuple[tuple[str, ...], ...]) -> lis
         _fast.set_enabled(on)
         try:
             rep = codec.Replace("REDACTED", b"REDACTED")
-            fn: Any = (lambda v: rep(v)) if wrapped else rep  # a plain function is called, never inlined
+            fn: Any = (lambda v, rep=rep: rep(v)) if wrapped else rep  # a plain function is called, never inlined
             parsed = codec.parse(value)
             n = codec.redact_parsed(parsed, paths, fn)
             out.append((n, codec.to_bytes(parsed), rep.delta))

@@ -35,12 +35,12 @@ class _Turn:
         self.free = trio.Event()
 
 
-_TURN: trio.lowlevel.RunVar[_Turn] = trio.lowlevel.RunVar("tattler_etcd.turn")
+_TURN: trio.lowlevel.RunVar[_Turn | None] = trio.lowlevel.RunVar("tattler_etcd.turn", default=None)
 
 
 def hold() -> None:
     """Take the turn (nestable: one :func:`release` for every hold)."""
-    turn = _TURN.get(None)
+    turn = _TURN.get()
     if turn is None:
         turn = _Turn()
         _TURN.set(turn)
@@ -51,7 +51,7 @@ def hold() -> None:
 
 def release() -> None:
     """Give the turn back; the loops waiting in :func:`wait_turn` go on once nobody holds it."""
-    turn = _TURN.get(None)
+    turn = _TURN.get()
     if turn is None or not turn.holders:
         raise RuntimeError("release() without hold()")
     turn.holders -= 1
@@ -61,7 +61,7 @@ def release() -> None:
 
 async def wait_turn() -> None:
     """Between slices of a long loop: a checkpoint, or a wait while a reader holds the turn."""
-    turn = _TURN.get(None)
+    turn = _TURN.get()
     if turn is not None and turn.holders:
         with trio.move_on_after(MAX_WAIT):
             await turn.free.wait()

@@ -67,7 +67,13 @@ from tattler_etcd.readers.etcd.gateway import (
     endpoint_client,
     ssl_context,
 )
-from tattler_etcd.readers.etcd.keys import DEFAULT_RESOURCES, KeyMap, ResourceSpec, prefix_range_end, resolve_resource
+from tattler_etcd.readers.etcd.keys import (
+    DEFAULT_RESOURCES,
+    KeyMap,
+    ResourceSpec,
+    prefix_range_end,
+    resolve_resource,
+)
 from tattler_etcd.readers.etcd.revstore import RevisionStore
 from tattler_etcd.stats import Counters
 
