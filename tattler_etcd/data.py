@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tattler_etcd import codec
+from tattler_etcd.codec import json_bytes as _json_bytes
 from tattler_etcd.jsonout import dumps as _dumps
 from tattler_etcd.models import to_model
 
@@ -67,6 +68,7 @@ class Entry:
     """
 
     __slots__ = (
+        "_line",
         "_object",
         "_object_json",
         "_raw",
@@ -113,6 +115,8 @@ class Entry:
         self._object: Any = None
         #: The object's JSON, kept while no dict is (see :meth:`to_json_bytes`).
         self._object_json: bytes | None = None
+        #: (head, line) of the last :meth:`to_json_bytes` written from the bytes by C.
+        self._line: tuple[dict[str, Any], bytes] | None = None
 
     @classmethod
     def from_dict(
@@ -199,6 +203,7 @@ class Entry:
         if self._raw is None:
             self._raw = self._decode()
             self._object_json = None  # the dict may now be edited in place
+            self._line = None
         return self._raw
 
     def _decode(self) -> dict[str, Any]:
@@ -232,6 +237,7 @@ class Entry:
         self._raw = None
         self._object = None
         self._object_json = None
+        self._line = None
 
     def replace_raw(self, raw: dict[str, Any]) -> None:
         """Swap the dict (safety, preprocessors); the bytes no longer match, so they go."""
@@ -239,6 +245,7 @@ class Entry:
         self._value = None
         self._object = None
         self._object_json = None
+        self._line = None
 
     def _json_head(self) -> dict[str, Any]:
         """The JSON form's keys before ``object``, in their order."""
@@ -277,18 +284,30 @@ class Entry:
         skips), so a second processor writing the same entry does not decode
         it again.
 
+        An entry that holds only protobuf bytes is written by C straight from
+        them (:func:`tattler_etcd.codec.json_bytes`, the same text, no dict
+        at all: ~4x faster again); the line is kept instead.
+
         Raises:
             tattler_etcd.errors.DecodeError: the stored bytes are not an object.
         """
-        head = _dumps(self._json_head())
+        head = self._json_head()
         body: bytes | None
         if self._raw is not None:
             body = _dumps(self._raw)
         else:
+            line = self._line
+            if line is not None and line[0] == head:
+                return line[1]
+            assert self._value is not None
+            fast = _json_bytes(self._value, self.resource_version, head)
+            if fast is not None:
+                self._line = (head, fast)
+                return fast
             body = self._object_json
             if body is None:
                 body = self._object_json = _dumps(self._decode())
-        return b"".join((head[:-1], b',"object":', body, b"}"))
+        return b"".join((_dumps(head)[:-1], b',"object":', body, b"}"))
 
     @classmethod
     def from_json_dict(cls, doc: Mapping[str, Any]) -> Entry:

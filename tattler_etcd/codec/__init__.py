@@ -29,6 +29,7 @@ from tattler_etcd.codec._api import to_bytes as to_bytes
 from tattler_etcd.codec._api import to_dict as to_dict
 from tattler_etcd.codec._api import wrap as wrap
 from tattler_etcd.codec._convert import UNKNOWN_KEY as UNKNOWN_KEY
+from tattler_etcd.codec._fast import json_bytes as json_bytes
 from tattler_etcd.codec._convert import counters as counters
 from tattler_etcd.codec._paths import kind_names as kind_names
 from tattler_etcd.codec._paths import kind_paths as kind_paths
@@ -55,6 +56,7 @@ __all__ = [
     "drop_unknown",
     "encode",
     "is_json",
+    "json_bytes",
     "kind_names",
     "kind_paths",
     "leaf_types",

@@ -24,10 +24,11 @@ import os
 import warnings
 from typing import Any
 
-from tattler_etcd.codec import _convert, _gotime
+from tattler_etcd.codec import _api, _convert, _gotime
 from tattler_etcd.codec._schema import SCHEMA, Field, Message
+from tattler_etcd.errors import CodecError
 
-__all__ = ["AVAILABLE", "decode", "enabled", "has_unknown", "redact_raw", "set_enabled"]
+__all__ = ["AVAILABLE", "decode", "enabled", "has_unknown", "json_bytes", "redact_raw", "set_enabled"]
 
 #: The table layout this file writes; ``_cdecode.c``'s ``TABLES_ABI`` must match.
 TABLES_ABI = 1
@@ -215,6 +216,44 @@ def decode(name: str, raw: bytes, kind: str, api_version: str) -> dict[str, Any]
     return result
 
 
+def json_bytes(value: bytes, resource_version: str | None = None,
+               head: dict[str, Any] | None = None) -> bytes | None:
+    """``jsonout.dumps(codec.decode(value))``, written by C straight from the wire bytes, or None.
+
+    Why: the JSON-lines writer turned every object into a dict (the C
+    decoder) and the dict into text (orjson, then the small-float scan):
+    two passes and a few hundred Python objects per Pod, most of the
+    command's CPU. ``_cdecode.json`` runs the decoder's tables and writes
+    the text the dict would have given, byte for byte (key order, omitted
+    and null fields, sorted map keys, times, embedded JSON re-dumped), with
+    no dict in between. ``resource_version`` (when not empty) replaces
+    ``metadata.resourceVersion`` as :meth:`Entry._decode
+    <tattler_etcd.data.Entry>` does; with ``head`` (a dict of str/None) the
+    result is the whole line ``{**head, "object": <object>}``.
+
+    None when it cannot (not built or turned off, a JSON value, bytes the
+    decoder leaves to Python or would refuse, floats, invalid UTF-8...):
+    then the caller takes the dict path, which writes the same text or
+    raises the right error.
+    """
+    if not _enabled:
+        return None
+    try:
+        value = _api._check(value, _api.DEFAULT_MAX_SIZE)
+        if _api.is_json(value):
+            return None
+        api_version, kind, raw = _api._split_envelope(value)
+        if not kind:
+            return None
+        spec = _table(_api._message_for(api_version, kind))
+    except CodecError:  # the dict path raises it again, with the same words
+        return None
+    if spec is None:
+        return None
+    out: bytes | None = _cdecode.json(spec, raw, kind, api_version, not spec[3], resource_version, head)
+    return out
+
+
 def has_unknown(name: str, raw: bytes) -> bool | None:
     """Whether message ``name``'s wire bytes hold a field the schema does not know, at any depth.
 
@@ -303,7 +342,9 @@ def _wire_trie(name: str, paths: tuple[tuple[str, ...], ...]) -> dict[int, Any]:
 _tries: dict[tuple[str, tuple[tuple[str, ...], ...]], dict[int, Any] | None] = {}
 
 
-def redact_raw(name: str, paths: Any, raw: bytes, fn: Any) -> tuple[bytes | None, int, BaseException | None] | None:
+def redact_raw(
+    name: str, paths: Any, raw: bytes, fn: Any, inline: tuple[str, bytes] | None = None,
+) -> tuple[bytes | None, int, BaseException | None] | None:
     """``codec.redact_parsed`` on the wire bytes of message ``name``: (new bytes or None, leaves changed, error).
 
     ``error`` is what ``fn`` raised, if it did: the edits made before it are in
@@ -315,6 +356,9 @@ def redact_raw(name: str, paths: Any, raw: bytes, fn: Any) -> tuple[bytes | None
     it costs ~15-20 us; rewriting the few fields on the path in the bytes ~2 us.
     The bytes it gives decode to the same object as upb's serialization (fields
     keep their original order instead of being re-sorted).
+    ``inline``: ``fn`` is a ``codec.Replace`` of (text, data): the C code
+    writes the constant itself (no Python call per leaf) and adds to
+    ``fn.delta`` what the calls would have.
     """
     if not _enabled or type(paths) is not tuple:
         return None
@@ -333,7 +377,8 @@ def redact_raw(name: str, paths: Any, raw: bytes, fn: Any) -> tuple[bytes | None
         spec = _table(name)
         if spec is None or _cdecode.has_unknown(spec, raw) is None:
             return None  # bytes a parse would refuse: upb says why (the safety stage then drops them)
-    result: tuple[bytes | None, int, BaseException | None] | None = _cdecode.redact(trie, raw, fn)
+    result: tuple[bytes | None, int, BaseException | None] | None = (
+        _cdecode.redact(trie, raw, fn) if inline is None else _cdecode.redact(trie, raw, fn, *inline))
     return result
 
 

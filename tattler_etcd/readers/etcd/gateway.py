@@ -32,11 +32,12 @@ import math
 import os
 import ssl
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import orjson
 import trio
 
 from tattler_etcd.errors import (
@@ -500,9 +501,13 @@ class Gateway:
         assert self.api_path is not None, "call discover() first"
         return self.base_url + self.api_path + path
 
-    async def _post(self, path: str, doc: Mapping[str, Any]) -> dict[str, Any]:
+    async def _post(self, path: str, doc: Mapping[str, Any], on_sent: Callable[[], None] | None = None,
+                    on_reply: Callable[[], None] | None = None) -> dict[str, Any]:
         url = self.url(path)
-        request = _request(self.client, url, doc, {"content-type": "application/json"}, self.request_timeout)
+        request = _request(self.client, url, doc, {"content-type": "application/json"}, self.request_timeout,
+                           on_sent)
+        if on_reply is not None:
+            request.extensions["trace"] = _on_body_read(on_reply)
         try:
             resp = await self.client.send(request)
         except httpx.TransportError as exc:
@@ -510,15 +515,25 @@ class Gateway:
         if resp.status_code != 200:
             raise _status_error(url, resp.status_code, resp.content)
         try:
-            out = json.loads(resp.content)
-        except ValueError as exc:
+            # orjson: a page of 500 small Pods (2 MB of base64) in ~1.0 ms, json.loads
+            # ~2.6 ms; the pager waits for it before it asks for the next page.
+            out = orjson.loads(resp.content)
+        except ValueError as exc:  # orjson.JSONDecodeError is one
             raise TransientReaderError(f"etcd {url}: a reply that is not JSON") from exc
         if not isinstance(out, dict):
             raise TransientReaderError(f"etcd {url}: a reply that is not a JSON object")
         return out
 
-    async def range(self, key: bytes, range_end: bytes, *, limit: int, revision: int = 0) -> RangePage:
+    async def range(self, key: bytes, range_end: bytes, *, limit: int, revision: int = 0,
+                    on_sent: Callable[[], None] | None = None,
+                    on_reply: Callable[[], None] | None = None) -> RangePage:
         """One page of ``[key, range_end)`` at ``revision`` (0: the latest).
+
+        ``on_sent`` is called (maybe more than once: a retried request) when the
+        request's body has gone to the connection, while etcd works on it: a
+        pager uses it to do its own work in that time (see the reader's list_all).
+        ``on_reply`` is called when the reply's body has been read (before it
+        is parsed), where the transport tells (httpcore's ``trace`` extension).
 
         Raises:
             HistoryCompactedError: ``revision`` has been compacted.
@@ -527,7 +542,7 @@ class Gateway:
         doc: dict[str, Any] = {"key": _b64(key), "range_end": _b64(range_end), "limit": limit}
         if revision:
             doc["revision"] = revision
-        out = await self._post("kv/range", doc)
+        out = await self._post("kv/range", doc, on_sent, on_reply)
         try:
             header_rev = int(out["header"]["revision"])
             kvs = out.get("kvs") or []
@@ -602,6 +617,7 @@ class Gateway:
 
 def _request(
     client: httpx.AsyncClient, url: str, doc: Mapping[str, Any], headers: dict[str, str], timeout: Any,
+    on_sent: Callable[[], None] | None = None,
 ) -> httpx.Request:
     """A POST of ``doc`` whose body stream is not an async generator.
 
@@ -612,29 +628,49 @@ def _request(
     """
     body = _body(doc)
     request = client.build_request("POST", url, content=body, headers=headers, timeout=timeout)
-    request.stream = _OneChunk(body)
+    request.stream = _OneChunk(body, on_sent)
     return request
 
 
-class _OneChunk(httpx.AsyncByteStream):
-    """A request body of one chunk, iterated by a plain object (nothing to finalize)."""
+def _on_body_read(callback: Callable[[], None]) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    """An httpcore ``trace`` callback that calls ``callback`` once the response body has been read."""
 
-    def __init__(self, data: bytes) -> None:
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event == "http11.receive_response_body.complete":
+            callback()
+
+    return trace
+
+
+class _OneChunk(httpx.AsyncByteStream):
+    """A request body of one chunk, iterated by a plain object (nothing to finalize).
+
+    ``on_sent``: called when the transport asks for more after the chunk,
+    i.e. once it has written the body (httpcore writes each chunk before it
+    asks for the next).
+    """
+
+    def __init__(self, data: bytes, on_sent: Callable[[], None] | None = None) -> None:
         self._data = data
+        self._on_sent = on_sent
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return _Once(self._data)
+        return _Once(self._data, self._on_sent)
 
 
 class _Once:
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, on_sent: Callable[[], None] | None = None) -> None:
         self._data: bytes | None = data
+        self._on_sent = on_sent
 
     def __aiter__(self) -> _Once:
         return self
 
     async def __anext__(self) -> bytes:
         if self._data is None:
+            on_sent, self._on_sent = self._on_sent, None
+            if on_sent is not None:
+                on_sent()
             raise StopAsyncIteration
         data, self._data = self._data, None
         return data
