@@ -642,9 +642,9 @@ static PyObject *py_has_unknown(PyObject *self, PyObject *const *args, Py_ssize_
 typedef struct {
     PyObject *b;
     Py_ssize_t len;
-} RBuf;
+} WireBuf;
 
-static int rput_bytes(RBuf *out, const char *p, Py_ssize_t n) {
+static int put_bytes(WireBuf *out, const char *p, Py_ssize_t n) {
     if (n == 0) return 0;
     Py_ssize_t cap = PyBytes_GET_SIZE(out->b);
     if (out->len + n > cap) {
@@ -656,12 +656,12 @@ static int rput_bytes(RBuf *out, const char *p, Py_ssize_t n) {
     return 0;
 }
 
-static int rput_varint(RBuf *out, uint64_t v) {
+static int put_varint(WireBuf *out, uint64_t v) {
     char buf[10];
     int n = 0;
     while (v >= 0x80) { buf[n++] = (char)(v | 0x80); v >>= 7; }
     buf[n++] = (char)v;
-    return rput_bytes(out, buf, n);
+    return put_bytes(out, buf, n);
 }
 
 /* Replace inlined (``codec.Replace``): every non-empty leaf becomes a constant, written here
@@ -680,7 +680,7 @@ static PyObject *redact_msg(PyObject *trie, const char *p, Py_ssize_t n, PyObjec
                             PyObject **fn_error, int depth, Inline *inl) {
     if (depth > MAX_DEPTH) return BAIL;
     const char *start = p, *end = p + n, *copied = p;
-    RBuf out = {NULL, 0};
+    WireBuf out = {NULL, 0};
     uint64_t seen = 0;
     while (p < end && !*fn_error) {
         const char *tag_at = p;
@@ -789,8 +789,8 @@ static PyObject *redact_msg(PyObject *trie, const char *p, Py_ssize_t n, PyObjec
             rn = PyBytes_GET_SIZE(replacement);
         }
         if (!out.b && !(out.b = PyBytes_FromStringAndSize(NULL, n + 64))) { Py_XDECREF(replacement); goto bail; }
-        if (rput_bytes(&out, copied, tag_at - copied) < 0 || rput_varint(&out, tag) < 0
-            || rput_varint(&out, (uint64_t)rn) < 0 || rput_bytes(&out, rp, rn) < 0) {
+        if (put_bytes(&out, copied, tag_at - copied) < 0 || put_varint(&out, tag) < 0
+            || put_varint(&out, (uint64_t)rn) < 0 || put_bytes(&out, rp, rn) < 0) {
             Py_XDECREF(replacement); goto bail;
         }
         Py_XDECREF(replacement);
@@ -798,7 +798,7 @@ static PyObject *redact_msg(PyObject *trie, const char *p, Py_ssize_t n, PyObjec
     }
     (void)start;
     if (!out.b) Py_RETURN_NONE;
-    if (rput_bytes(&out, copied, end - copied) < 0 || _PyBytes_Resize(&out.b, out.len) < 0) goto bail;
+    if (put_bytes(&out, copied, end - copied) < 0 || _PyBytes_Resize(&out.b, out.len) < 0) goto bail;
     return out.b;
 bail:
     Py_XDECREF(out.b);
@@ -2046,7 +2046,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cdecode", NULL, -1,
 /* The table layout this file reads: _fast.py refuses a module built from
    another layout (a stale build in a checkout), so a mismatch costs speed, never memory safety.
    Bump it with every change to the tables or the enums. */
-#define TABLES_ABI 1
+#define TABLES_ABI 2
 
 PyMODINIT_FUNC PyInit__cdecode(void) {
     str_zero = PyUnicode_InternFromString("0");
