@@ -246,6 +246,59 @@ def test_the_pod_env_values_take_the_c_rewrite() -> None:
     assert codec.to_bytes(parsed) is value
 
 
+def _replace_three_ways(value: bytes, paths: tuple[tuple[str, ...], ...]) -> list[Any]:
+    """(n, bytes, delta) for a codec.Replace: inlined in C, called from C, and through upb."""
+    out = []
+    for on, wrapped in ((True, False), (True, True), (False, False)):
+        was = _fast.enabled()
+        _fast.set_enabled(on)
+        try:
+            rep = codec.Replace("REDACTED", b"REDACTED")
+            fn: Any = (lambda v: rep(v)) if wrapped else rep  # a plain function is called, never inlined
+            parsed = codec.parse(value)
+            n = codec.redact_parsed(parsed, paths, fn)
+            out.append((n, codec.to_bytes(parsed), rep.delta))
+        except CodecError as exc:
+            out.append((type(exc), None, None))
+        finally:
+            _fast.set_enabled(was)
+    return out
+
+
+def _env_pod(*values: str) -> bytes:
+    env = [{"name": f"V{i}", "value": v} for i, v in enumerate(values)]
+    return codec.encode({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "uid": "u"},
+                         "spec": {"containers": [{"name": "c", "env": env}, {"name": "d", "env": env[::-1]}]}})
+
+
+@pytest.mark.parametrize("path", [*FIXTURES, None], ids=lambda p: p.stem if p else "env-values")
+def test_replace_inlined_in_c_matches_calling_it(path: Path | None) -> None:
+    """The C rewrite writes a Replace's constant itself: same bytes, count and delta as calling it, and as upb."""
+    value = path.read_bytes() if path else _env_pod("s3cret", "", "REDACTED", "пароль €", "x" * 300)
+    paths = _rules_paths(codec.peek(value).kind) + (("metadata", "name"),)
+    inlined, called, upb = _replace_three_ways(value, paths)
+    assert inlined == called
+    assert inlined[0] == upb[0] and inlined[2] == upb[2]
+    if inlined[1] is not None:
+        assert same(python_decode(inlined[1]), python_decode(upb[1]))
+    if path is None:
+        parsed = codec.parse(value)  # the C rewrite took it (did not leave it to upb)
+        assert _fast.redact_raw(parsed._name, paths, parsed._raw, codec.Replace("R", b"R"), ("R", b"R")) is not None
+        # "" and "REDACTED" stay; the name p becomes REDACTED too; delta counts characters.
+        assert inlined[0] == 2 * 3 + 1 and inlined[2] == 2 * (2 + 0 + 0 + 0 - 292) + 7
+
+
+def test_replace_inlined_bails_on_invalid_utf8_as_the_call_does() -> None:
+    """Invalid UTF-8: the C rewrite gives up and upb decides, with the same result; the delta stays exact.
+
+    (Calling fn from C before giving up adds to the delta twice; inlined, nothing is added.)
+    """
+    value = _env_pod("ok", "bad").replace(b"bad", b"b\xffd")
+    inlined, called, upb = _replace_three_ways(value, _rules_paths("Pod"))
+    assert inlined[:2] == called[:2] == upb[:2]
+    assert inlined[2] == upb[2] == 2 * (8 - 2) + 2 * (8 - 3)
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(value=mutated())
 def test_mutated_values_are_redacted_alike(value: bytes) -> None:
@@ -256,6 +309,8 @@ def test_mutated_values_are_redacted_alike(value: bytes) -> None:
     c, upb = _redact_both(value, _rules_paths(kind))
     assert c[0] == upb[0]
     assert same(c[1], upb[1]) if isinstance(upb[1], dict) else c[1] == upb[1]
+    inlined, called, _upb = _replace_three_ways(value, _rules_paths(kind))
+    assert inlined == called
 
 
 # -- times: written by the C side for years 1-9999, by _gotime otherwise ---------

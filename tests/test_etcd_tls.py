@@ -11,7 +11,7 @@ import trio
 from tattler_etcd.data import Entry
 from tattler_etcd.errors import ConfigError
 from tattler_etcd.readers import Backoff
-from tattler_etcd.readers.etcd import EtcdReader
+from tattler_etcd.readers.etcd import EtcdReader, TLSFiles
 from tattler_etcd.stats import Counters
 from tests.support.etcd import EtcdServer
 from tests.support.etcd_reading import key, obj
@@ -29,9 +29,8 @@ async def test_reader_lists_over_tls_with_a_client_certificate(tls_etcd: EtcdSer
         async with run_reader(reader, started=False) as h:
             await h.drain()
     assert list(h.state) == [key("pods", "a", "ns")]
-    # etcd3gw's client holds the same files (the conventions the reader takes from it).
-    session = reader.endpoints[0].session
-    assert (session.verify, session.cert) == (certs["ca"], (certs["client_cert"], certs["client_key"]))
+    # The endpoint holds the same files (the gateway's TLS diagnosis reads them there).
+    assert reader.endpoints[0].tls == TLSFiles(certs["ca"], certs["client_cert"], certs["client_key"])
 
 
 def test_tls_files_are_checked_before_any_io(certs: dict[str, str], tmp_path: Path) -> None:

@@ -458,3 +458,42 @@ async def test_status_while_etcd_cannot_be_reached_at_start(autojump_clock: trio
             assert (status.state, status.synced, status.last_error, status.down_since) == ("watching", True, "", None)
             nursery.cancel_scope.cancel()
     assert reader.status.state == "stopped"
+
+
+async def test_the_next_page_is_on_the_wire_before_this_one_is_decoded(
+    autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """etcd works on page k+1 while we decode page k, rather than the two taking turns."""
+    from tattler_etcd.readers.etcd import reader as reader_module
+
+    store = {f"/registry/pods/ns/p{i}": obj("pods", f"p{i}", "ns") for i in range(6)}
+    gw = FakeGateway(4, store, {})
+    order: list[tuple[str, str]] = []
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v3/kv/range":
+            # As a real transport: checkpoints (the pooled connection, its lock), then the body is written.
+            for _ in range(3):
+                await trio.lowlevel.checkpoint()
+            async for _ in request.stream:  # type: ignore[union-attr]
+                pass
+            order.append(("sent", base64.b64decode(json.loads(request.content)["key"]).decode()))
+        return await gw.handle(request)
+
+    decode = reader_module._EtcdLoop._entries_from_kvs
+
+    def recording(self: Any, kvs: list[Any], change: ChangeType) -> list[Entry]:
+        order.append(("decoded", kvs[0].key.decode()))
+        return decode(self, kvs, change)
+
+    monkeypatch.setattr(reader_module._EtcdLoop, "_entries_from_kvs", recording)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as client:
+        reader = EtcdReader("http://etcd:2379", resources=["pods"], client=client, page_size=2, once=True)
+        send, recv = trio.open_memory_channel[list[Entry]](0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader.run, send, Counters())
+            got = [e.key async for chunk in recv for e in chunk]
+    assert got == sorted(store)
+    p = [f"/registry/pods/ns/p{i}" for i in range(6)]
+    assert order == [("sent", "/registry/pods/"), ("sent", p[1] + "\0"), ("decoded", p[0]),
+                     ("sent", p[3] + "\0"), ("decoded", p[2]), ("decoded", p[4])]

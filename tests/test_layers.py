@@ -26,7 +26,7 @@ PACKAGE = "tattler_etcd"
 
 #: Lowest layer first: (layer, the modules and packages in it).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("tattler_etcd.errors", "tattler_etcd.jsonout", "tattler_etcd.stats")),
+    ("base", ("tattler_etcd._lazy", "tattler_etcd.errors", "tattler_etcd.jsonout", "tattler_etcd.stats")),
     ("codec", ("tattler_etcd.codec",)),
     ("data", ("tattler_etcd.data", "tattler_etcd.models")),
     ("readers", ("tattler_etcd.readers",)),

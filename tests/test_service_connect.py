@@ -40,7 +40,7 @@ def test_an_endpoint_that_never_answers_fails_within_the_connect_timeout(
         cli.close()
     took = time.monotonic() - started
     assert took < 20, took  # 2 s of trying, plus the interpreter's start; never the 30 s request timeout
-    assert cli.lines[-1] == (f"tattler-etcd: error: http://127.0.0.1:{silent_port}: no successful sync within 2s; "
+    assert cli.lines[-1] == (f"tattler-etcd: error: http://127.0.0.1:{silent_port}: no answer within 2s before the first sync; "
                              f"last error: http://127.0.0.1:{silent_port}: version: no answer")
     assert "Traceback" not in cli.stderr
     assert not (tmp_path / "rec.yaml").exists()
@@ -55,7 +55,7 @@ def test_a_refused_endpoint_gives_the_refusal_as_its_reason() -> None:
         assert cli.wait(timeout=30) == 2
     finally:
         cli.close()
-    assert cli.lines[-1] == (f"tattler-etcd: error: http://127.0.0.1:{port}: no successful sync within 2s; "
+    assert cli.lines[-1] == (f"tattler-etcd: error: http://127.0.0.1:{port}: no answer within 2s before the first sync; "
                              f"last error: etcd http://127.0.0.1:{port}/version: ConnectError: "
                              f"all attempts to connect to 127.0.0.1:{port} failed")
     assert [line for line in cli.lines if "ERROR" in line] == []

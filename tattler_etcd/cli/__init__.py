@@ -18,6 +18,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from tattler_etcd import __version__
 from tattler_etcd.cli._logging import LEVELS, notice
 from tattler_etcd.cli._logging import setup as setup_logging
 from tattler_etcd.errors import TattlerError
@@ -58,12 +59,10 @@ _AFTER = "_after_command"
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return f"tattler-etcd {version('tattler-etcd')}"
-    except PackageNotFoundError:  # pragma: no cover - run from a tree that was never installed
-        return "tattler-etcd (not installed)"
+    # The package's own __version__, not importlib.metadata's: importing that
+    # (with the email and zipfile packages it reads metadata with) cost every
+    # command 20-60 ms. tests/test_cli_globals.py checks the two agree.
+    return f"tattler-etcd {__version__}"
 
 
 def _level(text: str) -> str:

@@ -18,8 +18,7 @@ import os
 import sys
 from typing import Any
 
-from tattler_etcd import codec
-from tattler_etcd.cli._destinations import add_output_arguments, resolve_output, scheme_of
+from tattler_etcd.cli._output import add_output_arguments, resolve_output, scheme_of
 from tattler_etcd.errors import CodecError, ConfigError, DecodeError, EncodeError
 
 #: What ``decode -o`` takes.
@@ -44,6 +43,10 @@ def register(sub: Any) -> None:
 
 
 def _decode_value(data: bytes, max_size: int | None) -> dict[str, Any]:
+    # The codec here and in run_encode, not at the top: protobuf and the schema
+    # tables (~55 ms) are for these two commands, not for every parser.
+    from tattler_etcd import codec
+
     kwargs = {} if max_size is None else {"max_size": max_size}
     try:
         return codec.decode(data, **kwargs)
@@ -114,6 +117,8 @@ def _read_object(data: bytes) -> dict[str, Any]:
 
 
 def run_encode(args: argparse.Namespace) -> int:
+    from tattler_etcd import codec  # (see _decode_value)
+
     obj = _read_object(sys.stdin.buffer.read())
     _write_to(args.to, codec.encode(obj))
     return 0

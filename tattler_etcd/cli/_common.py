@@ -19,7 +19,7 @@ from typing import TextIO, TypedDict
 
 from tattler_etcd.cli._resources import canonical_resources
 from tattler_etcd.errors import ConfigError
-from tattler_etcd.readers.etcd import DEFAULT_RESOURCES as _DEFAULT_RESOURCE_TUPLE
+from tattler_etcd.readers.etcd.keys import DEFAULT_RESOURCES as _DEFAULT_RESOURCE_TUPLE
 
 #: ``--connect-timeout`` when not given: long enough for a slow control plane
 #: to answer, short enough that a wrong address fails while someone watches.
@@ -72,8 +72,9 @@ def add_reader_arguments(
                         "kind (pods, pod, po, Pod), plural.group for others and custom resources "
                         f"(default: {DEFAULT_RESOURCES})")
     p.add_argument("--connect-timeout", type=float, default=DEFAULT_CONNECT_TIMEOUT, metavar="SECONDS",
-                   help="give up (exit 2, naming the endpoint and the reason) when the first sync has not "
-                        f"succeeded within this time; after it, retry forever (default: {DEFAULT_CONNECT_TIMEOUT:g})")
+                   help="before the first sync, give up (exit 2, naming the endpoint and the reason) after "
+                        "this long without an answer; a long first list that keeps answering is not cut; "
+                        f"after the first sync, retry forever (default: {DEFAULT_CONNECT_TIMEOUT:g})")
     g.etcd = p.add_argument_group("etcd (flags and ETCDCTL_* variables as etcdctl takes them)")
     g.etcd.add_argument("--prefix", default="/registry", help="the APIServer's --etcd-prefix (default: /registry)")
     g.etcd.add_argument("--cacert", metavar="FILE", help="CA bundle to verify etcd's certificate (ETCDCTL_CACERT)")

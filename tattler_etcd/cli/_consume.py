@@ -14,8 +14,6 @@ import datetime
 import sys
 from typing import Any
 
-import trio
-
 from tattler_etcd.cli._resources import canonical_resources
 from tattler_etcd.errors import ConfigError
 
@@ -44,6 +42,9 @@ def register(sub: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # Here, not at the top: trio (~110 ms) and nats-py are not for the parser.
+    import trio
+
     from tattler_etcd.delivery.nats import parse_nats_url
 
     options = parse_nats_url(args.url)

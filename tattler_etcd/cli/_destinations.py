@@ -17,6 +17,10 @@ value that is not a format name is taken as a path) and ``record --out FILE``.
 A value that could mean either (a format name that is also a file here, or a
 destination given both ways and differently) is refused with a message that
 says how to write each meaning.
+
+The flags and their checks are in :mod:`._output` (re-exported here), which
+the parsers import; this module opens destinations, so it imports the
+pipeline, and the commands import it when they run.
 """
 
 from __future__ import annotations
@@ -31,7 +35,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import TextIO
 
-from tattler_etcd.cli._logging import notice
+from tattler_etcd.cli._output import FORMAT_NAMES as FORMAT_NAMES
+from tattler_etcd.cli._output import add_output_arguments as add_output_arguments
+from tattler_etcd.cli._output import deprecated as deprecated
+from tattler_etcd.cli._output import resolve_output as resolve_output
+from tattler_etcd.cli._output import scheme_of as scheme_of
 from tattler_etcd.errors import ConfigError
 from tattler_etcd.pipeline import JsonLinesProcessor
 from tattler_etcd.pipeline.routing import Policy, Processor
@@ -49,12 +57,6 @@ __all__ = [
     "scheme_of",
     "schemes",
 ]
-
-#: Every format name any subcommand knows. ``-o VALUE`` with one of these is a
-#: format; anything else is the old ``-o FILE`` spelling.
-FORMAT_NAMES = ("json", "yaml")
-
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,12 +113,6 @@ def register_scheme(scheme: str, factory: DestinationFactory | str, *, help: str
 def schemes() -> dict[str, str]:
     """The registered schemes and what each does, sorted by name."""
     return {name: s.help for name, s in sorted(_SCHEMES.items())}
-
-
-def scheme_of(dest: str) -> str | None:
-    """The URL scheme of ``dest`` (lower case), or None for ``-`` and plain paths."""
-    m = _SCHEME.match(dest)
-    return m.group(1).lower() if m else None
 
 
 def _factory(dest: str) -> DestinationFactory:
@@ -194,63 +190,6 @@ async def open_destinations(dests: Sequence[str], ctx: DestinationContext) -> As
             n = names[d.name] = names.get(d.name, 0) + 1
             opened.append(dataclasses.replace(d, name=d.name if n == 1 else f"{d.name}-{n}"))
         yield opened
-
-
-def deprecated(old: str, new: str) -> None:
-    """One note on stderr for an old spelling that still works."""
-    notice(f"{old} is deprecated; say {new}")
-
-
-def add_output_arguments(
-    p: argparse.ArgumentParser, *, formats: Sequence[str], to_help: str, repeat: bool = True,
-) -> None:
-    """``-o/--output FORMAT`` and ``--to DEST`` (repeatable when ``repeat``)."""
-    p.add_argument("-o", "--output", metavar="FORMAT",
-                   help=f"output format: {'|'.join(formats)} (default: {formats[0]})")
-    p.add_argument("--to", action="append" if repeat else "store", metavar="DEST", help=to_help)
-
-
-def resolve_output(
-    command: str, output: str | None, to: Sequence[str] | str | None, *, formats: Sequence[str],
-    legacy_paths: bool = False,
-) -> tuple[str, list[str]]:
-    """The format and the destinations from ``-o`` and ``--to`` (default: ``formats[0]`` to stdout).
-
-    With ``legacy_paths``, ``-o VALUE`` where VALUE is no format name is the
-    old ``-o FILE`` (a note on stderr says so).
-
-    Raises:
-        ConfigError: a format this command does not write, an ambiguous
-            value, or a destination given both ways.
-    """
-    dests = [to] if isinstance(to, str) else list(to or [])
-    fmt = formats[0]
-    if output is not None:
-        if output in FORMAT_NAMES:
-            if not dests and legacy_paths and os.path.exists(output):
-                raise ConfigError(
-                    f"{command}: -o {output} is ambiguous: a format, and a file here; "
-                    f"say --to ./{output} to write that file, or -o {output} --to - for {output} on stdout"
-                )
-            if output not in formats:
-                raise ConfigError(
-                    f"{command}: -o {output}: {command} writes {'|'.join(formats)}"
-                    + (f" (to write a file named {output}, say --to ./{output})" if legacy_paths else "")
-                )
-            fmt = output
-        elif legacy_paths:
-            if dests:
-                raise ConfigError(
-                    f"{command}: -o {output} is not a format ({'|'.join(formats)}) and --to is given too: "
-                    f"name the destination with --to only"
-                )
-            what = "stdout" if output == "-" else "a file"
-            deprecated(f"-o {output} ({what})", f"--to {output} (-o names the format: {'|'.join(formats)})")
-            dests = [output]
-        else:
-            raise ConfigError(f"{command}: -o {output}: not a format; give {'|'.join(formats)} "
-                              f"(where the output goes is --to PATH)")
-    return fmt, dests or ["-"]
 
 
 # Delivery (issue 14): imported on first use, so nats-py is loaded only for nats://.

@@ -17,8 +17,6 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import trio
-
 from tattler_etcd.cli._common import (
     add_reader_arguments,
     apply_environment,
@@ -29,14 +27,14 @@ from tattler_etcd.cli._common import (
     kubeconfig_path,
     parse_resources,
 )
-from tattler_etcd.cli._destinations import add_output_arguments, deprecated, resolve_output, scheme_of
+from tattler_etcd.cli._output import add_output_arguments, deprecated, resolve_output, scheme_of
 from tattler_etcd.cli._logging import notice
 from tattler_etcd.cli._redact import add_redaction_arguments, redaction_rules
 from tattler_etcd.errors import ConfigError
-from tattler_etcd.readers.apiserver import load_incluster, load_kubeconfig
-from tattler_etcd.service import run_draining_on_signals
 
 if TYPE_CHECKING:
+    import trio
+
     from tattler_etcd.replay import RecordingInfo
     from tattler_etcd.replay._transport import Recorder
 
@@ -87,7 +85,11 @@ def _cassette_path(args: argparse.Namespace) -> str:
 
 def main(args: argparse.Namespace) -> int:
     # Here, not at the top: the replay package imports trio.testing, which
-    # imports pytest when it is installed (~70 ms more for every --help).
+    # imports pytest when it is installed (~70 ms more for every --help);
+    # trio itself ~110 ms and the APIServer reader ~60 ms: not for the parser.
+    import trio
+
+    from tattler_etcd.readers.apiserver import load_incluster, load_kubeconfig
     from tattler_etcd.replay._record import record_apiserver, record_etcd
 
     args.out = _cassette_path(args)
@@ -147,6 +149,8 @@ async def _record_until_signalled(
     record: Callable[[trio.TaskStatus[Any]], Awaitable[RecordingInfo]],
 ) -> tuple[RecordingInfo, int]:
     """Run ``record``; SIGTERM/SIGINT stop the recorder, so the cassette is written with what was recorded."""
+    from tattler_etcd.service.signals import run_draining_on_signals
+
     started = _RecorderStarted()
     result: list[RecordingInfo] = []
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 
-from tattler_etcd.pipeline.redaction import Redactor, read_rules_file
-
 __all__ = ["add_redaction_arguments", "redaction_rules"]
 
 
@@ -27,6 +25,9 @@ def add_redaction_arguments(p: argparse.ArgumentParser) -> None:
 
 def redaction_rules(args: argparse.Namespace) -> list[str]:
     """The rules of ``--redact-file`` s then ``--redact`` s, checked (ConfigError naming a bad one)."""
+    # Here, not at the top: the pipeline package (trio, the codec, ~200 ms) is not for the parser.
+    from tattler_etcd.pipeline.redaction import Redactor, read_rules_file
+
     rules: list[str] = []
     for path in args.redact_file:
         rules.extend(read_rules_file(path))

@@ -14,10 +14,7 @@ import functools
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
-
-import prometheus_client
-import trio
+from typing import TYPE_CHECKING, Any
 
 from tattler_etcd.cli._common import (
     DEFAULT_RESOURCES,
@@ -31,21 +28,20 @@ from tattler_etcd.cli._common import (
     kubeconfig_path,
     parse_resources,
 )
-from tattler_etcd.cli._destinations import (
-    DestinationContext,
-    add_output_arguments,
-    open_destinations,
-    resolve_output,
-)
 from tattler_etcd.cli._logging import notice
+from tattler_etcd.cli._output import add_output_arguments, resolve_output
 from tattler_etcd.cli._redact import add_redaction_arguments, redaction_rules
 from tattler_etcd.errors import ConfigError
-from tattler_etcd.pipeline import Runner
-from tattler_etcd.pipeline.metrics import readiness
-from tattler_etcd.readers.apiserver import APIServerReader, FileBookmarkStore, load_incluster, load_kubeconfig
-from tattler_etcd.readers.etcd import EtcdReader
-from tattler_etcd.service import parse_address, run_draining_on_signals
+from tattler_etcd.service.address import parse_address
 
+if TYPE_CHECKING:
+    from tattler_etcd.pipeline import Runner
+
+# What runs the pipeline is imported by the function that needs it, not here:
+# the parser (every `tattler-etcd --help`, `--version` and other subcommand)
+# would pay for trio, the pipeline and the codec (~0.3 s), and a run against
+# etcd for the APIServer reader (~60 ms) and prometheus-client (~25 ms).
+# tests/test_cli_imports.py checks what `--version` and `run` import.
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
@@ -109,6 +105,8 @@ def main(args: argparse.Namespace) -> int:
                kind="warning", resource="secrets")
     if source in ("replay", "none"):
         return _replay(args, resources)
+    import trio
+
     if source == "etcd":
         readers = _etcd_readers(args, resources)
     else:
@@ -126,6 +124,10 @@ async def _run_pipeline(
     ``drive`` replaces ``runner.run()`` when something else must run it (a
     replay adds its own readers inside vcrpy's playback).
     """
+    from tattler_etcd.cli._destinations import DestinationContext, open_destinations
+    from tattler_etcd.pipeline import Runner
+    from tattler_etcd.service.signals import run_draining_on_signals
+
     runner = Runner(
         batch_window=args.batch_window, batch_size=args.batch_size, allow_secrets=args.allow_secrets,
         redact=args.redaction_rules, keep_unknown_fields=args.keep_unknown_fields,
@@ -149,7 +151,11 @@ def _endpoints(args: argparse.Namespace, runner: Runner) -> list[Callable[..., A
     """The ``--metrics-address`` server, on a registry of its own, as a task to run beside the pipeline."""
     if not args.metrics_address:
         return []
-    # hypercorn (h11, h2, wsproto) only when serving: ~60 ms off every other start.
+    # hypercorn (h11, h2, wsproto) only when serving: ~60 ms off every other start;
+    # prometheus-client ~25 ms.
+    import prometheus_client
+
+    from tattler_etcd.pipeline.metrics import readiness
     from tattler_etcd.service.http import serve_endpoints
 
     registry = prometheus_client.CollectorRegistry()
@@ -171,6 +177,8 @@ def _say_if_empty(counters: Any, resources: Sequence[str]) -> None:
 
 
 def _etcd_readers(args: argparse.Namespace, resources: list[str]) -> list[Any]:
+    from tattler_etcd.readers.etcd import EtcdReader
+
     return [EtcdReader(
         etcd_endpoints(args), resources=resources, prefix=args.prefix, page_size=args.page_size,
         once=args.once, **etcd_options(args),
@@ -215,6 +223,8 @@ def _apiserver_readers(args: argparse.Namespace, resources: list[str], *, in_clu
         raise ConfigError("--relist-interval: must be more than 0 seconds")
     if args.page_size < 0:
         raise ConfigError("--page-size: must be 0 (no paging) or more")
+    from tattler_etcd.readers.apiserver import APIServerReader, FileBookmarkStore, load_incluster, load_kubeconfig
+
     config = load_incluster() if in_cluster else load_kubeconfig(kubeconfig_path(args), args.context)
     store = FileBookmarkStore(args.bookmark_file) if args.bookmark_file else None
     return [APIServerReader(

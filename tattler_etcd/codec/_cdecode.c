@@ -636,31 +636,51 @@ static PyObject *py_has_unknown(PyObject *self, PyObject *const *args, Py_ssize_
  * field or leaf met twice, invalid UTF-8, fn returning something else than str/bytes):
  * bail, and the upb path decides. */
 
-static int put_varint(PyObject **out, uint64_t v) {
-    unsigned char buf[10];
-    int n = 0;
-    while (v >= 0x80) { buf[n++] = (unsigned char)(v | 0x80); v >>= 7; }
-    buf[n++] = (unsigned char)v;
-    Py_ssize_t len = PyBytes_GET_SIZE(*out);
-    if (_PyBytes_Resize(out, len + n) < 0) return -1;
-    memcpy(PyBytes_AS_STRING(*out) + len, buf, (size_t)n);
+/* The output of redact_msg: a bytes object used as a buffer (len bytes written of its size),
+ * grown by doubling, cut to len at the end: one allocation for most messages, where resizing
+ * on every write copied the bytes written so far again and again. */
+typedef struct {
+    PyObject *b;
+    Py_ssize_t len;
+} Buf;
+
+static int put_bytes(Buf *out, const char *p, Py_ssize_t n) {
+    if (n == 0) return 0;
+    Py_ssize_t cap = PyBytes_GET_SIZE(out->b);
+    if (out->len + n > cap) {
+        Py_ssize_t want = cap * 2 > out->len + n ? cap * 2 : out->len + n;
+        if (_PyBytes_Resize(&out->b, want) < 0) return -1;  /* out->b is NULL then */
+    }
+    memcpy(PyBytes_AS_STRING(out->b) + out->len, p, (size_t)n);
+    out->len += n;
     return 0;
 }
 
-static int put_bytes(PyObject **out, const char *p, Py_ssize_t n) {
-    Py_ssize_t len = PyBytes_GET_SIZE(*out);
-    if (n == 0) return 0;
-    if (_PyBytes_Resize(out, len + n) < 0) return -1;
-    memcpy(PyBytes_AS_STRING(*out) + len, p, (size_t)n);
-    return 0;
+static int put_varint(Buf *out, uint64_t v) {
+    char buf[10];
+    int n = 0;
+    while (v >= 0x80) { buf[n++] = (char)(v | 0x80); v >>= 7; }
+    buf[n++] = (char)v;
+    return put_bytes(out, buf, n);
 }
+
+/* Replace inlined (``codec.Replace``): every non-empty leaf becomes a constant, written here
+ * without calling fn; ``delta`` adds up what fn's own calls would have added (characters for a
+ * string, bytes for bytes). */
+typedef struct {
+    const char *text;     /* the constant's UTF-8, for string leaves */
+    Py_ssize_t text_n, text_chars;
+    const char *data;     /* for bytes leaves */
+    Py_ssize_t data_n;
+    Py_ssize_t delta;
+} Inline;
 
 /* The new bytes of a message (a new reference), Py_None when nothing changed, NULL on bail/error. */
 static PyObject *redact_msg(PyObject *trie, const char *p, Py_ssize_t n, PyObject *fn, Py_ssize_t *count,
-                            PyObject **fn_error, int depth) {
+                            PyObject **fn_error, int depth, Inline *inl) {
     if (depth > MAX_DEPTH) return BAIL;
     const char *start = p, *end = p + n, *copied = p;
-    PyObject *out = NULL;
+    Buf out = {NULL, 0};
     uint64_t seen = 0;
     while (p < end && !*fn_error) {
         const char *tag_at = p;
@@ -694,12 +714,30 @@ static PyObject *redact_msg(PyObject *trie, const char *p, Py_ssize_t n, PyObjec
             seen |= (uint64_t)1 << number;
         }
         PyObject *replacement = NULL;  /* the field's new value bytes, when changed */
+        const char *rp = NULL;  /* or the constant's (inlined Replace) */
+        Py_ssize_t rn = 0;
         if (what == 0 || what == 1) {
             PyObject *r = redact_msg(PyTuple_GET_ITEM(entry, 1), vp, (Py_ssize_t)len, fn, count, fn_error,
-                                     depth + 1);
+                                     depth + 1, inl);
             if (!r) goto bail;
             if (r == Py_None) { Py_DECREF(r); continue; }
             replacement = r;
+        } else if ((what == 2 || what == 3) && inl) {
+            if (len == 0) continue;  /* Replace keeps an empty leaf */
+            const char *c = what == 2 ? inl->text : inl->data;
+            Py_ssize_t cn = what == 2 ? inl->text_n : inl->data_n;
+            if (what == 2) {  /* invalid UTF-8: bail as the call would (upb decides) */
+                PyObject *old = PyUnicode_DecodeUTF8(vp, (Py_ssize_t)len, NULL);
+                if (!old) goto bail;
+                inl->delta += inl->text_chars - PyUnicode_GET_LENGTH(old);
+                Py_DECREF(old);
+            } else {
+                inl->delta += cn - (Py_ssize_t)len;
+            }
+            if ((Py_ssize_t)len == cn && memcmp(vp, c, (size_t)cn) == 0) continue;
+            (*count)++;
+            rp = c;
+            rn = cn;
         } else if (what == 2 || what == 3) {
             PyObject *old = what == 2 ? PyUnicode_DecodeUTF8(vp, (Py_ssize_t)len, NULL)
                                       : PyBytes_FromStringAndSize(vp, (Py_ssize_t)len);
@@ -746,38 +784,65 @@ static PyObject *redact_msg(PyObject *trie, const char *p, Py_ssize_t n, PyObjec
             goto bail;
         }
         /* write what came before, then the field with its new value */
-        if (!out && !(out = PyBytes_FromStringAndSize(NULL, 0))) { Py_DECREF(replacement); goto bail; }
-        if (put_bytes(&out, copied, tag_at - copied) < 0 || put_varint(&out, tag) < 0
-            || put_varint(&out, (uint64_t)PyBytes_GET_SIZE(replacement)) < 0
-            || put_bytes(&out, PyBytes_AS_STRING(replacement), PyBytes_GET_SIZE(replacement)) < 0) {
-            Py_DECREF(replacement); goto bail;
+        if (replacement) {
+            rp = PyBytes_AS_STRING(replacement);
+            rn = PyBytes_GET_SIZE(replacement);
         }
-        Py_DECREF(replacement);
+        if (!out.b && !(out.b = PyBytes_FromStringAndSize(NULL, n + 64))) { Py_XDECREF(replacement); goto bail; }
+        if (put_bytes(&out, copied, tag_at - copied) < 0 || put_varint(&out, tag) < 0
+            || put_varint(&out, (uint64_t)rn) < 0 || put_bytes(&out, rp, rn) < 0) {
+            Py_XDECREF(replacement); goto bail;
+        }
+        Py_XDECREF(replacement);
         copied = p;
     }
     (void)start;
-    if (!out) Py_RETURN_NONE;
-    if (put_bytes(&out, copied, end - copied) < 0) goto bail;
-    return out;
+    if (!out.b) Py_RETURN_NONE;
+    if (put_bytes(&out, copied, end - copied) < 0 || _PyBytes_Resize(&out.b, out.len) < 0) goto bail;
+    return out.b;
 bail:
-    Py_XDECREF(out);
+    Py_XDECREF(out.b);
     return BAIL;
 }
 
-/* redact(trie, raw, fn) -> (new raw bytes or None when unchanged, leaves changed), or None: upb decides. */
+/* redact(trie, raw, fn[, text, data]) -> (new raw bytes or None when unchanged, leaves changed, fn's
+ * error), or None: upb decides. With text (str) and data (bytes), fn is a codec.Replace of them: the
+ * leaves are replaced here, and what the calls would have added to fn.delta is added to it. */
 static PyObject *py_redact(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3 || !PyDict_Check(args[0]) || !PyBytes_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "redact(trie, raw: bytes, fn)");
+    if ((nargs != 3 && nargs != 5) || !PyDict_Check(args[0]) || !PyBytes_Check(args[1])
+        || (nargs == 5 && (!PyUnicode_Check(args[3]) || !PyBytes_Check(args[4])))) {
+        PyErr_SetString(PyExc_TypeError, "redact(trie, raw: bytes, fn[, text: str, data: bytes])");
         return NULL;
+    }
+    Inline inl, *inlp = NULL;
+    if (nargs == 5) {
+        inl.text = PyUnicode_AsUTF8AndSize(args[3], &inl.text_n);
+        if (!inl.text) return NULL;
+        inl.text_chars = PyUnicode_GET_LENGTH(args[3]);
+        inl.data = PyBytes_AS_STRING(args[4]);
+        inl.data_n = PyBytes_GET_SIZE(args[4]);
+        inl.delta = 0;
+        inlp = &inl;
     }
     Py_ssize_t count = 0;
     PyObject *fn_error = NULL;
     PyObject *r = redact_msg(args[0], PyBytes_AS_STRING(args[1]), PyBytes_GET_SIZE(args[1]), args[2], &count,
-                             &fn_error, 0);
+                             &fn_error, 0, inlp);
     if (!r) {
         PyErr_Clear();
         Py_XDECREF(fn_error);
         Py_RETURN_NONE;
+    }
+    if (inlp && inl.delta) {  /* as the calls would have: fn.delta += ... */
+        PyObject *d = PyObject_GetAttrString(args[2], "delta");
+        PyObject *add = d ? PyLong_FromSsize_t(inl.delta) : NULL;
+        PyObject *sum = add ? PyNumber_Add(d, add) : NULL;
+        Py_XDECREF(d);
+        Py_XDECREF(add);
+        if (!sum || PyObject_SetAttrString(args[2], "delta", sum) < 0) {
+            Py_XDECREF(sum); Py_DECREF(r); return NULL;
+        }
+        Py_DECREF(sum);
     }
     return Py_BuildValue("(NnN)", r, count, fn_error ? fn_error : Py_NewRef(Py_None));
 }

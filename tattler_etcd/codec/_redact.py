@@ -112,7 +112,7 @@ def redact_parsed(parsed: Parsed, paths: Sequence[tuple[str, ...]], fn: Fn) -> i
     raw = parsed._raw
     if parsed._message is None and raw is not None:
         # Not parsed yet: the C rewrite of the bytes, when it can take these paths.
-        done = _fast.redact_raw(parsed._name, paths, raw, fn)
+        done = _fast.redact_raw(parsed._name, paths, raw, fn, (fn.text, fn.data) if type(fn) is Replace else None)
         if done is not None:
             new_raw, changed, error = done
             if new_raw is not None:

@@ -33,20 +33,23 @@ import logging
 import math
 import re
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
 from tattler_etcd.data import Entry
 from tattler_etcd.errors import ConfigError, ProcessorError, RegistrationError
 from tattler_etcd.pipeline.batching import Batch, run_batching
-from tattler_etcd.pipeline.metrics import PipelineMetrics, RunnerCollector, tap_receive, tap_send
+from tattler_etcd.pipeline.metrics import PipelineMetrics, tap_receive, tap_send
 from tattler_etcd.pipeline.preprocess import Preprocessor, run_preprocess
 from tattler_etcd.pipeline.redaction import Redactor
 from tattler_etcd.pipeline.routing import Policy, Processor, Route, run_processor, run_routing
 from tattler_etcd.pipeline.safety import run_safety
 from tattler_etcd.readers import Reader
 from tattler_etcd.stats import Counters
+
+if TYPE_CHECKING:
+    from tattler_etcd.pipeline._collector import RunnerCollector
 
 __all__ = ["Runner"]
 
@@ -219,6 +222,9 @@ class Runner:
         """
         if self.metrics is None and self._state == "new":
             self.metrics = PipelineMetrics()
+        # Here, not at the top: prometheus-client (~23 ms) only for those who ask for metrics.
+        from tattler_etcd.pipeline._collector import RunnerCollector
+
         return RunnerCollector(self)
 
     def stop(self) -> None:

@@ -41,6 +41,7 @@ from tattler_etcd.pipeline.redaction import (
     default_redactor,
     drop_unknown_keys,
 )
+from tattler_etcd.readers import turns
 from tattler_etcd.stats import Counters
 
 __all__ = [
@@ -81,6 +82,8 @@ CONTAINER_LISTS: Final = ("containers", "initContainers", "ephemeralContainers")
 SECRET_PATHS: Final = (("data", "*"), ("stringData", "*"))
 
 _SECRET_KIND: Final = "Secret"
+#: Objects scrubbed between two looks at the event loop: ~0.5 ms of work.
+_SLICE: Final = 64
 _MAGIC: Final = b"k8s\x00"  # what every protobuf value starts with (codec.MAGIC)
 
 
@@ -213,7 +216,9 @@ async def run_safety(
         async for chunk in receive:
             out: list[Entry] = []
             redacted = 0
-            for entry in chunk:
+            for i, entry in enumerate(chunk):
+                if i and not i % _SLICE:
+                    await turns.wait_turn()  # a reader turning a page around goes first (readers.turns)
                 try:
                     result = _scrub_entry(entry, allow_secrets, rules)
                 except Exception as exc:  # noqa: BLE001 - fail closed: anything unexpected drops the entry

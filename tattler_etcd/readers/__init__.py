@@ -16,37 +16,22 @@ relist, back-off, status); :class:`Backoff` and the status types come from there
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
-import trio
+if TYPE_CHECKING:
+    from tattler_etcd.readers._protocol import Reader as Reader
+    from tattler_etcd.readers._reflector import Backoff as Backoff
+    from tattler_etcd.readers._reflector import ReaderStatus as ReaderStatus
+    from tattler_etcd.readers._reflector import ResourceStatus as ResourceStatus
+else:
+    from tattler_etcd._lazy import lazy_exports
 
-from tattler_etcd.data import Entry
-from tattler_etcd.readers._reflector import Backoff as Backoff
-from tattler_etcd.readers._reflector import ReaderStatus as ReaderStatus
-from tattler_etcd.readers._reflector import ResourceStatus as ResourceStatus
-from tattler_etcd.stats import Counters
+    # On first use: `tattler_etcd.readers.etcd.keys` (the CLI's resource names) needs neither trio nor the codec.
+    __getattr__, __dir__ = lazy_exports(globals(), {
+        "Reader": "tattler_etcd.readers._protocol",
+        "Backoff": "tattler_etcd.readers._reflector",
+        "ReaderStatus": "tattler_etcd.readers._reflector",
+        "ResourceStatus": "tattler_etcd.readers._reflector",
+    })
 
 __all__ = ["Backoff", "Reader", "ReaderStatus", "ResourceStatus"]
-
-
-@runtime_checkable
-class Reader(Protocol):
-    """What the :class:`~tattler_etcd.pipeline.runner.Runner` needs of a reader."""
-
-    #: A short unique name; counters are named ``reader.<name>.*``.
-    name: str
-
-    async def run(
-        self,
-        send: trio.MemorySendChannel[list[Entry]],
-        counters: Counters,
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Send chunks of entries until done or cancelled; close ``send`` on exit.
-
-        Call ``task_status.started()`` once the initial list has been handed
-        on (the runner reports the pipeline started when every reader has).
-        A finite reader (``--once``, a replay) returns when it is done.
-        """
-        ...

@@ -40,10 +40,13 @@ the readers' own.
 or a metrics exporter needs, readable at any time without a checkpoint.
 
 **connect_timeout**: until the reader has synced once, transient failures
-are retried only until ``connect_timeout`` seconds have passed since it
-started, then :class:`~tattler_etcd.errors.ConnectTimeoutError` names the
-endpoint and the last reason. After the first sync the reader retries forever
-(a source that was there and went away is waited for, with back-off).
+are retried only until ``connect_timeout`` seconds have passed without an
+answer (since it started, or since the last call that succeeded or page it
+handed on), then :class:`~tattler_etcd.errors.ConnectTimeoutError` names the
+endpoint and the last reason. It bounds a silence, not the first list: a
+cluster of 200,000 objects takes longer than any connect timeout to list, and
+is answering all along. After the first sync the reader retries forever (a
+source that was there and went away is waited for, with back-off).
 """
 
 from __future__ import annotations
@@ -439,7 +442,7 @@ class Reflector:
         self.loops: list[ResourceLoop] = []
         self._stopped = False
         self._synced = False
-        self._started_at = 0.0
+        self._answered_at = 0.0
         self._index_version = 0
         self._index_saved_version = -1
         self._next_index_save = -math.inf
@@ -460,7 +463,7 @@ class Reflector:
     def begin(self, counters: Counters) -> None:
         """Call first in ``run``: counters to write to, the clock for ``connect_timeout``."""
         self.counters = counters
-        self._started_at = trio.current_time()
+        self._answered_at = trio.current_time()
         self._stopped = False
         self._synced = False
 
@@ -523,10 +526,11 @@ class Reflector:
         """Raise ConnectTimeoutError when past ``connect_timeout`` before the first sync; else the time left."""
         if self._synced or self.connect_timeout is None:
             return math.inf
-        left = self._started_at + self.connect_timeout - trio.current_time()
+        left = self._answered_at + self.connect_timeout - trio.current_time()
         if left <= 0:
             raise ConnectTimeoutError(
-                f"{self.endpoint}: no successful sync within {self.connect_timeout:g}s; last error: {exc}",
+                f"{self.endpoint}: no answer within {self.connect_timeout:g}s before the first sync; "
+                f"last error: {exc}",
                 endpoint=self.endpoint, reason=str(exc),
             ) from exc
         return left
@@ -534,7 +538,11 @@ class Reflector:
     def _connect_deadline(self) -> float:
         if self._synced or self.connect_timeout is None:
             return math.inf
-        return self._started_at + self.connect_timeout
+        return self._answered_at + self.connect_timeout
+
+    def answered(self) -> None:
+        """The source answered (a call succeeded, a page was handed on): ``connect_timeout`` counts from now."""
+        self._answered_at = trio.current_time()
 
     async def retrying(self, call: Callable[[], Awaitable[T]], *, what: str) -> T:
         """Run a unary call (discovery, a revision), retrying transient errors with back-off.
@@ -570,6 +578,7 @@ class Reflector:
                     self._unary.state = "watching"
                 continue
             backoff.reset()
+            self.answered()
             self._unary.down_since = None
             self._unary.last_error = ""
             return result
@@ -682,6 +691,7 @@ class ResourceLoop(abc.ABC):
         if entries:
             await self.send.send(entries)
             self.reader.count("entries", len(entries))
+            self.reader.answered()
 
     def apply(self, updates: Mapping[str, Identity | None]) -> None:
         """Apply watch changes to the index (after they were handed on: a cancelled send leaves it as it was)."""

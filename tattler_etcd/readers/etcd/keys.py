@@ -22,7 +22,7 @@ import dataclasses
 
 from tattler_etcd.errors import BadKeyError, ConfigError
 
-__all__ = ["BUILTIN_RESOURCES", "KeyMap", "ObjectKey", "ResourceSpec", "prefix_range_end", "resolve_resource"]
+__all__ = ["BUILTIN_RESOURCES", "DEFAULT_RESOURCES", "KeyMap", "ObjectKey", "ResourceSpec", "prefix_range_end", "resolve_resource"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -58,6 +58,10 @@ def _t(group: str, namespaced: bool, *resources: str, **irregular: str) -> dict[
 
 
 NS, CLUSTER = True, False
+
+#: The seed's four resources (the readers' and the command's default; here, with the
+#: resource table, so the command's parser reads it without importing the reader).
+DEFAULT_RESOURCES: tuple[str, ...] = ("pods", "nodes", "namespaces", "persistentvolumes")
 
 #: Every built-in resource the APIServer stores, by (group, plural).
 BUILTIN_RESOURCES: dict[tuple[str, str], ResourceSpec] = {
@@ -178,6 +182,8 @@ class KeyMap:
                     f"prefix {kp.decode()!r}: name it once"
                 )
             self._by_prefix[kp] = spec
+        #: spec -> its key prefix (``key_prefix`` builds it anew on each call).
+        self._prefixes: dict[ResourceSpec, bytes] = {spec: kp for kp, spec in self._by_prefix.items()}
         for a in self._by_prefix:
             for b in self._by_prefix:
                 if a != b and b.startswith(a):
@@ -204,7 +210,23 @@ class KeyMap:
                     break
             else:
                 raise BadKeyError(f"{_show(key)}: not under any resource read here")
-        kp = self.key_prefix(spec)
+        parts = self._parts(key, spec)
+        if len(parts) == 2:
+            return ObjectKey(spec, parts[0], parts[1])
+        return ObjectKey(spec, None, parts[0])
+
+    def check(self, key: bytes, spec: ResourceSpec) -> None:
+        """:meth:`parse` without its result: whether ``key`` names an object of ``spec`` (the list's per-key check).
+
+        Raises:
+            BadKeyError: as :meth:`parse`.
+        """
+        self._parts(key, spec)
+
+    def _parts(self, key: bytes, spec: ResourceSpec) -> list[str]:
+        kp = self._prefixes.get(spec)
+        if kp is None:
+            kp = self.key_prefix(spec)
         if not key.startswith(kp):
             raise BadKeyError(f"{_show(key)}: not under {kp.decode()}")
         try:
@@ -212,15 +234,13 @@ class KeyMap:
         except UnicodeDecodeError:
             raise BadKeyError(f"{_show(key)}: not UTF-8") from None
         parts = rest.split("/")
-        if any(not p for p in parts) or len(parts) > 2:
+        if "" in parts or len(parts) > 2:
             raise BadKeyError(f"{_show(key)}: not <namespace>/<name> or <name> under {kp.decode()}")
         if spec.namespaced is True and len(parts) != 2:
             raise BadKeyError(f"{_show(key)}: {spec.name} are namespaced; the key has no namespace")
         if spec.namespaced is False and len(parts) != 1:
             raise BadKeyError(f"{_show(key)}: {spec.name} are cluster-scoped; the key has a namespace")
-        if len(parts) == 2:
-            return ObjectKey(spec, parts[0], parts[1])
-        return ObjectKey(spec, None, parts[0])
+        return parts
 
 
 def _show(key: bytes) -> str:

@@ -27,11 +27,11 @@ the caller may inject. Cancellation is prompt and no thread is ever started.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import random
+import urllib.request
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
@@ -47,6 +47,7 @@ from tattler_etcd.errors import (
     HistoryCompactedError,
     TransientReaderError,
 )
+from tattler_etcd.readers import turns
 from tattler_etcd.readers._httpclient import async_client
 from tattler_etcd.readers._reflector import (
     DEFAULT_MAX_INDEX_BYTES,
@@ -66,7 +67,7 @@ from tattler_etcd.readers.etcd.gateway import (
     endpoint_client,
     ssl_context,
 )
-from tattler_etcd.readers.etcd.keys import KeyMap, ResourceSpec, prefix_range_end, resolve_resource
+from tattler_etcd.readers.etcd.keys import DEFAULT_RESOURCES, KeyMap, ResourceSpec, prefix_range_end, resolve_resource
 from tattler_etcd.readers.etcd.revstore import RevisionStore
 from tattler_etcd.stats import Counters
 
@@ -74,10 +75,9 @@ __all__ = ["DEFAULT_RESOURCES", "EtcdReader"]
 
 log = logging.getLogger(__name__)
 
-#: The seed's four resources.
-DEFAULT_RESOURCES: tuple[str, ...] = ("pods", "nodes", "namespaces", "persistentvolumes")
-
 _ETCD = SourceType.ETCD
+#: Objects decoded between two looks at the event loop (readers.turns.wait_turn): ~0.5 ms of work.
+_SLICE = 100
 _ADD, _UPDATE, _DELETE, _SNAPSHOT = ChangeType.ADD, ChangeType.UPDATE, ChangeType.DELETE, ChangeType.SNAPSHOT
 
 
@@ -202,7 +202,7 @@ class EtcdReader(Reflector):
         )
         self.urls = urls
         self.tls = TLSFiles(cacert, cert, key, insecure_skip_tls_verify)
-        self.endpoints = [endpoint_client(u, self.tls, api_path) for u in urls]
+        self.endpoints = [endpoint_client(u, self.tls) for u in urls]
         self.specs = specs
         self.page_size = page_size
         self.api_path = api_path
@@ -274,7 +274,7 @@ class EtcdReader(Reflector):
             client = self._client_factory()
         else:
             client = async_client(  # closes a socket whose TLS handshake was cancelled (readers/_httpclient.py)
-                verify=self._ssl if self._ssl is not None else True,
+                verify=self._ssl if self._ssl is not None else self._default_verify(),
                 timeout=self.request_timeout,
                 auth=self._auth,
                 # One watch stream per resource plus a range: keep them all open.
@@ -282,6 +282,17 @@ class EtcdReader(Reflector):
             )
         await stack.enter_async_context(client)
         return client
+
+    def _default_verify(self) -> bool:
+        """httpx's ``verify`` without TLS flags: False when no connection can use TLS, else True.
+
+        Why: ``verify=True`` loads the CA bundle when the client is built
+        (~22 ms of every start), which only a TLS connection needs. Plain
+        ``http://`` endpoints and no proxy from the environment (a proxy may
+        itself be ``https://``) make none, so nothing is left unverified.
+        """
+        plain = all(e.protocol == "http" for e in self.endpoints)
+        return not (plain and not urllib.request.getproxies())
 
     def synced_all(self) -> None:
         if self.progress is not None and self._listed_any:
@@ -362,40 +373,88 @@ class _EtcdLoop(ResourceLoop):
         # so etcd reads k+1 while k is decoded and handed on. (A plain
         # ``await send`` lets the woken consumer decode first, and the next
         # request waits for it: no overlap.) At most two pages are held.
-        pages_send, pages_recv = trio.open_memory_channel[RangePage](1)
+        # Each page comes with an event set once the request for the next one
+        # is on the wire (or failed, or there is none): the consumer waits for
+        # it before its CPU work, or the request would wait for that work
+        # (httpx takes several checkpoints before it writes), and etcd and we
+        # would take turns instead of working at once.
+        pages_send, pages_recv = trio.open_memory_channel[tuple[RangePage, trio.Event]](1)
         pinned = revision
         failure: Exception | None = None
         keys = 0
+
+        holding = False  # the turn (readers.turns): from a page's arrival until the next request is written
+
+        def hold() -> None:
+            nonlocal holding
+            if not holding:
+                turns.hold()
+                holding = True
+
+        def release() -> None:
+            nonlocal holding
+            if holding:
+                holding = False
+                turns.release()
 
         async def fetch() -> None:
             nonlocal pinned, failure
             async with pages_send:
                 key = self.key_prefix
+                handed: trio.Event | None = None  # the last page's: set once this request is sent
+
+                def sent() -> None:
+                    if handed is not None:
+                        handed.set()
+                    release()
+
+                async def attempt() -> RangePage:
+                    try:
+                        return await self.gw.range(key, self.range_end, limit=r.page_size, revision=pinned,
+                                                   on_sent=sent, on_reply=hold)
+                    except BaseException:
+                        release()  # a back-off does not hold up the pipeline
+                        raise
+                    finally:
+                        if handed is not None:
+                            handed.set()  # failed (the consumer does not wait out a back-off), or no hook
+
                 try:
                     while True:
-                        page = await r.retrying(
-                            functools.partial(self.gw.range, key, self.range_end, limit=r.page_size,
-                                              revision=pinned),
-                            what=f"range {self.spec.name}",
-                        )
+                        page = await r.retrying(attempt, what=f"range {self.spec.name}")
                         if not pinned:
                             pinned = page.revision
-                        try:
-                            pages_send.send_nowait(page)
-                        except trio.WouldBlock:
-                            await pages_send.send(page)
+                        handed = trio.Event()
                         last = page.last_key
+                        if not page.more or last is None:
+                            handed.set()
+                            release()
+                        try:
+                            pages_send.send_nowait((page, handed))
+                        except trio.WouldBlock:
+                            release()  # the consumer is behind: it needs the loop to catch up
+                            await pages_send.send((page, handed))
                         if not page.more or last is None:
                             return
                         key = last + b"\0"
                 except Exception as exc:  # noqa: BLE001 - re-raised below, unwrapped (no ExceptionGroup)
                     failure = exc
+                finally:
+                    if handed is not None:
+                        handed.set()
+                    release()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(fetch)
             async with pages_recv:
-                async for page in pages_recv:
-                    entries = self._entries_from_kvs(page.kvs, relist.change)
+                async for page, next_sent in pages_recv:
+                    await next_sent.wait()
+                    kvs = page.kvs
+                    entries = []
+                    for i in range(0, len(kvs), _SLICE):
+                        if i:
+                            await turns.wait_turn()  # a page that came in meanwhile is turned around first
+                        entries += self._entries_from_kvs(kvs[i:i + _SLICE], relist.change)
                     keys += len(page)
                     if initial:
                         r._listed += len(page)
@@ -425,7 +484,7 @@ class _EtcdLoop(ResourceLoop):
         """An Entry for one kv, or None (counted, logged with the key) when it is not an object."""
         r = self.reader
         try:
-            r.keymap.parse(key, self.spec)
+            r.keymap.check(key, self.spec)
         except BadKeyError as exc:
             r.count("bad_keys")
             log.warning("reader %s: skipped: %s", r.name, exc)
