@@ -1973,7 +1973,10 @@ static PyObject *py_json(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     if (fill < 0) return NULL;
     if (args[5] != Py_None) {
         rv = PyUnicode_AsUTF8AndSize(args[5], &rvn);
-        if (!rv) return NULL;
+        if (!rv) {  /* a lone surrogate: the dict path writes what jsonout makes of it */
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
         if (rvn == 0) rv = NULL;
     }
     if (PyLong_AsLong(PyList_GET_ITEM(spec, G_SPECIAL)) != 0) Py_RETURN_NONE;
