@@ -356,7 +356,8 @@ def test_a_module_built_for_another_table_layout_is_refused() -> None:
     from tattler_etcd.codec import _fast
 
     stale = types.SimpleNamespace(TABLES_ABI=_fast.TABLES_ABI - 1)
-    with pytest.warns(RuntimeWarning, match=r"built for table layout 0, not 1: using the pure-Python decoder"):
+    old, new = _fast.TABLES_ABI - 1, _fast.TABLES_ABI
+    with pytest.warns(RuntimeWarning, match=rf"built for table layout {old}, not {new}: using the pure-Python decoder"):
         assert _fast._usable(stale) is False
     with pytest.warns(RuntimeWarning, match=r"built for table layout None"):
         assert _fast._usable(types.SimpleNamespace()) is False

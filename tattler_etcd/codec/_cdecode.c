@@ -642,9 +642,9 @@ static PyObject *py_has_unknown(PyObject *self, PyObject *const *args, Py_ssize_
 typedef struct {
     PyObject *b;
     Py_ssize_t len;
-} Buf;
+} WireBuf;
 
-static int put_bytes(Buf *out, const char *p, Py_ssize_t n) {
+static int put_bytes(WireBuf *out, const char *p, Py_ssize_t n) {
     if (n == 0) return 0;
     Py_ssize_t cap = PyBytes_GET_SIZE(out->b);
     if (out->len + n > cap) {
@@ -656,7 +656,7 @@ static int put_bytes(Buf *out, const char *p, Py_ssize_t n) {
     return 0;
 }
 
-static int put_varint(Buf *out, uint64_t v) {
+static int put_varint(WireBuf *out, uint64_t v) {
     char buf[10];
     int n = 0;
     while (v >= 0x80) { buf[n++] = (char)(v | 0x80); v >>= 7; }
@@ -680,7 +680,7 @@ static PyObject *redact_msg(PyObject *trie, const char *p, Py_ssize_t n, PyObjec
                             PyObject **fn_error, int depth, Inline *inl) {
     if (depth > MAX_DEPTH) return BAIL;
     const char *start = p, *end = p + n, *copied = p;
-    Buf out = {NULL, 0};
+    WireBuf out = {NULL, 0};
     uint64_t seen = 0;
     while (p < end && !*fn_error) {
         const char *tag_at = p;
@@ -2049,7 +2049,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cdecode", NULL, -1,
 /* The table layout this file reads: _fast.py refuses a module built from
    another layout (a stale build in a checkout), so a mismatch costs speed, never memory safety.
    Bump it with every change to the tables or the enums. */
-#define TABLES_ABI 1
+#define TABLES_ABI 2
 
 PyMODINIT_FUNC PyInit__cdecode(void) {
     str_zero = PyUnicode_InternFromString("0");

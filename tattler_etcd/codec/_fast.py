@@ -31,7 +31,7 @@ from tattler_etcd.errors import CodecError
 __all__ = ["AVAILABLE", "decode", "enabled", "has_unknown", "json_bytes", "redact_raw", "set_enabled"]
 
 #: The table layout this file writes; ``_cdecode.c``'s ``TABLES_ABI`` must match.
-TABLES_ABI = 1
+TABLES_ABI = 2
 
 
 def _usable(module: Any) -> bool:
