@@ -54,9 +54,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if [ ! -f "$stamp" ]; then
   say "installing tattler-etcd (editable) and its test extras into .venv"
-  # The C modules are optional (setup.py): a build that fails is skipped quietly, and an old
-  # module left in the tree would then be imported with the new Python code. Remove them first.
-  rm -f tattler_etcd/*.so tattler_etcd/codec/*.so
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
   rm -f .venv/.installed-*
   touch "$stamp"
