@@ -1983,7 +1983,7 @@ static PyObject *py_json(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     ctx_init(&top, 0, fill ? rv : NULL, rvn);
     top.may_dup = 1;  /* kind and apiVersion, then the fields */
     ctx_init(&body, 0, rv, rvn);
-    if (!buf_reserve(&b, 2 * n + 256)) goto fail;
+    if (!buf_reserve(&b, 3 * n + 512)) goto fail;  /* JSON is ~2x its protobuf, and the head: one allocation */
     if (args[6] != Py_None && !jhead(&b, args[6])) goto fail;
     if (!put1(&b, '{')) goto fail;
     top.base = b.n;
