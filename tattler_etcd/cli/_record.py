@@ -27,8 +27,8 @@ from tattler_etcd.cli._common import (
     kubeconfig_path,
     parse_resources,
 )
-from tattler_etcd.cli._output import add_output_arguments, deprecated, resolve_output, scheme_of
 from tattler_etcd.cli._logging import notice
+from tattler_etcd.cli._output import add_output_arguments, deprecated, resolve_output, scheme_of
 from tattler_etcd.cli._redact import add_redaction_arguments, redaction_rules
 from tattler_etcd.errors import ConfigError
 

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 # etcd for the APIServer reader (~60 ms) and prometheus-client (~25 ms).
 # tests/test_cli_imports.py checks what `--version` and `run` import.
 
+
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "run",
