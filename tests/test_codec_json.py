@@ -425,3 +425,12 @@ def test_common_kinds_are_written_without_python(path: Path, python_calls: list[
     assert emitted(path.read_bytes(), "1") is not None
     assert python_calls == []
     assert check(path.read_bytes(), "1") is not None
+
+
+def test_a_lone_surrogate_in_the_override_or_the_head_is_left_to_the_dict_path(c_on: None) -> None:
+    value = (TESTDATA / "core.v1.ConfigMap.pb").read_bytes()
+    assert emitted(value, "\ud800") is None
+    assert codec.json_bytes(value, None, {"name": "\udc00"}) is None
+    head = {"change": "add", "namespace": None, "name": "é\n"}
+    line = codec.json_bytes(value, None, head)
+    assert line == jsonout.dumps({**head, "object": codec.decode(value)})

@@ -894,9 +894,9 @@ fail:
 typedef struct {
     char *p;
     Py_ssize_t n, cap;
-} Buf;
+} JBuf;
 
-static int buf_reserve(Buf *b, Py_ssize_t more) {
+static int buf_reserve(JBuf *b, Py_ssize_t more) {
     if (b->cap - b->n >= more) return 1;
     if (more > PY_SSIZE_T_MAX / 4 - b->n) { PyErr_NoMemory(); return 0; }
     Py_ssize_t cap = b->cap ? b->cap : 4096;
@@ -908,14 +908,14 @@ static int buf_reserve(Buf *b, Py_ssize_t more) {
     return 1;
 }
 
-static int put(Buf *b, const char *s, Py_ssize_t n) {
+static int put(JBuf *b, const char *s, Py_ssize_t n) {
     if (!buf_reserve(b, n)) return 0;
     memcpy(b->p + b->n, s, (size_t)n);
     b->n += n;
     return 1;
 }
 
-static int put1(Buf *b, char c) {
+static int put1(JBuf *b, char c) {
     if (!buf_reserve(b, 1)) return 0;
     b->p[b->n++] = c;
     return 1;
@@ -936,7 +936,7 @@ static const char HEX[] = "0123456789abcdef";
 
 /* A JSON string from UTF-8 bytes. 0: invalid UTF-8 (as PyUnicode_DecodeUTF8 refuses it:
  * overlongs, surrogates, > U+10FFFF) or no memory. */
-static int put_str(Buf *b, const char *src, Py_ssize_t n) {
+static int put_str(JBuf *b, const char *src, Py_ssize_t n) {
     if (n > (PY_SSIZE_T_MAX / 4 - 2) / 6 || !buf_reserve(b, n * 6 + 2)) return 0;
     const unsigned char *s = (const unsigned char *)src, *e = s + n;
     char *o = b->p + b->n;
@@ -999,13 +999,13 @@ static inline const char *utf8_of(PyObject *s, Py_ssize_t *n) {
 }
 
 /* A str object as a JSON string. 0 on a lone surrogate (not UTF-8: jsonout escapes the whole value). */
-static int put_pystr(Buf *b, PyObject *s) {
+static int put_pystr(JBuf *b, PyObject *s) {
     Py_ssize_t n;
     const char *u = utf8_of(s, &n);
     return u && put_str(b, u, n);
 }
 
-static int put_u64(Buf *b, uint64_t v, int negative) {
+static int put_u64(JBuf *b, uint64_t v, int negative) {
     char tmp[24];
     int i = 24;
     do { tmp[--i] = (char)('0' + v % 10); v /= 10; } while (v);
@@ -1013,11 +1013,11 @@ static int put_u64(Buf *b, uint64_t v, int negative) {
     return put(b, tmp + i, 24 - i);
 }
 
-static int put_i64(Buf *b, int64_t v) {
+static int put_i64(JBuf *b, int64_t v) {
     return v < 0 ? put_u64(b, (uint64_t)0 - (uint64_t)v, 1) : put_u64(b, (uint64_t)v, 0);
 }
 
-static int put_b64(Buf *b, const char *src, Py_ssize_t n) {
+static int put_b64(JBuf *b, const char *src, Py_ssize_t n) {
     static const char A[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     if (n > PY_SSIZE_T_MAX / 8 || !buf_reserve(b, (n + 2) / 3 * 4 + 2)) return 0;
     const unsigned char *s = (const unsigned char *)src;
@@ -1042,7 +1042,7 @@ static int put_b64(Buf *b, const char *src, Py_ssize_t n) {
 
 /* Any JSON-shaped Python value (embedded JSON, the tables' defaults, the head) as jsonout writes it.
  * 0: a type jsonout would treat otherwise (subclasses, tuples, non-str keys, NaN...), or an error. */
-static int put_obj(Buf *b, PyObject *v, int depth) {
+static int put_obj(JBuf *b, PyObject *v, int depth) {
     if (depth > MAX_DEPTH) return 0;
     if (v == Py_None) return PUTS(b, "null");
     if (v == Py_True) return PUTS(b, "true");
@@ -1160,7 +1160,7 @@ static int ctx_set(Ctx *c, const char *k, Py_ssize_t kn, Py_ssize_t start, Py_ss
 }
 
 /* Start writing "key": in c; *at: where to cut to take it back (its comma included). */
-static int frag_open(Ctx *c, Buf *b, const char *k, Py_ssize_t kn, Py_ssize_t *at, Py_ssize_t *start) {
+static int frag_open(Ctx *c, JBuf *b, const char *k, Py_ssize_t kn, Py_ssize_t *at, Py_ssize_t *start) {
     *at = b->n;
     if (b->n > c->base && !put1(b, ',')) return 0;
     *start = b->n;
@@ -1168,7 +1168,7 @@ static int frag_open(Ctx *c, Buf *b, const char *k, Py_ssize_t kn, Py_ssize_t *a
 }
 
 /* Make the dict's text hold c's entries, in c's order, comma-separated (the common case: it does already). */
-static int ctx_finish(Ctx *c, Buf *b) {
+static int ctx_finish(Ctx *c, JBuf *b) {
     Py_ssize_t expect = c->base;
     int seq = 1;
     for (Py_ssize_t j = 0; j < c->n && seq; j++) {
@@ -1205,7 +1205,7 @@ static int ctx_finish(Ctx *c, Buf *b) {
 
 typedef struct {
     const char *p, *end;
-    Buf *b;
+    JBuf *b;
 } JScan;
 
 static void js_ws(JScan *s) {
@@ -1240,7 +1240,7 @@ static int js_string(JScan *s) {
         return ok;
     }
     /* escapes: decode into UTF-8 first */
-    Buf t = {NULL, 0, 0};
+    JBuf t = {NULL, 0, 0};
     q = s->p;
     while (1) {
         const char *r = q;
@@ -1445,7 +1445,7 @@ static int js_value(JScan *s, int depth) {
 }
 
 /* raw's JSON re-dumped into b, or 0 with b as it was (and no error set). */
-static int compact_json(Buf *b, const char *p, Py_ssize_t n, int depth) {
+static int compact_json(JBuf *b, const char *p, Py_ssize_t n, int depth) {
     Py_ssize_t mark = b->n;
     JScan s = {p, p + n, b};
     js_ws(&s);
@@ -1503,11 +1503,11 @@ static int occ_add(Occs *os, JSlot *s, const char *p, Py_ssize_t n, uint64_t v) 
     return 1;
 }
 
-static int jmsg(PyObject *spec, const char *p, Py_ssize_t n, Buf *b, int depth, const char *rv, Py_ssize_t rvn);
-static int jfill(PyObject *spec, const char *p, Py_ssize_t n, Buf *b, Ctx *c, int depth);
+static int jmsg(PyObject *spec, const char *p, Py_ssize_t n, JBuf *b, int depth, const char *rv, Py_ssize_t rvn);
+static int jfill(PyObject *spec, const char *p, Py_ssize_t n, JBuf *b, Ctx *c, int depth);
 
 /* A scalar's JSON (string, bool, integers). Floats: none in the schema: bail. */
-static int jscalar(Buf *b, int type, uint64_t v, const char *p, Py_ssize_t n) {
+static int jscalar(JBuf *b, int type, uint64_t v, const char *p, Py_ssize_t n) {
     switch (type) {
     case T_STRING: return put_str(b, p, n);
     case T_BOOL: return v ? PUTS(b, "true") : PUTS(b, "false");
@@ -1520,7 +1520,7 @@ static int jscalar(Buf *b, int type, uint64_t v, const char *p, Py_ssize_t n) {
 }
 
 /* As element(): a repeated element, a map value, a present optional. */
-static int jelement(Buf *b, int type, PyObject *sub, uint64_t v, const char *p, Py_ssize_t n, int depth) {
+static int jelement(JBuf *b, int type, PyObject *sub, uint64_t v, const char *p, Py_ssize_t n, int depth) {
     if (type == T_MSG) return jmsg(sub, p, n, b, depth + 1, NULL, 0);
     if (type == T_BYTES) return put_b64(b, p, n);
     return jscalar(b, type, v, p, n);
@@ -1580,7 +1580,7 @@ static int ent_cmp(const void *a, const void *b) {
 }
 
 /* A map field: {key: value} sorted by key (code points: UTF-8 byte order), the last of equal keys. */
-static int jmap(Buf *b, int type, PyObject *sub, Occs *os, Py_ssize_t head, int depth) {
+static int jmap(JBuf *b, int type, PyObject *sub, Occs *os, Py_ssize_t head, int depth) {
     if (!put1(b, '{')) return 0;
     Ctx c;
     ctx_init(&c, b->n, NULL, 0);
@@ -1646,7 +1646,7 @@ fail:
 }
 
 /* A special type's JSON, as special_value. */
-static int jspecial(Buf *b, int special, const char *p, Py_ssize_t n, int depth) {
+static int jspecial(JBuf *b, int special, const char *p, Py_ssize_t n, int depth) {
     const char *end = p + n;
     int64_t i1 = 0, i2 = 0;
     int has1 = 0, has2 = 0, items = 0;
@@ -1723,7 +1723,7 @@ static int is_metadata(const char *k, Py_ssize_t kn) {
 }
 
 /* Field i into c, as emit() puts it into the dict. 0 on bail/error. */
-static int jfield(Ctx *c, Buf *b, PyObject *f, JSlot *s, Occs *os, int mode, int type, int label, int depth) {
+static int jfield(Ctx *c, JBuf *b, PyObject *f, JSlot *s, Occs *os, int mode, int type, int label, int depth) {
     /* An absent omitempty field (most fields of most messages) returns before touching the field's
      * tuple and key: those reads are the cache misses that cost. */
     if (!s->present && (mode == M_SCALAR_OMIT || mode == M_BYTES_OMIT || mode == M_STRLIST_OMIT)) return 1;
@@ -1796,7 +1796,7 @@ static int jfield(Ctx *c, Buf *b, PyObject *f, JSlot *s, Occs *os, int mode, int
         if (!frag_open(c, b, k, kn, &at, &start)) return 0;
         Py_ssize_t vstart = b->n;
         if (!jmsg(sub, mp, mn, b, depth + 1, NULL, 0)) return 0;
-        Buf z = {NULL, 0, 0};
+        JBuf z = {NULL, 0, 0};
         int ok = put_obj(&z, PyTuple_GET_ITEM(f, F_ZERO), 0);
         int same = ok && z.n == b->n - vstart && memcmp(z.p, b->p + vstart, (size_t)z.n) == 0;
         PyMem_Free(z.p);
@@ -1836,7 +1836,7 @@ static void occs_free(Occs *os) {
 }
 
 /* As msg_fill: the present fields (sparse) or all fields (generated) of a message into c. */
-static int jfill(PyObject *spec, const char *p, Py_ssize_t n, Buf *b, Ctx *c, int depth) {
+static int jfill(PyObject *spec, const char *p, Py_ssize_t n, JBuf *b, Ctx *c, int depth) {
     if (depth > MAX_DEPTH) return 0;
     PyObject *fields = PyList_GET_ITEM(spec, G_FIELDS);
     PyObject *order = PyList_GET_ITEM(spec, G_ORDER);
@@ -1875,7 +1875,7 @@ static int jfill(PyObject *spec, const char *p, Py_ssize_t n, Buf *b, Ctx *c, in
 
 /* As msg_value for a non-special message, without the braces: static defaults, the fields, the dyn
  * defaults, the reorder, then the resourceVersion override (as Entry._decode sets it afterwards). */
-static int jbody(PyObject *spec, const char *p, Py_ssize_t n, Buf *b, Ctx *c, int depth, const char *rv,
+static int jbody(PyObject *spec, const char *p, Py_ssize_t n, JBuf *b, Ctx *c, int depth, const char *rv,
                  Py_ssize_t rvn) {
     Py_ssize_t at, start, kn;
     const char *k;
@@ -1926,7 +1926,7 @@ static int jbody(PyObject *spec, const char *p, Py_ssize_t n, Buf *b, Ctx *c, in
 }
 
 /* As msg_value: a message's JSON value; rv: the resourceVersion to set in it (NULL: none). */
-static int jmsg(PyObject *spec, const char *p, Py_ssize_t n, Buf *b, int depth, const char *rv, Py_ssize_t rvn) {
+static int jmsg(PyObject *spec, const char *p, Py_ssize_t n, JBuf *b, int depth, const char *rv, Py_ssize_t rvn) {
     if (depth > MAX_DEPTH) return 0;
     int special = (int)PyLong_AsLong(PyList_GET_ITEM(spec, G_SPECIAL));
     if (special) return jspecial(b, special, p, n, depth);
@@ -1939,7 +1939,7 @@ static int jmsg(PyObject *spec, const char *p, Py_ssize_t n, Buf *b, int depth, 
 }
 
 /* The head dict's "key":value pairs, then "object": (the JSON form of an Entry, see data.py). */
-static int jhead(Buf *b, PyObject *head) {
+static int jhead(JBuf *b, PyObject *head) {
     PyObject *k, *v;
     Py_ssize_t pos = 0;
     if (!put1(b, '{')) return 0;
@@ -1967,20 +1967,23 @@ static PyObject *py_json(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     Py_ssize_t n = PyBytes_GET_SIZE(args[1]);
     const char *rv = NULL;
     Py_ssize_t rvn = 0, at, start;
-    Buf b = {NULL, 0, 0};
+    JBuf b = {NULL, 0, 0};
     Ctx top, body;
     int fill = PyObject_IsTrue(args[4]);
     if (fill < 0) return NULL;
     if (args[5] != Py_None) {
         rv = PyUnicode_AsUTF8AndSize(args[5], &rvn);
-        if (!rv) return NULL;
+        if (!rv) {  /* a lone surrogate: the dict path writes what jsonout makes of it */
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
         if (rvn == 0) rv = NULL;
     }
     if (PyLong_AsLong(PyList_GET_ITEM(spec, G_SPECIAL)) != 0) Py_RETURN_NONE;
     ctx_init(&top, 0, fill ? rv : NULL, rvn);
     top.may_dup = 1;  /* kind and apiVersion, then the fields */
     ctx_init(&body, 0, rv, rvn);
-    if (!buf_reserve(&b, 2 * n + 256)) goto fail;
+    if (!buf_reserve(&b, 3 * n + 512)) goto fail;  /* JSON is ~2x its protobuf, and the head: one allocation */
     if (args[6] != Py_None && !jhead(&b, args[6])) goto fail;
     if (!put1(&b, '{')) goto fail;
     top.base = b.n;

@@ -238,8 +238,7 @@ def _prepare(conv: Converter) -> None:
         conv.value = _special_value(message.special)
         conv.fill = _not_ready
         return
-    strategy = FORCE_STRATEGY or ("listfields" if _is_sparse(message) else "generated")
-    if strategy == "generated":
+    if strategy(message) == "generated":
         _generate(conv)
         return
     # A sparse message (most fields are pointers, few present: VolumeSource,
@@ -315,6 +314,14 @@ def _key_order(message: Message) -> tuple[str, ...]:
 
 def _needs_presence(f: Field) -> bool:
     return f.label == "opt" and (f.pointer or f.removed or (f.type == "bytes" and not f.omitempty))
+
+
+def strategy(message: Message) -> str:
+    """How a message (not a special type) is converted: ``generated`` code filling every field, or ``listfields``.
+
+    Known without preparing the converter: the C decoder's tables need only this.
+    """
+    return FORCE_STRATEGY or ("listfields" if _is_sparse(message) else "generated")
 
 
 def _is_sparse(message: Message) -> bool:

@@ -30,9 +30,9 @@ class JsonLinesProcessor:
     reader of the file sees whole batches. ``out`` may be binary or text: a
     text file opened by ``open()`` (or ``sys.stdout``) gets the UTF-8 bytes
     on its underlying buffer, any other text stream (``io.StringIO``) the
-    text. Entries are turned into JSON one at a time and their decoded
-    objects dropped at once (see :meth:`Entry.to_json_bytes
-    <tattler_etcd.data.Entry.to_json_bytes>`). The write is synchronous: local
+    text. Entries are turned into JSON one at a time, protobuf ones by C
+    straight from their bytes with no decoded object at all (see
+    :meth:`Entry.to_json_bytes <tattler_etcd.data.Entry.to_json_bytes>`). The write is synchronous: local
     files and pipes are fast, and a thread per batch would cost more than it
     saves; a consumer that stops reading a pipe does stall the pipeline (as
     back-pressure should). The caller opens and closes ``out``.
