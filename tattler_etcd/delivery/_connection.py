@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from tattler_etcd.delivery._tls import client_context, verify_failure
+from tattler_etcd.delivery._tls import client_context, secret, verify_failure
 from tattler_etcd.errors import ConfigError, DeliveryError
 
 __all__ = ["CONNECT_QUERY_KEYS", "ConnectOptions", "Connection", "connect_option", "open_connection", "public_url",
@@ -128,16 +128,8 @@ def connect_option(values: dict[str, Any], key: str, value: str, shown: str) -> 
         if not os.access(value, os.R_OK) or not os.path.isfile(value):
             raise ConfigError(f"{shown}: {key} {value}: not a readable file")
         values[key] = value
-    elif key == "token_file":
-        try:
-            with open(value, encoding="utf-8") as f:
-                values["token"] = f.read().strip()
-        except OSError as exc:
-            raise ConfigError(f"{shown}: token_file {value}: {exc.strerror}") from exc
-    elif key in ("token_env", "password_env"):
-        if not os.environ.get(value):
-            raise ConfigError(f"{shown}: {key}: the variable {value} is not set")
-        values["token" if key == "token_env" else "password"] = os.environ[value].strip()
+    elif key in ("token_file", "token_env", "password_env"):
+        values["password" if key == "password_env" else "token"] = secret(key, value, shown)
     else:
         raise ConfigError(f"{shown}: unknown connection option {key!r}")
 

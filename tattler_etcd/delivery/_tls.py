@@ -1,18 +1,20 @@
-"""The TLS context every destination builds the same way: a CA bundle, a client certificate, or none of it.
+"""TLS and secrets, read the same way for every destination: a CA bundle, a client certificate, a token.
 
-Why one place: a webhook and a NATS server take the same four options
-(``ca``, ``cert``, ``key``, ``insecure``), and a bad file must give the same
-clear :class:`~tattler_etcd.errors.ConfigError` naming it, before anything
+Why one place: a webhook and a NATS server take the same options (``ca``,
+``cert``, ``key``, ``insecure``; a token from ``token_file`` or
+``token_env``), and a bad file or an unset variable must give the same clear
+:class:`~tattler_etcd.errors.ConfigError` naming it, before anything
 connects, whichever destination it was given to.
 """
 
 from __future__ import annotations
 
+import os
 import ssl
 
 from tattler_etcd.errors import ConfigError
 
-__all__ = ["client_context", "verify_failure"]
+__all__ = ["client_context", "secret", "verify_failure"]
 
 
 def client_context(what: str, *, ca: str | None = None, cert: str | None = None, key: str | None = None,
@@ -55,3 +57,23 @@ def verify_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
         cause = cause.__cause__ or cause.__context__
         seen += 1
     return None
+
+
+def secret(option: str, value: str, what: str) -> str:
+    """The secret a ``*_file`` option's file holds, or a ``*_env`` option's variable (white space dropped).
+
+    Why: a secret in a URL or on a command line shows in every process list;
+    a file or a variable does not.
+
+    Raises:
+        ConfigError: the file cannot be read, or the variable is not set (named, never its value).
+    """
+    if option.endswith("_file"):
+        try:
+            with open(value, encoding="utf-8") as f:
+                return f.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"{what}: {option} {value}: {exc.strerror}") from exc
+    if not os.environ.get(value):
+        raise ConfigError(f"{what}: {option}: the variable {value} is not set")
+    return os.environ[value].strip()

@@ -36,7 +36,6 @@ import email.utils
 import http
 import json
 import logging
-import os
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -48,7 +47,7 @@ import trio
 
 from tattler_etcd.data import Entry
 from tattler_etcd.delivery._connection import public_url
-from tattler_etcd.delivery._tls import client_context, verify_failure
+from tattler_etcd.delivery._tls import client_context, secret, verify_failure
 from tattler_etcd.delivery.subjects import change_id, resource_name
 from tattler_etcd.errors import ConfigError, DeliveryError, TattlerError
 
@@ -133,16 +132,8 @@ def parse_webhook_url(text: str, *, ignore: Sequence[str] = ()) -> WebhookOption
             if not value.isdigit() or int(value) < 1:
                 raise ConfigError(f"{public_url(text)}: max_attempts must be a whole number, 1 or more")
             values["max_attempts"] = int(value)
-        elif key == "token_file":
-            try:
-                with open(value, encoding="utf-8") as f:
-                    values["token"] = f.read().strip()
-            except OSError as exc:
-                raise ConfigError(f"{public_url(text)}: token_file {value}: {exc.strerror}") from exc
-        else:  # token_env
-            if not os.environ.get(value):
-                raise ConfigError(f"{public_url(text)}: token_env: the variable {value} is not set")
-            values["token"] = os.environ[value].strip()
+        else:  # token_file, token_env
+            values["token"] = secret(key, value, public_url(text))
     url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(kept)))
     return WebhookOptions(url=url, **values)
 
