@@ -7,7 +7,8 @@
 One module per stage (:mod:`.safety`, :mod:`.preprocess`, :mod:`.batching`,
 :mod:`.routing`); :mod:`.runner` alone wires them. Most users need only
 :class:`Runner`, :class:`Policy`, :class:`Batch` and a processor such as
-:class:`JsonLinesProcessor`. The redaction rules (shared with the recorder)
+:class:`JsonLinesProcessor` (a processor may also have ``synced(info: SyncInfo)``,
+called once after the first sync, :mod:`.sync`). The redaction rules (shared with the recorder)
 are in :mod:`.redaction`. See ``docs/pipeline.md`` and ``docs/safety.md``.
 """
 
@@ -25,6 +26,7 @@ from tattler_etcd.pipeline.safety import REDACTED as REDACTED
 from tattler_etcd.pipeline.safety import REDACTED_DATA as REDACTED_DATA
 from tattler_etcd.pipeline.safety import scrub_dict as scrub_dict
 from tattler_etcd.pipeline.safety import scrub_entry as scrub_entry
+from tattler_etcd.pipeline.sync import SyncInfo as SyncInfo
 
 __all__ = [
     "REDACTED",
@@ -36,6 +38,7 @@ __all__ = [
     "Processor",
     "Redactor",
     "Runner",
+    "SyncInfo",
     "scrub_dict",
     "scrub_entry",
     "supersedes",

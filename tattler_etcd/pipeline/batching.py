@@ -27,6 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import trio
 
 from tattler_etcd.data import ChangeType, Entry, SourceType
+from tattler_etcd.pipeline.sync import SyncMarker
 from tattler_etcd.stats import Counters
 
 __all__ = ["Batch", "run_batching", "supersedes"]
@@ -106,14 +107,16 @@ def supersedes(new: Entry, old: Entry) -> bool:
 
 
 async def run_batching(
-    receive: trio.MemoryReceiveChannel[list[Entry]],
-    send: trio.MemorySendChannel[Batch],
+    receive: trio.MemoryReceiveChannel[list[Entry] | SyncMarker],
+    send: trio.MemorySendChannel[Batch | SyncMarker],
     *,
     window: float,
     size: int,
     counters: Counters,
 ) -> None:
     """The stage; sends the open batch and closes ``send`` when ``receive`` ends.
+
+    A :class:`~tattler_etcd.pipeline.sync.SyncMarker` sends the open batch, then itself.
 
     Counters: ``batching.in``, ``batching.out`` (entries sent in batches),
     ``batching.batches``, ``batching.dropped.duplicate`` (superseded entries).
@@ -134,7 +137,7 @@ async def run_batching(
 
     async with receive, send:
         while True:
-            chunk: list[Entry] | None = None
+            chunk: list[Entry] | SyncMarker | None = None
             with trio.move_on_at(deadline):
                 try:
                     chunk = await receive.receive()
@@ -142,6 +145,12 @@ async def run_batching(
                     break
             if chunk is None:  # the window closed
                 await flush()
+                continue
+            if isinstance(chunk, SyncMarker):
+                # The first sync's end (pipeline.sync): what came before it goes first, in its own batch.
+                if pending:
+                    await flush()
+                await send.send(chunk)
                 continue
             counters.add("batching.in", len(chunk))
             dups = 0

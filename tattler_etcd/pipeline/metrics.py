@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Self
 import trio
 
 from tattler_etcd.data import Entry
+from tattler_etcd.pipeline.sync import SyncMarker
 
 if TYPE_CHECKING:
     from tattler_etcd.pipeline._collector import RunnerCollector as RunnerCollector
@@ -158,14 +159,18 @@ class PipelineMetrics:
             out[(source.value, _label(api_version, kind), change.value)] += n
         return dict(out)
 
-    def safety_received(self, chunk: list[Entry]) -> None:
+    def safety_received(self, chunk: list[Entry] | SyncMarker) -> None:
+        if isinstance(chunk, SyncMarker):
+            return  # the first sync's marker (pipeline.sync): nothing to count
         # The stage handles one chunk at a time and sends on a sub-list of it:
         # what it did not send of the previous chunk was dropped. Settled when
         # the next chunk comes (or the input ends), so the counter only grows.
         self.safety_settle()
         self._pending = chunk
 
-    def safety_sent(self, chunk: list[Entry]) -> None:
+    def safety_sent(self, chunk: list[Entry] | SyncMarker) -> None:
+        if isinstance(chunk, SyncMarker):
+            return
         self._pending_out.append(chunk)
 
     def safety_settle(self) -> None:
@@ -178,7 +183,9 @@ class PipelineMetrics:
             if id(e) not in sent:
                 self.safety_dropped[_label(e.api_version, e.kind)] += 1
 
-    def batch_sent(self, batch: Batch) -> None:
+    def batch_sent(self, batch: Batch | SyncMarker) -> None:
+        if isinstance(batch, SyncMarker):
+            return  # the first sync's marker
         self.batch_sizes.observe(len(batch))
 
     def timed(self, name: str, proc: Callable[[Batch], Any]) -> Callable[[Batch], Any]:

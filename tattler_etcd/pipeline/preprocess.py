@@ -22,6 +22,7 @@ from typing import TypeAlias
 import trio
 
 from tattler_etcd.data import Entry
+from tattler_etcd.pipeline.sync import SyncMarker
 from tattler_etcd.stats import Counters
 
 __all__ = ["Preprocessor", "preprocessor_name", "run_preprocess"]
@@ -39,13 +40,13 @@ def preprocessor_name(fn: Preprocessor) -> str:
 
 
 async def run_preprocess(
-    receive: trio.MemoryReceiveChannel[list[Entry]],
-    send: trio.MemorySendChannel[list[Entry]],
+    receive: trio.MemoryReceiveChannel[list[Entry] | SyncMarker],
+    send: trio.MemorySendChannel[list[Entry] | SyncMarker],
     preprocessors: Sequence[Preprocessor],
     *,
     counters: Counters,
 ) -> None:
-    """The stage; closes ``send`` when ``receive`` ends.
+    """The stage (a :class:`SyncMarker` passes as it is); closes ``send`` when ``receive`` ends.
 
     Counters: ``preprocess.in``, ``preprocess.out``,
     ``preprocess.dropped.filtered`` (a preprocessor returned None),
@@ -54,6 +55,9 @@ async def run_preprocess(
     fns = [(fn, preprocessor_name(fn)) for fn in preprocessors]
     async with receive, send:
         async for chunk in receive:
+            if isinstance(chunk, SyncMarker):  # the first sync's end (pipeline.sync): passed on as it is
+                await send.send(chunk)
+                continue
             out: list[Entry] = []
             for entry in chunk:
                 current: Entry = entry

@@ -16,13 +16,20 @@ A processor that raises is reported as a
 :class:`~tattler_etcd.errors.ProcessorError` naming it (logged, counted under
 ``processor.<name>.errors``, kept in :attr:`Runner.errors`) and keeps
 receiving the next batches; the other processors never notice.
+
+A processor with an ``async def synced(self, info)`` method also gets, once,
+a :class:`~tattler_etcd.pipeline.sync.SyncInfo` in order with its batches:
+after every batch of the readers' initial state (:mod:`.sync`). A DROP
+processor is handed it as soon as it can take it (a batch coming while it
+waits for it is dropped for that processor, as any); ``info.dropped`` says
+whether it lost a batch before.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -30,6 +37,7 @@ import trio
 
 from tattler_etcd.errors import ProcessorError
 from tattler_etcd.pipeline.batching import Batch
+from tattler_etcd.pipeline.sync import SyncInfo, SyncMarker
 from tattler_etcd.stats import Counters
 
 __all__ = ["Policy", "Processor", "Route", "run_processor", "run_routing"]
@@ -64,21 +72,22 @@ class Processor(Protocol):
 
 @dataclass(eq=False)
 class Route:
-    """One registered processor and its channel from the router."""
+    """One registered processor and its channel from the router (``synced``: its method of that name, if any)."""
 
     name: str
     processor: Callable[[Batch], object]
     policy: Policy
     buffer: int = 0
-    send: trio.MemorySendChannel[Batch] = field(init=False)
-    receive: trio.MemoryReceiveChannel[Batch] = field(init=False)
+    synced: Callable[[SyncInfo], Awaitable[None]] | None = None
+    send: trio.MemorySendChannel[Batch | SyncInfo] = field(init=False)
+    receive: trio.MemoryReceiveChannel[Batch | SyncInfo] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.send, self.receive = trio.open_memory_channel[Batch](self.buffer)
+        self.send, self.receive = trio.open_memory_channel[Batch | SyncInfo](self.buffer)
 
 
 async def run_routing(
-    receive: trio.MemoryReceiveChannel[Batch],
+    receive: trio.MemoryReceiveChannel[Batch | SyncMarker],
     routes: Sequence[Route],
     *,
     counters: Counters,
@@ -90,15 +99,32 @@ async def run_routing(
     """
     drop = [r for r in routes if r.policy is Policy.DROP]
     block = [r for r in routes if r.policy is Policy.BLOCK]
+    marked = False
+    dropped: set[str] = set()  # DROP processors that lost a batch before the marker
     try:
-        async with receive:
+        # A DROP processor busy when the marker comes gets it from a task of its own, in order:
+        # while that task waits, the channel is full and its next batches are dropped as usual.
+        async with trio.open_nursery() as waiting, receive:
             async for batch in receive:
+                if isinstance(batch, SyncMarker):
+                    marked = True
+                    for r in routes:
+                        if r.synced is None:
+                            continue
+                        info = SyncInfo(batch.readers, dropped=r.name in dropped)
+                        if r.policy is Policy.DROP:
+                            waiting.start_soon(_hand_over, r, info)
+                        else:
+                            await _hand_over(r, info)
+                    continue
                 counters.add("routing.batches")
                 counters.add("routing.entries", len(batch))
                 for r in drop:
                     try:
                         r.send.send_nowait(batch)
                     except trio.WouldBlock:
+                        if not marked:
+                            dropped.add(r.name)
                         counters.add(f"processor.{r.name}.dropped")
                         counters.add(f"processor.{r.name}.dropped_entries", len(batch))
                     except trio.BrokenResourceError:
@@ -117,6 +143,13 @@ async def run_routing(
             r.send.close()
 
 
+async def _hand_over(route: Route, info: SyncInfo) -> None:
+    try:
+        await route.send.send(info)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # its task is gone (only when the runner is stopping hard)
+
+
 async def run_processor(
     route: Route,
     *,
@@ -125,13 +158,19 @@ async def run_processor(
 ) -> None:
     """One processor's task: call it on each batch until the router closes its channel.
 
-    Counters: ``processor.<name>.batches``, ``.entries``, ``.errors``.
+    A :class:`SyncInfo` goes to its ``synced`` method instead (errors reported the same way).
+    Counters: ``processor.<name>.batches``, ``.entries``, ``.errors``, ``.synced``.
     """
     name = route.name
     proc = route.processor
     async with route.receive:
         async for batch in route.receive:
             try:
+                if isinstance(batch, SyncInfo):
+                    if route.synced is not None:
+                        await route.synced(batch)
+                        counters.add(f"processor.{name}.synced")
+                    continue
                 await proc(batch)  # type: ignore[misc]
             except Exception as exc:
                 err = ProcessorError(name, exc)

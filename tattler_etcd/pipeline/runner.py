@@ -45,6 +45,7 @@ from tattler_etcd.pipeline.preprocess import Preprocessor, run_preprocess
 from tattler_etcd.pipeline.redaction import Redactor
 from tattler_etcd.pipeline.routing import Policy, Processor, Route, run_processor, run_routing
 from tattler_etcd.pipeline.safety import run_safety
+from tattler_etcd.pipeline.sync import ReaderSync, ResourceSync, SyncMarker
 from tattler_etcd.readers import Reader
 from tattler_etcd.stats import Counters
 
@@ -61,20 +62,42 @@ _MAX_ERRORS = 100
 
 
 class _ReaderStarted:
-    """The ``task_status`` a reader gets: counts it as started (once)."""
+    """The ``task_status`` a reader gets: counts it as started (once), and how its first sync went."""
 
-    def __init__(self, runner: Runner, name: str) -> None:
+    def __init__(self, runner: Runner, reader: Reader) -> None:
         self._runner = runner
-        self._name = name
+        self.name = self._name = reader.name
+        self._reader = reader
         self.done = False
+        #: The reader's first sync, as its status said when it reported started (None: it did not).
+        self.sync: ReaderSync | None = None
 
     def started(self, value: Any = None) -> None:
         if self.done:
             raise RuntimeError("called 'started' twice on the same task status")
+        self.sync = _reader_sync(self._reader)
+        self._count()
+
+    def gave_up(self) -> None:
+        """The reader ended without reporting started: count it, so nobody waits for it (no sync info)."""
+        self._count()
+
+    def _count(self) -> None:
         self.done = True
         if self._runner._reader_states.get(self._name) == "starting":
             self._runner._reader_states[self._name] = "synced"
         self._runner._reader_started()
+
+
+def _reader_sync(reader: Reader) -> ReaderSync:
+    """How a reader's first sync went, from its ``status`` (its resources'), if it has one."""
+    status = getattr(reader, "status", None)
+    resources = getattr(status, "resources", None) or {}
+    return ReaderSync(reader.name, tuple(
+        ResourceSync(str(getattr(r, "resource", "") or name), bool(getattr(r, "full_list", False)),
+                     str(getattr(r, "list_revision", "") or ""))
+        for name, r in resources.items()
+    ))
 
 
 class Runner:
@@ -129,6 +152,7 @@ class Runner:
         self._to_start = 0
         self._all_started = trio.Event()
         self._reader_states: dict[str, str] = {}
+        self._started: list[_ReaderStarted] = []
         #: What the metric taps count; None until :meth:`collector` is asked for.
         self.metrics: PipelineMetrics | None = None
 
@@ -177,7 +201,8 @@ class Runner:
             raise RegistrationError(f"processor {name!r}: policy must be a Policy, not {policy!r}")
         if not isinstance(buffer, int) or buffer < 0:
             raise RegistrationError(f"processor {name!r}: buffer must be 0 or more, not {buffer!r}")
-        self._routes.append(Route(name, proc, policy, buffer))
+        synced = getattr(proc, "synced", None)
+        self._routes.append(Route(name, proc, policy, buffer, synced if callable(synced) else None))
         self._processors[name] = proc  # as registered: the route's callable may be wrapped (metrics)
 
     # -- state --------------------------------------------------------------
@@ -257,7 +282,7 @@ class Runner:
             raise RegistrationError("add a processor before run()")
         self._state = "running"
         self._to_start = len(self._readers)
-        send_in, recv_in = trio.open_memory_channel[list[Entry]](0)
+        send_in, recv_in = trio.open_memory_channel[list[Entry] | SyncMarker](0)
         logger.info(
             "pipeline starting: %d reader(s), %d preprocessor(s), processors %s",
             len(self._readers), len(self._preprocessors), ", ".join(self.processor_names),
@@ -275,6 +300,7 @@ class Runner:
                                 await self._all_started.wait()
                                 logger.info("pipeline started: every reader handed on its initial list")
                                 task_status.started()
+                                await self._send_marker(send_in)
                 finally:
                     if trio.current_effective_deadline() == -math.inf:
                         # Cancelled from outside: give the stages drain_timeout to deliver.
@@ -289,10 +315,21 @@ class Runner:
         if self._reader_errors:
             raise self._reader_errors[0]
 
+    async def _send_marker(self, send_in: trio.MemorySendChannel[list[Entry] | SyncMarker]) -> None:
+        """After every reader's initial entries: the marker, for the processors with ``synced`` (docs/design.md)."""
+        if not any(r.synced is not None for r in self._routes):
+            return
+        order = {r.name: i for i, r in enumerate(self._readers)}
+        syncs = [s.sync for s in sorted(self._started, key=lambda s: order[s.name])]
+        if any(s is None for s in syncs):
+            logger.debug("pipeline: a reader ended before its first sync: no synced() call")
+            return
+        await send_in.send(SyncMarker(tuple(s for s in syncs if s is not None)))
+
     def _reader_channel(
-        self, reader: Reader, send_in: trio.MemorySendChannel[list[Entry]],
+        self, reader: Reader, send_in: trio.MemorySendChannel[list[Entry] | SyncMarker],
     ) -> trio.MemorySendChannel[list[Entry]]:
-        send = send_in.clone()
+        send = cast(trio.MemorySendChannel[list[Entry]], send_in.clone())
         m = self.metrics
         if m is None:
             return send
@@ -303,7 +340,8 @@ class Runner:
                     tap_send(send, lambda chunk: m.reader_sent(name, chunk, revisions=revisions)))
 
     async def _run_reader(self, reader: Reader, send: trio.MemorySendChannel[list[Entry]]) -> None:
-        status = _ReaderStarted(self, reader.name)
+        status = _ReaderStarted(self, reader)
+        self._started.append(status)
         try:
             async with send:
                 await reader.run(send, self.counters, task_status=status)
@@ -320,10 +358,10 @@ class Runner:
         finally:
             if not status.done:
                 # Ended (or failed) without reporting started: it will not, so do not wait for it.
-                status.started()
+                status.gave_up()
             logger.debug("reader %s ended", reader.name)
 
-    async def _run_stages(self, recv_in: trio.MemoryReceiveChannel[list[Entry]]) -> None:
+    async def _run_stages(self, recv_in: trio.MemoryReceiveChannel[list[Entry] | SyncMarker]) -> None:
         c = self.counters
         m = self.metrics
         with self._stage_scope:
@@ -333,18 +371,19 @@ class Runner:
                         route.processor = m.timed(route.name, route.processor)
                         m.channels[f"processor.{route.name}"] = route.receive
                     n.start_soon(self._run_processor, route)
-                send_batch, recv_batch = trio.open_memory_channel[Batch](0)
+                send_batch, recv_batch = trio.open_memory_channel[Batch | SyncMarker](0)
                 n.start_soon(lambda: run_routing(recv_batch, self._routes, counters=c))
-                send_safe, recv_safe = trio.open_memory_channel[list[Entry]](0)
+                send_safe, recv_safe = trio.open_memory_channel[list[Entry] | SyncMarker](0)
                 if m is not None:
                     m.channels.update({"safety": recv_in, "routing": recv_batch,
                                        "preprocess" if self._preprocessors else "batching": recv_safe})
-                    send_batch = cast(trio.MemorySendChannel[Batch], tap_send(send_batch, m.batch_sent))
-                    send_safe = cast(trio.MemorySendChannel[list[Entry]], tap_send(send_safe, m.safety_sent))
-                    recv_in = cast(trio.MemoryReceiveChannel[list[Entry]],
+                    send_batch = cast(trio.MemorySendChannel[Batch | SyncMarker], tap_send(send_batch, m.batch_sent))
+                    send_safe = cast(trio.MemorySendChannel[list[Entry] | SyncMarker],
+                                     tap_send(send_safe, m.safety_sent))
+                    recv_in = cast(trio.MemoryReceiveChannel[list[Entry] | SyncMarker],
                                    tap_receive(recv_in, m.safety_received, m.safety_settle))
                 if self._preprocessors:
-                    send_pre, recv_pre = trio.open_memory_channel[list[Entry]](0)
+                    send_pre, recv_pre = trio.open_memory_channel[list[Entry] | SyncMarker](0)
                     n.start_soon(lambda: run_batching(
                         recv_pre, send_batch, window=self.batch_window, size=self.batch_size, counters=c,
                     ))

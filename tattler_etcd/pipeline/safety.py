@@ -41,6 +41,7 @@ from tattler_etcd.pipeline.redaction import (
     default_redactor,
     drop_unknown_keys,
 )
+from tattler_etcd.pipeline.sync import SyncMarker
 from tattler_etcd.readers import turns
 from tattler_etcd.stats import Counters
 
@@ -196,14 +197,14 @@ def _scrub_entry(entry: Entry, allow_secrets: bool, rules: Redactor) -> tuple[in
 
 
 async def run_safety(
-    receive: trio.MemoryReceiveChannel[list[Entry]],
-    send: trio.MemorySendChannel[list[Entry]],
+    receive: trio.MemoryReceiveChannel[list[Entry] | SyncMarker],
+    send: trio.MemorySendChannel[list[Entry] | SyncMarker],
     *,
     counters: Counters,
     allow_secrets: bool = False,
     rules: Redactor | None = None,
 ) -> None:
-    """The stage: scrub every entry of every chunk; closes ``send`` when ``receive`` ends.
+    """The stage: scrub every entry of every chunk (a :class:`SyncMarker` passes); closes ``send`` at the end.
 
     Counters: ``safety.in``, ``safety.out``, ``safety.redacted`` (values),
     ``safety.dropped.secret``, ``safety.dropped.unsafe``, and
@@ -214,6 +215,9 @@ async def run_safety(
     warned: set[str] = set()
     async with receive, send:
         async for chunk in receive:
+            if isinstance(chunk, SyncMarker):  # the first sync's end (pipeline.sync): passed on as it is
+                await send.send(chunk)
+                continue
             out: list[Entry] = []
             redacted = 0
             for i, entry in enumerate(chunk):

@@ -252,6 +252,12 @@ class ResourceStatus:
     #: Wall-clock time (``time.time()``) of the first failure of the current
     #: streak of failures; None while healthy.
     down_since: float | None = None
+    #: The resource as the user names it (``pods``, ``deployments``, ``widgets.example.com``).
+    resource: str = ""
+    #: The first sync was a full list (not a resume from a saved position), at ``list_revision``.
+    full_list: bool = False
+    #: The first list's revision or resourceVersion (``""``: resumed, or not known).
+    list_revision: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -652,7 +658,7 @@ class ResourceLoop(abc.ABC):
         self.name = name
         self.send = send
         self.index = Index()
-        self.status = ResourceStatus()
+        self.status = ResourceStatus(resource=name)
         self.backoff = reader.backoff_factory()
         self.need_list = True
         #: The position was compacted away: the next list must be a consistent read.
@@ -736,6 +742,8 @@ class ResourceLoop(abc.ABC):
         """Hand on the initial state (unless resumed), retrying until done."""
         if self.need_list:
             await self.list_until_done(ChangeType.ADD)
+            self.status.full_list = True
+            self.status.list_revision = self.position
         self._mark_synced()
 
     def _mark_synced(self) -> None:

@@ -347,6 +347,7 @@ class _EtcdLoop(ResourceLoop):
     def __init__(self, reader: EtcdReader, gw: Gateway, spec: ResourceSpec,
                  send: trio.MemorySendChannel[list[Entry]]) -> None:
         super().__init__(reader, spec.segment, send)
+        self.status.resource = spec.name
         self.gw = gw
         self.spec = spec
         self.key_prefix = reader.keymap.key_prefix(spec)
