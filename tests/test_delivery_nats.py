@@ -306,5 +306,5 @@ async def test_its_counts_are_prometheus_metrics_of_the_runner(nats_server: Nats
     got = samples(prometheus_client.generate_latest(registry).decode())
     delivered = {dict(labels)["outcome"]: v for (name, labels), v in got.items() if name == "tattler_delivery_total"}
     assert delivered == {"published": 2, "duplicates": 0, "resent": 0, "failed": 0, "skipped": 1, "stale": 0,
-                         "kv_conflicts": 0}
+                         "kv_conflicts": 0, "swept": 0}
     assert got[("tattler_processor_entries_total", (("processor", "mirror"),))] == 3

@@ -57,8 +57,8 @@ if TYPE_CHECKING:
 
     from tattler_etcd.data import Entry
 
-__all__ = ["EXPECTED_SEQUENCE", "ROUNDS", "WRONG_LAST_SEQUENCE", "Known", "KvOrder", "ack_sequence", "newer",
-           "window_end"]
+__all__ = ["EXPECTED_SEQUENCE", "ROUNDS", "WRONG_LAST_SEQUENCE", "Known", "KvOrder", "ack_sequence",
+           "known_version", "newer", "window_end"]
 
 logger = logging.getLogger("tattler_etcd.delivery")
 
@@ -127,7 +127,7 @@ def _version(entry: Entry) -> tuple[int | None, str, bool]:
     return _int(entry.resource_version), entry.uid, entry.change is ChangeType.DELETE
 
 
-def _known(seq: int, headers: dict[str, str] | None, data: bytes | None) -> Known:
+def known_version(seq: int, headers: dict[str, str] | None, data: bytes | None) -> Known:
     """What a KV message says about its key; ``data`` (the body) is read only when the headers say nothing."""
     headers = headers or {}
     deleted = headers.get("KV-Operation") in ("DEL", "PURGE")
@@ -211,7 +211,7 @@ class KvOrder:
             remaining = int((await sub.consumer_info()).num_pending)
             while remaining > 0:
                 for m in await sub.fetch(min(remaining, _SCAN_CHUNK), timeout=_SCAN_WAIT):
-                    self.known[m.subject] = _known(m.metadata.sequence.stream, m.headers, None)
+                    self.known[m.subject] = known_version(m.metadata.sequence.stream, m.headers, None)
                     read += 1
                     remaining = min(remaining - 1, m.metadata.num_pending)
         except (nats.errors.Error, OSError) as exc:
@@ -245,5 +245,5 @@ class KvOrder:
                     raise answer
                 why = why or f"{type(answer).__name__} reading the key"
             else:
-                self.known[subject] = _known(answer.seq, answer.headers, answer.data)
+                self.known[subject] = known_version(answer.seq, answer.headers, answer.data)
         return why

@@ -20,6 +20,11 @@ For each entry of a batch, :class:`NatsProcessor` publishes
   the mirror never goes back, whatever the replicas' order
   (:mod:`._kvorder`).
 
+Once the readers' first sync was delivered (:meth:`NatsProcessor.synced`),
+the keys of every fully listed resource that this run was not given and that
+hold a version at or before the list's revision are deleted (the sweep):
+their objects went while no tattler-etcd ran. See ``docs/delivery.md``.
+
 Publishes are pipelined: every message of the batch is sent (in windows of
 2,000) with a reply subject on one inbox of ours, then the acknowledgements
 are awaited together; a batch is done when every acknowledgement is in. One
@@ -42,11 +47,11 @@ import logging
 import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from tattler_etcd.data import ChangeType, Entry
+from tattler_etcd.data import ChangeType, Entry, SourceType
 from tattler_etcd.delivery._connection import (
     CONNECT_QUERY_KEYS,
     Connection,
@@ -62,10 +67,14 @@ from tattler_etcd.delivery._kvorder import (
     WRONG_LAST_SEQUENCE,
     KvOrder,
     ack_sequence,
+    known_version,
     window_end,
 )
-from tattler_etcd.delivery.subjects import change_id, kv_key
+from tattler_etcd.delivery.subjects import change_id, kv_key, resource_token
 from tattler_etcd.errors import ConfigError, DeliveryError, TattlerError
+
+if TYPE_CHECKING:
+    from tattler_etcd.pipeline.sync import SyncInfo
 
 __all__ = ["NatsOptions", "NatsProcessor", "open_nats_processor", "parse_nats_url"]
 
@@ -75,6 +84,8 @@ logger = logging.getLogger("tattler_etcd.delivery")
 _HEADER_ROOM = 1024
 #: Most messages in flight at once: their acknowledgements are awaited together.
 _WINDOW = 2000
+#: Keys the sweep reads and deletes at once.
+_SWEEP_WINDOW = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,12 +194,16 @@ class NatsProcessor:
         self.failed = 0
         #: Entries skipped before publishing: their JSON could not be made, or is over max_payload.
         self.skipped = 0
+        #: KV keys deleted by the sweep after the first sync (objects gone while no tattler-etcd ran).
+        self.swept = 0
+        #: The KV keys of every entry given so far, until the first sync's sweep (None: no more).
+        self._given: set[str] | None = set() if self._kv is not None else None
 
     def delivery_counts(self) -> dict[str, int]:
         """The counts above by name, for ``tattler_delivery_total{processor, outcome}`` (pipeline/metrics.py)."""
         return {"published": self.published, "duplicates": self.duplicates, "resent": self.resent,
                 "failed": self.failed, "skipped": self.skipped, "stale": self.stale,
-                "kv_conflicts": self.kv_conflicts}
+                "kv_conflicts": self.kv_conflicts, "swept": self.swept}
 
     @property
     def stale(self) -> int:
@@ -240,7 +255,11 @@ class NatsProcessor:
         o = self.options
         limit = self._conn.nc.max_payload - _HEADER_ROOM
         ops: list[_Op] = []
+        given = self._given
         for entry in entries:
+            key = kv_key(entry)
+            if given is not None:
+                given.add(key)  # skipped or not: this run knows the object, the sweep leaves its key
             try:
                 payload = entry.to_json_bytes()
             except TattlerError as exc:
@@ -252,7 +271,6 @@ class NatsProcessor:
                 logger.warning("nats: skipped %s: its JSON is %d bytes, over the server's max_payload %d",
                                entry.key, len(payload), self._conn.nc.max_payload)
                 continue
-            key = kv_key(entry)
             msg_id = change_id(entry)
             if o.stream:
                 ops.append(_Op(f"{o.prefix}.{key}", payload, {
@@ -288,6 +306,123 @@ class NatsProcessor:
             await trio.sleep(delay)
             delay = min(delay * 2, 2.0)
         self.published += len({id(op.entry) for op in ops})
+
+    async def synced(self, info: SyncInfo) -> None:
+        """The readers' first sync was delivered: sweep the KV keys no full list confirmed (docs/delivery.md).
+
+        For each resource every reader fully listed at a known revision, a key
+        under its prefix that this run was not given, that is not a delete
+        marker and whose resourceVersion is an integer at or before the
+        list's revision gets a compare-and-set delete marker (a DELETE entry
+        at the list's revision, as a relist makes; on the stream too). A key
+        another writer changed since is left as it is. Nothing is swept when
+        a batch was dropped for this processor before, or for a resumed
+        resource: the run may not have been given every object then.
+        """
+        given, self._given = self._given, None
+        kv = self._kv
+        if kv is None or given is None:
+            return
+        if info.dropped:
+            logger.debug("nats: no KV sweep: a batch was dropped before the first sync was delivered")
+            return
+        lists = info.full_lists()
+        for reader in info.readers:
+            for r in reader.resources:
+                if r.resource not in lists:
+                    logger.debug("nats: no KV sweep of %s (reader %s): %s", r.resource, reader.name,
+                                 "its first sync resumed" if not r.full_list else "its list's revision is not known")
+        if not lists:
+            return
+        by_token = {resource_token(resource): int(rev) for resource, rev in lists.items()}
+        plen = len(kv.prefix)
+        todo: list[tuple[str, int]] = []
+        for subject, (_seq, rv, _uid, deleted) in kv.known.items():
+            key = subject[plen:]
+            rev = by_token.get(key.partition(".")[0])
+            if rev is None or deleted or rv is None or rv < 0 or rv > rev or key in given:
+                continue
+            todo.append((subject, rev))
+        if not todo:
+            logger.debug("nats: KV sweep of %s: every key was confirmed", ", ".join(sorted(lists)))
+            return
+        swept = 0
+        for i in range(0, len(todo), _SWEEP_WINDOW):
+            done, why = await self._conn.call(self._sweep, todo[i : i + _SWEEP_WINDOW])
+            swept += done
+            if why:
+                logger.warning("nats %s: KV sweep stopped after %d keys: %s", self._conn.url, swept, why)
+                break
+        self.swept += swept
+        logger.info("nats: bucket %s: swept %d key(s) of objects gone while no tattler-etcd ran (%s)",
+                    self.options.bucket, swept, ", ".join(sorted(lists)))
+
+    async def _sweep(self, todo: list[tuple[str, int]]) -> tuple[int, str]:
+        """(asyncio) Read each key, and delete it if it still holds the version it was swept for."""
+        import asyncio
+
+        results = await asyncio.gather(*(self._sweep_one(subject, rev) for subject, rev in todo),
+                                       return_exceptions=True)
+        why = ""
+        for result in results:
+            if isinstance(result, BaseException):
+                nats, _ = require_nats()
+                if not isinstance(result, nats.errors.Error | OSError):
+                    raise result
+                why = why or f"{type(result).__name__}: {str(result)[:200]}"
+        return sum(1 for r in results if r is True), why
+
+    async def _sweep_one(self, subject: str, rev: int) -> bool:
+        """(asyncio) One key: its current message, then a compare-and-set delete marker over it."""
+        nats, _ = require_nats()
+        kv = self._kv
+        assert kv is not None
+        key = subject[len(kv.prefix):]
+        try:
+            msg = await self._conn.js.get_msg(kv.stream, subject=subject)
+        except nats.js.errors.NotFoundError:
+            kv.known.pop(subject, None)
+            return False
+        seq, rv, uid, deleted = kv.known[subject] = known_version(msg.seq, msg.headers, msg.data)
+        try:
+            doc = json.loads(msg.data)
+            entry = Entry(
+                change=ChangeType.DELETE, source=SourceType(doc["source"]), uid=uid, api_version=doc["apiVersion"],
+                kind=doc["kind"], namespace=doc.get("namespace"), name=doc["name"], resource_version=str(rev),
+                raw={"apiVersion": doc["apiVersion"], "kind": doc["kind"], "metadata": {
+                    k: v for k, v in (("name", doc["name"]), ("namespace", doc.get("namespace")), ("uid", uid),
+                                      ("resourceVersion", str(rev))) if v}},
+            )
+        except (ValueError, TypeError, KeyError, AttributeError):
+            logger.debug("nats: KV sweep: %s holds no entry this release wrote: left", key)
+            return False
+        if deleted or rv is None or rv < 0 or rv > rev:
+            logger.debug("nats: KV sweep: %s changed since start: left", key)
+            return False
+        payload = entry.to_json_bytes()
+        msg_id = change_id(entry)
+        headers = {"Nats-Msg-Id": msg_id, "Tattler-Uid": uid, "Tattler-Resource-Version": str(rev),
+                   "KV-Operation": "DEL", EXPECTED_SEQUENCE: str(seq)}
+        try:
+            ack = await self._conn.js.publish(subject, payload, headers=headers)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == WRONG_LAST_SEQUENCE:
+                kv.conflicts += 1
+                logger.debug("nats: KV sweep: %s was written by another writer meanwhile: left", key)
+                return False
+            raise
+        kv.stored(subject, entry, ack.seq)
+        logger.debug("nats: KV sweep: deleted %s (not in the list at revision %d)", key, rev)
+        o = self.options
+        if o.stream:
+            try:
+                await self._conn.js.publish(f"{o.prefix}.{key}", payload, headers={
+                    "Nats-Msg-Id": msg_id, "Tattler-Change": entry.change.value, "Tattler-Kind": entry.kind,
+                    "Tattler-Uid": uid, "Tattler-Resource-Version": str(rev)})
+            except (nats.errors.Error, OSError) as exc:
+                logger.warning("nats %s: the sweep's DELETE of %s not on stream %s: %s", self._conn.url, key,
+                               o.stream, type(exc).__name__)
+        return True
 
     async def _publish(self, ops: list[_Op], start: int) -> tuple[int | None, str]:
         """(asyncio) Publish ``ops[start:]`` pipelined; the index of the first not acknowledged, and why."""

@@ -299,8 +299,8 @@ class Runner:
                                     readers.start_soon(self._run_reader, reader, self._reader_channel(reader, send_in))
                                 await self._all_started.wait()
                                 logger.info("pipeline started: every reader handed on its initial list")
-                                task_status.started()
                                 await self._send_marker(send_in)
+                                task_status.started()
                 finally:
                     if trio.current_effective_deadline() == -math.inf:
                         # Cancelled from outside: give the stages drain_timeout to deliver.
