@@ -120,6 +120,18 @@ async def test_several_readers_and_processors(autojump_clock: object) -> None:
     assert sorted(x.uid for b in plain.batches for x in b) == ["a1", "a2", "b1", "b2", "b3", "one-later", "two-later"]
 
 
+async def test_the_marker_passes_the_preprocess_stage(autojump_clock: object) -> None:
+    reader = Reader("r", [["a", "drop-me", "b"]])
+    rec = Recorder()
+    runner = Runner(batch_window=3600.0)
+    runner.add_reader(reader)
+    runner.add_preprocessor(lambda x: None if x.uid == "drop-me" else x)
+    runner.add_processor("rec", rec)
+    await run_until(runner, [reader])
+    assert [what for what, _ in rec.events] == ["batch", "synced", "batch"]
+    assert rec.uids_before_synced() == {"a", "b"}
+
+
 async def test_a_drop_processor_that_lost_a_batch_is_told(autojump_clock: object) -> None:
     reader = Reader("r", [[f"x{i}"] for i in range(6)])
     slow, fast = Recorder(delay=10.0), Recorder()

@@ -268,7 +268,9 @@ class Runner:
 
         ``task_status.started()`` is called once every reader has reported
         started (its initial list handed on), so ``await nursery.start(runner.run)``
-        returns when the first full picture is on its way to the processors.
+        returns when the first full picture is on its way to the processors
+        (followed by the first-sync marker when a processor has ``synced``,
+        see :mod:`tattler_etcd.pipeline.sync`).
 
         Raises:
             RegistrationError: no reader or no processor, or run a second time.
