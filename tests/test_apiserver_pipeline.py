@@ -9,7 +9,9 @@ import trio
 
 from tattler_etcd.data import ChangeType
 from tattler_etcd.pipeline import Runner
+from tattler_etcd.pipeline import SyncInfo
 from tattler_etcd.pipeline.safety import REDACTED
+from tattler_etcd.pipeline.sync import ReaderSync, ResourceSync
 from tattler_etcd.readers.apiserver import APIServerReader, Backoff, ClusterConfig
 from tests.fake_apiserver import FakeCluster, open_fake_apiserver
 from tests.fake_apiserver.objects import make_pod
@@ -57,3 +59,35 @@ async def test_reader_through_the_runner(fmt: str, autojump_clock: Any) -> None:
         # the safety stage redacted env values, whatever the wire format
         assert e.raw["spec"]["containers"][0]["env"] == [{"name": "MODE", "value": REDACTED}]
     assert next(e for e in entries if e.change is ChangeType.UPDATE).raw["status"]["phase"] == "Succeeded"
+
+
+async def test_synced_gets_the_lists_resource_version(autojump_clock: Any) -> None:
+    """A processor's synced(info): the APIServer reader's full list and that list's resourceVersion."""
+    cluster = FakeCluster()
+    for i in range(3):
+        cluster.create("pods", make_pod(i))
+    listed_at = str(cluster.rv)
+    infos: list[SyncInfo] = []
+
+    class Proc:
+        async def __call__(self, batch: Any) -> None:
+            pass
+
+        async def synced(self, info: SyncInfo) -> None:
+            infos.append(info)
+
+    async with open_fake_apiserver(cluster) as srv:
+        reader = APIServerReader(["pods"], config=ClusterConfig(srv.url),
+                                 backoff_factory=lambda: Backoff(rand=lambda: 0.0))
+        runner = Runner(batch_window=1.0)
+        runner.add_reader(reader)
+        runner.add_processor("proc", Proc())
+        with trio.fail_after(600):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(runner.run)
+                while not infos:
+                    await trio.sleep(0.1)
+                runner.stop()
+    [info] = infos
+    assert info.readers == (ReaderSync("apiserver", (ResourceSync("pods", True, listed_at),)),)
+    assert info.full_lists() == {"pods": listed_at}
