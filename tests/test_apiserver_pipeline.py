@@ -8,14 +8,12 @@ import pytest
 import trio
 
 from tattler_etcd.data import ChangeType
-from tattler_etcd.pipeline import Runner
-from tattler_etcd.pipeline import SyncInfo
+from tattler_etcd.pipeline import Runner, SyncInfo
 from tattler_etcd.pipeline.safety import REDACTED
 from tattler_etcd.pipeline.sync import ReaderSync, ResourceSync
 from tattler_etcd.readers.apiserver import APIServerReader, Backoff, ClusterConfig
 from tests.fake_apiserver import FakeCluster, open_fake_apiserver
 from tests.fake_apiserver.objects import make_pod
-
 
 
 @pytest.mark.parametrize("fmt", ["json", "protobuf"])
