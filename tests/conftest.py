@@ -28,22 +28,14 @@ def _no_cluster_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def etcd() -> Iterator[EtcdServer]:
-    server = EtcdServer()
-    server.start()
-    try:
+    with EtcdServer().running() as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture
 def nats_server() -> Iterator[NatsServer]:
-    server = NatsServer()
-    server.start()
-    try:
+    with NatsServer().running() as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture(scope="session")
@@ -62,9 +54,5 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 @pytest.fixture
 def tls_etcd(certs: dict[str, str]) -> Iterator[EtcdServer]:
     """An etcd that serves HTTPS only and wants a client certificate signed by ``certs``' CA."""
-    server = EtcdServer(tls=certs)
-    server.start()
-    try:
+    with EtcdServer(tls=certs).running() as server:
         yield server
-    finally:
-        server.close()

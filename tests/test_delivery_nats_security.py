@@ -24,22 +24,10 @@ def pod(name: str) -> Entry:
     return Entry.from_dict(obj("Pod", name=name, rv="3"), change=ChangeType.ADD, source=SourceType.ETCD)
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    return make_test_certs(tmp_path_factory.mktemp("nats-certs"))
-
-
-def started(server: NatsServer) -> Iterator[NatsServer]:
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 @pytest.fixture
 def mtls_server(certs: dict[str, str]) -> Iterator[NatsServer]:
-    yield from started(NatsServer(tls=certs, verify_clients=True))
+    with NatsServer(tls=certs, verify_clients=True).running() as server:
+        yield server
 
 
 def client_tls(certs: dict[str, str]) -> ssl.SSLContext:
@@ -95,9 +83,7 @@ async def test_tls_asked_of_a_plain_server_sends_nothing(nats_server: NatsServer
 
 
 async def test_user_and_password_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    server = NatsServer(user="tattler", password="s3cret-pw")
-    server.start()
-    try:
+    with NatsServer(user="tattler", password="s3cret-pw").running() as server:
         with trio.fail_after(30):
             with pytest.raises(DeliveryError, match="cannot connect") as refused:
                 async with open_nats_processor(f"nats://tattler@127.0.0.1:{server.port}"):
@@ -108,17 +94,13 @@ async def test_user_and_password_from_the_environment(tmp_path: Path, monkeypatc
                 await proc([pod("a")])
             assert proc.published == 1
             assert list(await kv_state(server.url, user="tattler", password="s3cret-pw")) == ["pods.ns.a"]
-    finally:
-        server.close()
     assert "s3cret-pw" not in str(refused.value)
 
 
 async def test_a_token_from_a_file_and_the_cli(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("tok-123456\n")
-    server = NatsServer(token="tok-123456")
-    server.start()
-    try:
+    with NatsServer(token="tok-123456").running() as server:
         url = f"{server.url}?token_file={token}"
         with trio.fail_after(30):
             async with open_nats_processor(url) as proc:
@@ -129,8 +111,6 @@ async def test_a_token_from_a_file_and_the_cli(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         assert [json.loads(line)["name"] for line in result.stdout.splitlines()] == ["a"]
         assert "tok-123456" not in result.stderr
-    finally:
-        server.close()
 
 
 async def test_an_nkey_seed_file(tmp_path: Path) -> None:
@@ -139,9 +119,7 @@ async def test_an_nkey_seed_file(tmp_path: Path) -> None:
     seed = nkeys.encode_seed(bytes(range(32)), nkeys.PREFIX_BYTE_USER)
     public = nkeys.from_seed(bytearray(seed)).public_key.decode()
     (tmp_path / "user.nk").write_bytes(seed + b"\n")
-    server = NatsServer(nkey_user=public)
-    server.start()
-    try:
+    with NatsServer(nkey_user=public).running() as server:
         with trio.fail_after(30):
             with pytest.raises(DeliveryError, match="cannot connect"):
                 async with open_nats_processor(server.url):
@@ -149,8 +127,6 @@ async def test_an_nkey_seed_file(tmp_path: Path) -> None:
             async with open_nats_processor(f"{server.url}?nkey={tmp_path / 'user.nk'}") as proc:
                 await proc([pod("a")])
             assert proc.published == 1
-    finally:
-        server.close()
 
 
 def test_bad_connection_options_are_config_errors_naming_them(tmp_path: Path,

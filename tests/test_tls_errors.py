@@ -42,12 +42,8 @@ def other_certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def tls_etcd(certs: dict[str, str]) -> Iterator[EtcdServer]:
-    server = EtcdServer(tls=certs)
-    server.start()
-    try:
+    with EtcdServer(tls=certs).running() as server:
         yield server
-    finally:
-        server.close()
 
 
 async def _fails(**kwargs: Any) -> tuple[PermanentReaderError, Counters]:

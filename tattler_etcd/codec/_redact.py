@@ -150,18 +150,8 @@ def drop_unknown(parsed: Parsed) -> bool:
     """
     if not isinstance(parsed, Parsed):
         raise TypeError(f"drop_unknown: expected a Parsed, got {type(parsed).__name__}")
-    raw = parsed._raw
-    msg = parsed._message
-    if msg is None:
-        if raw is not None and _fast.has_unknown(parsed._name, raw) is False:
-            return False  # the C scan of the bytes says there is none: no parse, no walk
-        msg = parsed._typed()
-    before = len(raw) if raw is not None else msg.ByteSize()
-    msg.DiscardUnknownFields()
-    if msg.ByteSize() == before:
-        return False
-    parsed._changed()
-    return True
+    size = discard_unknown(parsed)  # None: the C scan of the bytes found none (no parse, no walk)
+    return size is not None and size_changed(parsed, size)
 
 
 class Replace:

@@ -72,17 +72,24 @@ class Processor(Protocol):
 
 @dataclass(eq=False)
 class Route:
-    """One registered processor and its channel from the router (``synced``: its method of that name, if any)."""
+    """One registered processor and its channel from the router (``synced``: its method of that name, if any).
+
+    ``call`` is what the processor's task calls with each batch: the processor
+    itself, or a wrapper around it (the runner's timing, when metrics are on);
+    ``processor`` stays the one registered.
+    """
 
     name: str
     processor: Callable[[Batch], object]
     policy: Policy
     buffer: int = 0
     synced: Callable[[SyncInfo], Awaitable[None]] | None = None
+    call: Callable[[Batch], object] = field(init=False)
     send: trio.MemorySendChannel[Batch | SyncInfo] = field(init=False)
     receive: trio.MemoryReceiveChannel[Batch | SyncInfo] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.call = self.processor
         self.send, self.receive = trio.open_memory_channel[Batch | SyncInfo](self.buffer)
 
 
@@ -162,7 +169,7 @@ async def run_processor(
     Counters: ``processor.<name>.batches``, ``.entries``, ``.errors``, ``.synced``.
     """
     name = route.name
-    proc = route.processor
+    proc = route.call
     async with route.receive:
         async for batch in route.receive:
             try:

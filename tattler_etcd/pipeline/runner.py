@@ -143,7 +143,6 @@ class Runner:
         self._readers: list[Reader] = []
         self._preprocessors: list[Preprocessor] = []
         self._routes: list[Route] = []
-        self._processors: dict[str, Processor] = {}
         self._errors: collections.deque[ProcessorError] = collections.deque(maxlen=_MAX_ERRORS)
         self._reader_errors: list[BaseException] = []
         self._state = "new"
@@ -203,7 +202,6 @@ class Runner:
             raise RegistrationError(f"processor {name!r}: buffer must be 0 or more, not {buffer!r}")
         synced = getattr(proc, "synced", None)
         self._routes.append(Route(name, proc, policy, buffer, synced if callable(synced) else None))
-        self._processors[name] = proc  # as registered: the route's callable may be wrapped (metrics)
 
     # -- state --------------------------------------------------------------
 
@@ -220,7 +218,7 @@ class Runner:
     @property
     def processors(self) -> dict[str, Processor]:
         """The processors by name, in the order added (their ``delivery_counts()``, when they have one, feeds metrics)."""
-        return dict(self._processors)
+        return {r.name: cast(Processor, r.processor) for r in self._routes}
 
     @property
     def readers(self) -> list[Reader]:
@@ -370,7 +368,7 @@ class Runner:
             async with trio.open_nursery() as n:
                 for route in self._routes:
                     if m is not None:
-                        route.processor = m.timed(route.name, route.processor)
+                        route.call = m.timed(route.name, route.processor)
                         m.channels[f"processor.{route.name}"] = route.receive
                     n.start_soon(self._run_processor, route)
                 send_batch, recv_batch = trio.open_memory_channel[Batch | SyncMarker](0)

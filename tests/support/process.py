@@ -7,12 +7,14 @@ are the same, and live here once.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Self
 
 __all__ = ["ServerProcess", "die_with_parent"]
 
@@ -75,6 +77,15 @@ class ServerProcess:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Self]:
+        """Started for the ``with`` block, always closed after it (a fixture's body, or one test's server)."""
+        self.start()  # type: ignore[attr-defined]  # each subclass has its own start(...)
+        try:
+            yield self
+        finally:
+            self.close()
 
     def close(self) -> None:
         self.stop()
