@@ -68,11 +68,14 @@ class EtcdServer(ServerProcess):
             raise RuntimeError("etcd is not installed (apt-get install -y etcd-server); .ci/run installs it")
         super().__init__(data_dir, "tattler-etcd-test-")
         self.data_dir = self.state_dir
+        self.new_ports()
+        self.progress_notify = progress_notify
+        self.tls = tls
+
+    def new_ports(self) -> None:
         self.client_port = free_port()
         self.peer_port = free_port()
         self.metrics_port = free_port()
-        self.progress_notify = progress_notify
-        self.tls = tls
 
     @property
     def url(self) -> str:

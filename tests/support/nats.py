@@ -40,7 +40,7 @@ class NatsServer(ServerProcess):
                                "scripts/setup.sh installs it")
         super().__init__(store_dir, "tattler-nats-test-")
         self.store_dir = self.state_dir
-        self.port = free_port()
+        self.new_ports()
         self._extra: list[str] = []
         if tls:
             self._extra += ["--tlsverify" if verify_clients else "--tls", "--tlscert", tls["server_cert"],
@@ -56,6 +56,9 @@ class NatsServer(ServerProcess):
             with open(conf, "w") as f:
                 f.write(f'authorization {{ users = [ {{ nkey: "{nkey_user}" }} ] }}\n')
             self._extra += ["-c", conf]
+
+    def new_ports(self) -> None:
+        self.port = free_port()
 
     @property
     def url(self) -> str:
